@@ -1,0 +1,1 @@
+"""HTTP handlers, one module per group of routes. Handlers parse and answer; the work is elsewhere."""

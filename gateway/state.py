@@ -1,0 +1,17 @@
+"""Every piece of application state, as typed aiohttp keys (one place to see what the app holds)."""
+
+from __future__ import annotations
+
+import asyncpg
+from aiohttp import web
+
+from gateway.auth import Principal
+from gateway.embedded import EmbeddedPostgres
+from gateway.settings import Settings
+
+SETTINGS = web.AppKey("settings", Settings)
+POOL = web.AppKey("pool", asyncpg.Pool)
+EMBEDDED = web.AppKey("embedded", EmbeddedPostgres)
+GENERATED_KEY = web.AppKey("generated_key", str)  # set when start-up created the first key
+
+PRINCIPAL = web.RequestKey("principal", Principal)
