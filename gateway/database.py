@@ -20,13 +20,11 @@ MIN_SERVER_VERSION = 150000  # PostgreSQL 15
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     asyncio.TimeoutError,
-    asyncpg.exceptions.ConnectionDoesNotExistError,
-    asyncpg.exceptions.CannotConnectNowError,
-    asyncpg.exceptions.AdminShutdownError,
-    asyncpg.exceptions.CrashShutdownError,
-    asyncpg.exceptions.TooManyConnectionsError,
     asyncpg.exceptions.InterfaceError,
-    asyncpg.exceptions.ConnectionFailureError,
+    asyncpg.exceptions.PostgresConnectionError,  # SQLSTATE class 08
+    asyncpg.exceptions.OperatorInterventionError,  # class 57: shutdown, crash, cannot connect now
+    asyncpg.exceptions.InsufficientResourcesError,  # class 53: too many connections, disk full
+    asyncpg.exceptions.InvalidCatalogNameError,  # the database itself is gone
 )
 
 

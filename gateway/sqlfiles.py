@@ -53,7 +53,7 @@ def migration_files() -> list[tuple[str, Path]]:
 
 
 class _Queries:
-    """``QUERIES["name"]`` with a clear error for a name that sql/queries.sql does not define."""
+    """``QUERIES[name]`` with a clear error for a name that sql/queries.sql does not define."""
 
     def __getitem__(self, name: str) -> str:
         try:

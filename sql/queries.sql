@@ -76,3 +76,8 @@ WHERE endpoint_id = $1 AND key = $2;
 -- name: idempotency_store
 UPDATE idempotency_keys SET response = $3
 WHERE endpoint_id = $1 AND key = $2;
+
+-- name: endpoint_create
+INSERT INTO endpoints (name) VALUES ($1)
+ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name
+RETURNING id;

@@ -1,0 +1,47 @@
+from pathlib import Path
+
+import pytest
+
+from gateway.settings import Settings, SettingsError, parse_duration, parse_size
+
+
+def test_defaults():
+    settings = Settings.load(environ={})
+    assert settings.database_url is None
+    assert settings.data_dir == Path("./.gateway")
+    assert settings.max_body_bytes == 1024**3
+    assert settings.max_field_bytes == 64 * 1024
+    assert settings.sync_export_max_rows == 100_000
+    assert settings.replace_session_ttl == 24 * 3600
+    assert settings.export_ttl == 7 * 86400
+    assert settings.log_level == "INFO"
+
+
+def test_environment_then_flags():
+    environ = {"GATEWAY_DATABASE_URL": "postgresql://env/db", "GATEWAY_MAX_BODY_BYTES": "2MiB",
+               "GATEWAY_LOG_LEVEL": "debug"}
+    settings = Settings.load(environ=environ, database_url="postgresql://flag/db")
+    assert settings.database_url == "postgresql://flag/db"
+    assert settings.max_body_bytes == 2 * 1024**2
+    assert settings.log_level == "DEBUG"
+    assert Settings.load(environ=environ, database_url=None).database_url == "postgresql://env/db"
+
+
+@pytest.mark.parametrize("variable, value", [
+    ("GATEWAY_MAX_BODY_BYTES", "big"), ("GATEWAY_EXPORT_TTL", "1 week"), ("GATEWAY_POOL_MAX_SIZE", "0"),
+    ("GATEWAY_SYNC_EXPORT_MAX_ROWS", "ten"), ("GATEWAY_LOG_LEVEL", "CHATTY"),
+])
+def test_bad_values_name_the_variable(variable, value):
+    with pytest.raises(SettingsError, match=variable):
+        Settings.load(environ={variable: value})
+
+
+@pytest.mark.parametrize("text, seconds", [("90", 90), ("90s", 90), ("15m", 900), ("24h", 86400), ("7d", 604800)])
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text, size", [("65536", 65536), ("64KiB", 65536), ("1GiB", 1024**3), ("1g", 1024**3),
+                                        ("5MB", 5_000_000)])
+def test_sizes(text, size):
+    assert parse_size(text) == size
