@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    stop = _stop_on_signals()  # before anything is printed: a signal right after "listening" must drain
     app = create_app(settings)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=30)
     try:
@@ -85,19 +86,19 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
             print(f"audience-gateway created the first API key (admin scope, shown only once): {generated}",
                   flush=True)
         print(f"audience-gateway listening on http://{args.host}:{port}", flush=True)
-        await _wait_for_stop_signal()
+        await stop.wait()
         log.info("stopping")
     finally:
         await runner.cleanup()
     return EXIT_OK
 
 
-async def _wait_for_stop_signal() -> None:
+def _stop_on_signals() -> asyncio.Event:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    return stop
 
 
 @asynccontextmanager
