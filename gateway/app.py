@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from gateway import state
-from gateway.api import health, segments
+from gateway.api import data, health, segments
 from gateway.auth import ensure_bootstrap_key
 from gateway.database import create_pool
 from gateway.embedded import EmbeddedPostgres
@@ -30,6 +30,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(database_ctx)
     app.add_routes(health.routes)
     app.add_routes(segments.routes)
+    app.add_routes(data.routes)
     return app
 
 

@@ -83,6 +83,7 @@ class CsvStreamParser:
         self.max_record_bytes = max_record_bytes
         self.on_invalid = on_invalid
         self.header: list[str] | None = None
+        self._width = 0  # len(header) once known
         self._width_set: set[int] = set()  # {len(header)} once known
         # Lines up to this many bytes (line ending excluded) can break neither limit.
         self._safe_line_bytes = min(max_field_bytes, max_record_bytes - 1)
@@ -244,20 +245,19 @@ class CsvStreamParser:
             line = continued.line if continued is not None else first_line + start
             held = continued.nbytes if continued is not None else 0
 
-            if watch_records or is_open:
-                size = held + _bytes_of(lines, start, stop, is_ascii)
-                if size > self.max_record_bytes:
-                    self._reject_oversized(line)
-                    crossing = start
-                    while True:
-                        held += _bytes_of(lines, crossing, crossing + 1, is_ascii)
-                        if held > self.max_record_bytes:
-                            break
-                        crossing += 1
-                    if crossing + 1 < stop:
-                        return crossing + 1
-                    continued = None
-                    continue
+            size = held + _bytes_of(lines, start, stop, is_ascii) if watch_records or is_open else 0
+            if size > self.max_record_bytes:
+                self._reject_oversized(line)
+                crossing = start  # the line on which the record went over the limit
+                while True:
+                    held += _bytes_of(lines, crossing, crossing + 1, is_ascii)
+                    if held > self.max_record_bytes:
+                        break
+                    crossing += 1
+                if crossing + 1 < stop:
+                    return crossing + 1  # the reader went past it: restart on the next line
+                continued = None
+                continue
 
             if error is not None:
                 self._reject(line, _describe(error))
@@ -287,8 +287,8 @@ class CsvStreamParser:
     def _problem(self, row: list[str], *, check_utf8: bool, check_fields: bool) -> str | None:
         if check_utf8 and _has_bad_bytes(row):
             return "invalid UTF-8"
-        if len(row) != len(self.header):  # type: ignore[arg-type]
-            return f"expected {len(self.header)} fields, got {len(row)}"  # type: ignore[arg-type]
+        if len(row) != self._width:
+            return f"expected {self._width} fields, got {len(row)}"
         if check_fields and _has_long_field(row, self.max_field_bytes):
             return f"field exceeds {self.max_field_bytes} bytes"
         return None
@@ -308,6 +308,7 @@ class CsvStreamParser:
                                      f"(same as {seen[key]!r}; names are case-insensitive)")
             seen[key] = name
         self.header = names
+        self._width = len(names)
         self._width_set = {len(names)}
 
     def _check_tail(self) -> None:

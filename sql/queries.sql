@@ -53,7 +53,8 @@ WHERE endpoint_id = $1 AND status <> 'deleted'
 ORDER BY id;
 
 -- name: segment_get
-SELECT id, name, description, category, type, status, identity_attribute, attributes, created_at, updated_at
+SELECT id, name, description, category, type, status, identity_attribute, attributes, member_count,
+       last_upload_at, created_at, updated_at
 FROM segments
 WHERE id = $1 AND endpoint_id = $2 AND status <> 'deleted';
 
@@ -81,3 +82,151 @@ WHERE endpoint_id = $1 AND key = $2;
 INSERT INTO endpoints (name) VALUES ($1)
 ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name
 RETURNING id;
+
+-- ---------------------------------------------------------------------------------------------------
+-- Members and pushes. {members} and {staging} are table names made by gateway.members from integer
+-- ids only (audience.members_<segment id>, staging.replace_<session id>); never from request text.
+
+-- name: segment_lock
+SELECT identity_attribute, attributes, member_count FROM segments
+WHERE id = $1 AND endpoint_id = $2 AND status <> 'deleted'
+FOR UPDATE;
+
+-- name: segment_set_columns
+UPDATE segments SET identity_attribute = $2, attributes = $3, updated_at = now()
+WHERE id = $1;
+
+-- name: segment_record_upload
+UPDATE segments SET member_count = member_count + $2, last_upload_at = now(), updated_at = now()
+WHERE id = $1
+RETURNING member_count;
+
+-- name: segment_set_member_count
+UPDATE segments SET member_count = $2, last_upload_at = now(), updated_at = now()
+WHERE id = $1;
+
+-- name: incoming_create
+CREATE TEMPORARY TABLE incoming (
+    ord       integer NOT NULL,
+    identity  text COLLATE "C" NOT NULL,
+    attrs     text[] NOT NULL
+) ON COMMIT DROP;
+
+-- name: incoming_distinct_count
+SELECT count(DISTINCT identity) FROM incoming;
+
+-- name: members_create
+CREATE TABLE IF NOT EXISTS {members} (
+    identity  text COLLATE "C" PRIMARY KEY,
+    attrs     text[] NOT NULL
+);
+
+-- name: members_add
+-- The last row of the batch wins for an identity sent twice; xmax = 0 marks rows that were inserted.
+WITH merged AS (
+    INSERT INTO {members} AS m (identity, attrs)
+    SELECT DISTINCT ON (identity) identity, attrs FROM incoming ORDER BY identity, ord DESC
+    ON CONFLICT (identity) DO UPDATE SET attrs = EXCLUDED.attrs
+    RETURNING (xmax = 0) AS inserted
+)
+SELECT count(*) FILTER (WHERE inserted) FROM merged;
+
+-- name: members_remove
+DELETE FROM {members} m USING (SELECT DISTINCT identity FROM incoming) i
+WHERE m.identity = i.identity;
+
+-- name: replace_find_open
+SELECT id FROM replace_sessions
+WHERE segment_id = $1 AND total_batches = $2 AND ids = $3 AND source_endpoint_id = $4
+  AND source_segment_id = $5 AND status = 'open';
+
+-- name: replace_find_committed_batch
+-- A late retry: the same batch, same body, of a share that committed within the session TTL.
+SELECT b.response FROM replace_sessions s JOIN replace_batches b ON b.session_id = s.id
+WHERE s.segment_id = $1 AND s.total_batches = $2 AND s.ids = $3 AND s.source_endpoint_id = $4
+  AND s.source_segment_id = $5 AND s.status = 'committed'
+  AND s.committed_at > now() - make_interval(secs => $8)
+  AND b.batch_number = $6 AND b.body_hash = $7
+ORDER BY s.committed_at DESC
+LIMIT 1;
+
+-- name: replace_open
+INSERT INTO replace_sessions (segment_id, total_batches, ids, source_endpoint_id, source_segment_id)
+VALUES ($1, $2, $3, $4, $5)
+RETURNING id;
+
+-- name: staging_create
+CREATE TABLE {staging} (
+    batch     integer NOT NULL,
+    ord       integer NOT NULL,
+    identity  text COLLATE "C" NOT NULL,
+    attrs     text[] NOT NULL
+);
+
+-- name: staging_clear_batch
+DELETE FROM {staging} WHERE batch = $1;
+
+-- name: staging_add_batch
+INSERT INTO {staging} (batch, ord, identity, attrs)
+SELECT $1, ord, identity, attrs FROM incoming;
+
+-- name: staging_drop
+DROP TABLE IF EXISTS {staging};
+
+-- name: replace_record_batch
+INSERT INTO replace_batches (session_id, batch_number, body_hash, response)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT (session_id, batch_number)
+DO UPDATE SET body_hash = EXCLUDED.body_hash, response = EXCLUDED.response, staged_at = now();
+
+-- name: replace_touch
+UPDATE replace_sessions SET last_batch_at = now() WHERE id = $1
+RETURNING (SELECT count(*) FROM replace_batches WHERE session_id = $1) AS staged, total_batches;
+
+-- name: replace_build_begin
+SET LOCAL work_mem = '256MB';
+
+-- name: replace_build_members
+-- The new audience: the union of the staged batches; a later batch (then a later row) wins.
+CREATE TABLE {members_new} AS
+SELECT DISTINCT ON (identity) identity, attrs FROM {staging}
+ORDER BY identity, batch DESC, ord DESC;
+
+-- name: replace_index_members
+ALTER TABLE {members_new} ADD CONSTRAINT {members_new_pkey} PRIMARY KEY (identity),
+    ALTER COLUMN attrs SET NOT NULL;
+
+-- name: replace_drop_members
+DROP TABLE IF EXISTS {members};
+
+-- name: replace_swap_members
+ALTER TABLE {members_new} RENAME TO {members_name};
+
+-- name: replace_rename_pkey
+ALTER INDEX {members_new_pkey_qualified} RENAME TO {members_pkey};
+
+-- name: replace_mark_committed
+UPDATE replace_sessions SET status = 'committed', committed_at = now() WHERE id = $1;
+
+-- name: replace_update_batch_response
+UPDATE replace_batches SET response = $3 WHERE session_id = $1 AND batch_number = $2;
+
+-- name: replace_expired_sessions
+SELECT id, segment_id FROM replace_sessions
+WHERE status = 'open' AND last_batch_at < now() - make_interval(secs => $1)
+ORDER BY id
+LIMIT 100;
+
+-- name: replace_lock_session_for_expiry
+-- Under the segment's lock, so no batch of this session is being staged meanwhile.
+SELECT s.id FROM replace_sessions s JOIN segments g ON g.id = s.segment_id
+WHERE s.id = $1 AND s.status = 'open' AND s.last_batch_at < now() - make_interval(secs => $2)
+FOR UPDATE OF g, s;
+
+-- name: replace_mark_expired
+UPDATE replace_sessions SET status = 'expired' WHERE id = $1;
+
+-- name: replace_forget_old
+-- Committed and expired sessions are kept one TTL for late retries and history, then forgotten.
+DELETE FROM replace_sessions
+WHERE status <> 'open' AND coalesce(committed_at, last_batch_at) < now() - make_interval(secs => $1);

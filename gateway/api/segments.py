@@ -55,6 +55,8 @@ async def get_one_segment(request: web.Request) -> web.Response:
         "type": row["type"],
         "status": row["status"],
         "identityAttribute": row["identity_attribute"],
+        "size": row["member_count"],
+        "lastUploadAt": row["last_upload_at"].isoformat() if row["last_upload_at"] else None,
         "createdAt": row["created_at"].isoformat(),
         "updatedAt": row["updated_at"].isoformat(),
     })

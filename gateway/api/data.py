@@ -1,0 +1,102 @@
+"""``POST|PUT|DELETE /v1/segments/{id}/data``: ADD, REPLACE and REMOVE pushed CSV batches.
+
+The handler validates everything it can before reading the body (batch parameters, content type,
+declared length, the segment), then streams: body → parser → COPY into ``incoming`` → one merge.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from multidict import MultiMapping
+
+from gateway import state
+from gateway.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from gateway.ingest import Upload
+from gateway.members import (BatchInfo, Operation, add_members, batch_result, lock_segment, register_columns,
+                             remove_members, stream_incoming)
+from gateway.replace import stage_replace_batch
+from gateway.responses import success
+from gateway.segments import get_segment, parse_segment_id
+
+routes = web.RouteTableDef()
+
+CSV_CONTENT_TYPES = frozenset({"text/csv", "text/plain", "application/csv", "application/octet-stream", ""})
+MAX_TOTAL_BATCHES = 1_000_000
+_ACTION_OF_METHOD = {"POST": Operation.ADD, "PUT": Operation.REPLACE, "DELETE": Operation.REMOVE}
+
+
+def parse_batch_info(query: MultiMapping[str], operation: Operation) -> BatchInfo:
+    total, number = query.get("totalBatchCount"), query.get("currentBatchNumber")
+    if (total is None) != (number is None):
+        raise BadRequest("totalBatchCount and currentBatchNumber go together: send both or neither",
+                         code="invalid_batch")
+    if total is None or number is None:
+        total_count, batch_number = 1, 1
+    else:
+        total_count, batch_number = _positive(total, "totalBatchCount"), _positive(number, "currentBatchNumber")
+        if total_count > MAX_TOTAL_BATCHES:
+            raise BadRequest(f"totalBatchCount must be at most {MAX_TOTAL_BATCHES}", code="invalid_batch")
+        if batch_number > total_count:
+            raise BadRequest("currentBatchNumber must not exceed totalBatchCount", code="invalid_batch")
+    action = query.get("shareAction")
+    if action is not None and action.strip().upper() != operation.value:
+        raise BadRequest(f"shareAction {action!r} does not match this method ({operation.value})",
+                         code="share_action_mismatch")
+    return BatchInfo(total=total_count, number=batch_number, ids=query.get("ids", ""),
+                     source_endpoint_id=query.get("sourceEndpointID", ""),
+                     source_segment_id=query.get("sourceSegmentID", ""), category=query.get("category", ""))
+
+
+def _positive(text: str, name: str) -> int:
+    if not (text.isascii() and text.isdigit()) or len(text) > 9 or int(text) < 1:
+        raise BadRequest(f"{name} must be a positive integer", code="invalid_batch")
+    return int(text)
+
+
+def check_body_headers(request: web.Request, max_body_bytes: int) -> bool:
+    """415 for anything but CSV-ish bodies or unknown encodings; 413 for a declared length over the limit.
+
+    Returns whether the body is gzip-encoded.
+    """
+    content_type = request.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+    if content_type not in CSV_CONTENT_TYPES:
+        raise UnsupportedMediaType(f"the body must be CSV (text/csv), not {content_type}")
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("identity", "gzip", "x-gzip"):
+        raise UnsupportedMediaType(f"Content-Encoding {encoding} is not supported (use gzip or none)")
+    gzipped = encoding != "identity"
+    if not gzipped and request.content_length is not None and request.content_length > max_body_bytes:
+        raise PayloadTooLarge(f"the body is larger than {max_body_bytes} bytes; nothing was applied")
+    return gzipped
+
+
+async def push(request: web.Request) -> web.Response:
+    operation = _ACTION_OF_METHOD[request.method]
+    segment_id = parse_segment_id(request.match_info["segment_id"])
+    batch = parse_batch_info(request.query, operation)
+    settings = request.app[state.SETTINGS]
+    gzipped = check_body_headers(request, settings.max_body_bytes)
+    endpoint_id = request[state.PRINCIPAL].endpoint_id
+    pool = request.app[state.POOL]
+    await get_segment(pool, endpoint_id, segment_id)
+
+    upload = Upload(request.content, gzipped=gzipped, max_body_bytes=settings.max_body_bytes,
+                    max_field_bytes=settings.max_field_bytes)
+    header = await upload.read_header()
+    async with pool.acquire() as conn:
+        plan = await register_columns(conn, endpoint_id, segment_id, header, batch.ids or None)
+        async with conn.transaction():
+            await stream_incoming(conn, upload, plan)
+            await lock_segment(conn, endpoint_id, segment_id)
+            if operation is Operation.ADD:
+                result = batch_result(segment_id, upload, numAdded=await add_members(conn, segment_id))
+            elif operation is Operation.REMOVE:
+                result = batch_result(segment_id, upload, numRemoved=await remove_members(conn, segment_id))
+            else:
+                result = await stage_replace_batch(conn, segment_id, batch, upload, settings.replace_session_ttl)
+    return success(result)
+
+
+routes.post("/v1/segments/{segment_id}/data")(push)
+routes.put("/v1/segments/{segment_id}/data")(push)
+routes.delete("/v1/segments/{segment_id}/data")(push)

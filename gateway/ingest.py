@@ -1,0 +1,185 @@
+"""From a streamed request body to COPY records: gunzip, parse, validate, normalise, count.
+
+Nothing here buffers the body: chunks are read from ``request.content`` as they arrive, parsed
+incrementally, and turned into ``(ord, identity, attrs)`` records that asyncpg's COPY pulls from an
+async generator, so the client, the parser and PostgreSQL run as one pipeline with back-pressure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import heapq
+import zlib
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from aiohttp import StreamReader
+
+from gateway.csvparse import CsvHeaderError, CsvStreamParser
+from gateway.errors import BadRequest, PayloadTooLarge
+
+MAX_INVALID_SAMPLES = 10
+_DECOMPRESS_STEP = 1024 * 1024  # inflate at most this much at a time: a gzip bomb stops at the body limit
+
+
+@dataclasses.dataclass(frozen=True)
+class ColumnPlan:
+    """How one upload's header maps onto its segment's attributes.
+
+    ``source_index[j]`` is the header column holding segment attribute ``j`` (``-1``: not in this upload);
+    ``None`` means the header is exactly the segment's attributes in order (rows are used as they are).
+    """
+
+    identity_attribute: str
+    attributes: tuple[str, ...]
+    identity_index: int
+    lowercase_identity: bool
+    source_index: tuple[int, ...] | None
+
+
+def plan_columns(header: Sequence[str], identity_attribute: str | None, attributes: Sequence[str],
+                 ids: str | None) -> ColumnPlan:
+    """Choose the identity column and extend the segment's attributes with this header's new names.
+
+    First upload: the ``ids`` column, else a column whose name contains "email", else the first column.
+    Later uploads: ``ids``, else the segment's identity attribute by name, else the first column.
+    Names compare case-insensitively; attributes keep their first-seen spelling and order.
+    """
+    lowered = [name.lower() for name in header]
+    identity_index = 0
+    if ids and ids.lower() in lowered:
+        identity_index = lowered.index(ids.lower())
+    elif identity_attribute is None:
+        identity_index = next((i for i, name in enumerate(lowered) if "email" in name), 0)
+    elif identity_attribute.lower() in lowered:
+        identity_index = lowered.index(identity_attribute.lower())
+    if identity_attribute is None:
+        identity_attribute = header[identity_index]
+
+    known = {name.lower() for name in attributes}
+    merged = list(attributes) + [name for name in header if name.lower() not in known]
+    position = {name: i for i, name in enumerate(lowered)}
+    source_index = tuple(position.get(name.lower(), -1) for name in merged)
+    same_layout = source_index == tuple(range(len(header)))
+    return ColumnPlan(identity_attribute=identity_attribute, attributes=tuple(merged),
+                      identity_index=identity_index, lowercase_identity="email" in lowered[identity_index],
+                      source_index=None if same_layout else source_index)
+
+
+class Upload:
+    """One CSV request body being streamed: its header, then its records, with counts as it goes."""
+
+    def __init__(self, content: StreamReader, *, gzipped: bool, max_body_bytes: int, max_field_bytes: int) -> None:
+        self._content = content
+        self._inflater = zlib.decompressobj(16 + zlib.MAX_WBITS) if gzipped else None
+        self._max_body_bytes = max_body_bytes
+        self._parser = CsvStreamParser(max_field_bytes=max_field_bytes, on_invalid=self._invalid)
+        self._hash = hashlib.sha256()
+        self._ahead: list[tuple[int, list[str]]] = []  # rows parsed together with the header
+        self._chunks = self._body_chunks()
+        self.body_bytes = 0
+        self.received = 0
+        self.invalid = 0
+        self._samples: list[tuple[int, str]] = []  # max-heap (negated lines) of the first invalid rows
+
+    @property
+    def invalid_samples(self) -> list[dict[str, Any]]:
+        """The first invalid rows by line (rows are rejected in two places, not always in line order)."""
+        return [{"line": -line, "reason": reason} for line, reason in sorted(self._samples, reverse=True)]
+
+    @property
+    def body_hash(self) -> bytes:
+        return self._hash.digest()
+
+    async def read_header(self) -> list[str]:
+        """Read until the header row is complete; 400 if it is missing, empty or has duplicate names."""
+        try:
+            while self._parser.header is None:
+                chunk = await anext(self._chunks, None)
+                if chunk is None:
+                    self._ahead.extend(self._parser.finish())
+                    break
+                self._ahead.extend(self._parser.feed(chunk))
+        except CsvHeaderError as exc:
+            raise BadRequest(str(exc), code="invalid_header") from None
+        if self._parser.header is None:
+            raise BadRequest("the body has no header row", code="invalid_header")
+        return self._parser.header
+
+    async def records(self, plan: ColumnPlan) -> AsyncIterator[tuple[int, str, list[str | None]]]:
+        """``(line, identity, attrs)`` for each valid row, for COPY into ``incoming``."""
+        rows = self._ahead
+        self._ahead = []
+        has_nul = False
+        while True:
+            for record in self._records_of(rows, plan, has_nul):
+                yield record
+            chunk = await anext(self._chunks, None)
+            if chunk is None:
+                break
+            has_nul = b"\x00" in chunk
+            rows = self._parser.feed(chunk)
+            await asyncio.sleep(0)  # parsing is CPU: let other requests in between chunks
+        for record in self._records_of(self._parser.finish(), plan, False):
+            yield record
+
+    def _records_of(self, rows: list[tuple[int, list[str]]], plan: ColumnPlan, has_nul: bool):
+        identity_index = plan.identity_index
+        lowercase = plan.lowercase_identity
+        source_index = plan.source_index
+        self.received += len(rows)
+        for line, fields in rows:
+            if has_nul and any("\x00" in field for field in fields):
+                self._invalid(line, "contains a NUL character", counted=True)
+                continue
+            identity = fields[identity_index].strip()
+            if lowercase:
+                identity = identity.lower()
+            if not identity:
+                self._invalid(line, f"empty identity ({plan.identity_attribute})", counted=True)
+                continue
+            fields[identity_index] = identity
+            if source_index is None:
+                yield line, identity, fields
+            else:
+                yield line, identity, [fields[i] if i >= 0 else None for i in source_index]
+
+    def _invalid(self, line: int, reason: str, counted: bool = False) -> None:
+        """A row that is not stored: counted, and sampled with its line and reason."""
+        if not counted:
+            self.received += 1  # rows the parser rejected never reach _records_of
+        self.invalid += 1
+        if len(self._samples) < MAX_INVALID_SAMPLES:
+            heapq.heappush(self._samples, (-line, reason))
+        elif -self._samples[0][0] > line:
+            heapq.heapreplace(self._samples, (-line, reason))
+
+    async def _body_chunks(self) -> AsyncIterator[bytes]:
+        async for raw in self._content.iter_any():
+            if self._inflater is None:
+                yield self._account(raw)
+                continue
+            data = self._inflate(raw)
+            while data:
+                yield self._account(data)
+                data = self._inflate(b"")
+        if self._inflater is not None:
+            if not self._inflater.eof:
+                raise BadRequest("the gzip body is truncated", code="invalid_gzip")
+
+    def _inflate(self, raw: bytes) -> bytes:
+        assert self._inflater is not None
+        try:
+            source = self._inflater.unconsumed_tail + raw if raw else self._inflater.unconsumed_tail
+            return self._inflater.decompress(source, _DECOMPRESS_STEP)
+        except zlib.error:
+            raise BadRequest("the body is not valid gzip", code="invalid_gzip") from None
+
+    def _account(self, data: bytes) -> bytes:
+        self.body_bytes += len(data)
+        if self.body_bytes > self._max_body_bytes:
+            raise PayloadTooLarge(f"the body is larger than {self._max_body_bytes} bytes; nothing was applied")
+        self._hash.update(data)
+        return data

@@ -1,0 +1,115 @@
+"""Segment members: the per-segment tables, and applying one pushed batch (ADD, REMOVE, REPLACE).
+
+Every push follows one path: COPY the upload's records into a temporary ``incoming`` table (no lock
+held while the body streams), then lock the segment's row (calls on one segment apply one at a time,
+in the order they reach the lock) and apply one set-based statement, all in one transaction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import Any
+
+import asyncpg
+
+from gateway.errors import NotFound
+from gateway.ingest import ColumnPlan, Upload
+from gateway.sqlfiles import QUERIES
+
+INCOMING_COLUMNS = ("ord", "identity", "attrs")
+
+
+class Operation(enum.Enum):
+    ADD = "ADD"
+    REPLACE = "REPLACE"
+    REMOVE = "REMOVE"
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchInfo:
+    """Where a batch sits in its share (query parameters; T = k = 1 when absent)."""
+
+    total: int = 1
+    number: int = 1
+    ids: str = ""
+    source_endpoint_id: str = ""
+    source_segment_id: str = ""
+    category: str = ""
+
+
+def table_names(segment_id: int, session_id: int | None = None) -> dict[str, str]:
+    """Identifiers for the SQL templates, built from integers only (never from request text)."""
+    segment_id = int(segment_id)
+    names = {
+        "members": f"audience.members_{segment_id}",
+        "members_name": f"members_{segment_id}",
+        "members_pkey": f"members_{segment_id}_pkey",
+        "members_new": f"audience.members_{segment_id}_new",
+        "members_new_pkey": f"members_{segment_id}_new_pkey",
+        "members_new_pkey_qualified": f"audience.members_{segment_id}_new_pkey",
+    }
+    if session_id is not None:
+        names["staging"] = f"staging.replace_{int(session_id)}"
+    return names
+
+
+def sql(name: str, segment_id: int, session_id: int | None = None) -> str:
+    return QUERIES[name].format(**table_names(segment_id, session_id))
+
+
+async def register_columns(conn: asyncpg.Connection, endpoint_id: int, segment_id: int, header: list[str],
+                           ids: str | None) -> ColumnPlan:
+    """Fix the identity attribute (first upload) and add new header names to the segment's attributes.
+
+    A short transaction of its own, before the body streams: attribute positions only ever grow, so the
+    plan stays valid for the rest of the upload whatever other uploads add meanwhile.
+    """
+    from gateway.ingest import plan_columns
+
+    async with conn.transaction():
+        row = await lock_segment(conn, endpoint_id, segment_id)
+        plan = plan_columns(header, row["identity_attribute"], row["attributes"], ids)
+        if plan.identity_attribute != row["identity_attribute"] or list(plan.attributes) != row["attributes"]:
+            await conn.execute(QUERIES["segment_set_columns"], segment_id, plan.identity_attribute,
+                               list(plan.attributes))
+    return plan
+
+
+async def lock_segment(conn: asyncpg.Connection, endpoint_id: int, segment_id: int) -> asyncpg.Record:
+    row = await conn.fetchrow(QUERIES["segment_lock"], segment_id, endpoint_id)
+    if row is None:
+        raise NotFound(f"segment {segment_id} does not exist", code="segment_not_found")
+    return row
+
+
+async def stream_incoming(conn: asyncpg.Connection, upload: Upload, plan: ColumnPlan) -> None:
+    """COPY the upload's valid records into this transaction's ``incoming`` table."""
+    await conn.execute(QUERIES["incoming_create"])
+    await conn.copy_records_to_table("incoming", records=upload.records(plan), columns=INCOMING_COLUMNS)
+
+
+async def add_members(conn: asyncpg.Connection, segment_id: int) -> int:
+    """Merge ``incoming`` into the segment: new identities are added, known ones get the new attributes."""
+    await conn.execute(sql("members_create", segment_id))
+    added = await conn.fetchval(sql("members_add", segment_id))
+    await conn.execute(QUERIES["segment_record_upload"], segment_id, added)
+    return added
+
+
+async def remove_members(conn: asyncpg.Connection, segment_id: int) -> int:
+    await conn.execute(sql("members_create", segment_id))
+    status = await conn.execute(sql("members_remove", segment_id))
+    removed = int(status.split()[-1])
+    await conn.execute(QUERIES["segment_record_upload"], segment_id, -removed)
+    return removed
+
+
+def batch_result(segment_id: int, upload: Upload, **counts: Any) -> dict[str, Any]:
+    """The Exchange result object; counts are strings, as in the source's examples."""
+    result: dict[str, Any] = {"segmentId": str(segment_id), "numReceived": str(upload.received),
+                              "numInvalid": str(upload.invalid)}
+    for key, value in counts.items():
+        result[key] = str(value) if key.startswith("num") else value
+    result["invalidSamples"] = upload.invalid_samples
+    return result
