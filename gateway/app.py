@@ -11,10 +11,11 @@ from aiohttp import web
 from gateway import state
 from gateway.api import data, health, segments
 from gateway.auth import ensure_bootstrap_key
-from gateway.database import create_pool
+from gateway.database import CONNECTION_ERRORS, create_pool
 from gateway.embedded import EmbeddedPostgres
 from gateway.middleware import auth_middleware, error_middleware
 from gateway.migrations import apply_migrations
+from gateway.replace import expire_idle_sessions
 from gateway.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,7 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[error_middleware, auth_middleware], client_max_size=JSON_BODY_LIMIT)
     app[state.SETTINGS] = settings
     app.cleanup_ctx.append(database_ctx)
+    app.cleanup_ctx.append(replace_sweeper_ctx)
     app.add_routes(health.routes)
     app.add_routes(segments.routes)
     app.add_routes(data.routes)
@@ -58,3 +60,31 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     finally:
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)
+
+
+def sweep_interval(session_ttl: float) -> float:
+    """Check for idle REPLACE sessions often enough to honour short TTLs, at most once a minute."""
+    return max(0.5, min(60.0, session_ttl / 4))
+
+
+async def replace_sweeper_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Expire idle REPLACE sessions in the background (every process runs it; the work is locked in SQL)."""
+    settings = app[state.SETTINGS]
+
+    async def sweep_forever() -> None:
+        while True:
+            await asyncio.sleep(sweep_interval(settings.replace_session_ttl))
+            try:
+                await expire_idle_sessions(app[state.POOL], settings.replace_session_ttl)
+            except CONNECTION_ERRORS as exc:
+                log.warning("replace session sweep skipped: database unavailable (%s)", exc)
+            except Exception:
+                log.exception("replace session sweep failed")
+
+    task = asyncio.create_task(sweep_forever(), name="replace-session-sweeper")
+    yield
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass

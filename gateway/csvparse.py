@@ -64,13 +64,18 @@ class _OpenRecord:
 
 
 class CsvStreamParser:
-    """Parse a CSV body fed in chunks; yields ``(line, fields)`` for each valid data row.
+    """Parse a CSV body fed in chunks into ``(line, fields)`` data rows.
+
+    ``line`` is the 1-based line (counting ``\n``) where the row starts. ``header`` is set once the
+    first non-blank row has been parsed and checked; data rows always have ``len(header)`` fields.
 
     ``max_field_bytes`` limits each field (UTF-8 bytes). ``max_record_bytes`` limits a whole record,
     line endings included; it defaults to ``max_field_bytes * 4 + 65536`` (room for a few maximal
     fields). A record crossing it is reported and dropped, and parsing resumes at the start of the
     line after the one where it crossed: an unterminated quote then costs one bounded record, not
-    the rest of the body. Rows that are not returned are reported as ``on_invalid(line, reason)``.
+    the rest of the body. Rows that are not returned are reported as ``on_invalid(line, reason)``:
+    wrong field count, invalid UTF-8, a field or record over its limit, a quoted field still open at
+    the end of the body, or a bare carriage return in an unquoted field. Blank lines are skipped.
     """
 
     def __init__(self, *, max_field_bytes: int = 65536, max_record_bytes: int | None = None,
@@ -165,30 +170,30 @@ class CsvStreamParser:
         ends_with_newline = parts[-1] == ""
         nlines = len(parts) - 1 if ends_with_newline else len(parts)
         self._next_line += nlines
-        is_ascii = len(text) == len(batch)
+        one_byte_chars = len(text) == len(batch)  # ASCII and/or bad bytes
         if ends_with_newline:
             parts[-1] = _SENTINEL
         else:
             parts.append(_SENTINEL)
 
         if valid_utf8 and self._open is None and self._width_set:
-            rows = self._parse_fast(parts, is_ascii, len(batch))
+            rows = self._parse_fast(parts, one_byte_chars, len(batch))
             if rows is not None:
                 return list(zip(range(first_line, first_line + len(rows)), rows))
 
         lines = [part + "\n" for part in parts[:nlines]]
         if not ends_with_newline:
             lines[-1] = parts[nlines - 1]
-        return self._parse_slow(lines, first_line, valid_utf8, is_ascii, len(batch))
+        return self._parse_slow(lines, first_line, valid_utf8, one_byte_chars, len(batch))
 
-    def _parse_fast(self, parts: list[str], is_ascii: bool, nbytes: int) -> list[list[str]] | None:
+    def _parse_fast(self, parts: list[str], one_byte_chars: bool, nbytes: int) -> list[list[str]] | None:
         """Rows of a batch where every line is one valid record, else None (use the general path).
 
         ``parts`` are the lines without their newlines, followed by the sentinel line.
         """
         if nbytes > self._safe_line_bytes:
             longest = max(map(len, parts))
-            if longest * (1 if is_ascii else 4) > self._safe_line_bytes:
+            if longest * (1 if one_byte_chars else 4) > self._safe_line_bytes:
                 return None
         try:
             rows = list(csv.reader(parts))
@@ -201,7 +206,7 @@ class CsvStreamParser:
             return None
         return rows
 
-    def _parse_slow(self, lines: list[str], first_line: int, valid_utf8: bool, is_ascii: bool,
+    def _parse_slow(self, lines: list[str], first_line: int, valid_utf8: bool, one_byte_chars: bool,
                     nbytes: int) -> list[tuple[int, list[str]]]:
         """Walk the records of a batch one by one, continuing an open record if there is one."""
         out: list[tuple[int, list[str]]] = []
@@ -210,12 +215,12 @@ class CsvStreamParser:
         watch_fields = held + nbytes > self.max_field_bytes
         position = 0
         while position < len(lines):
-            position = self._scan(lines, position, first_line, out, valid_utf8, is_ascii,
+            position = self._scan(lines, position, first_line, out, valid_utf8, one_byte_chars,
                                   watch_records, watch_fields)
         return out
 
     def _scan(self, lines: list[str], position: int, first_line: int, out: list[tuple[int, list[str]]],
-              valid_utf8: bool, is_ascii: bool, watch_records: bool, watch_fields: bool) -> int:
+              valid_utf8: bool, one_byte_chars: bool, watch_records: bool, watch_fields: bool) -> int:
         """Parse records from ``lines[position:]``; return where to restart (``len(lines)``: done).
 
         A restart is needed after an oversized record, to resynchronise on a line boundary.
@@ -245,12 +250,12 @@ class CsvStreamParser:
             line = continued.line if continued is not None else first_line + start
             held = continued.nbytes if continued is not None else 0
 
-            size = held + _bytes_of(lines, start, stop, is_ascii) if watch_records or is_open else 0
+            size = held + _bytes_of(lines, start, stop, one_byte_chars) if watch_records or is_open else 0
             if size > self.max_record_bytes:
                 self._reject_oversized(line)
                 crossing = start  # the line on which the record went over the limit
                 while True:
-                    held += _bytes_of(lines, crossing, crossing + 1, is_ascii)
+                    held += _bytes_of(lines, crossing, crossing + 1, one_byte_chars)
                     if held > self.max_record_bytes:
                         break
                     crossing += 1
@@ -335,9 +340,9 @@ class CsvStreamParser:
             self.on_invalid(line, reason)
 
 
-def _bytes_of(lines: list[str], start: int, stop: int, is_ascii: bool) -> int:
+def _bytes_of(lines: list[str], start: int, stop: int, one_byte_chars: bool) -> int:
     """UTF-8 size of ``lines[start:stop]`` (bad bytes count as the one byte they were)."""
-    if is_ascii:
+    if one_byte_chars:
         return sum(map(len, lines[start:stop]))
     return sum(len(line.encode("utf-8", "surrogateescape")) for line in lines[start:stop])
 

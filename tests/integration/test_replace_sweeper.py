@@ -1,0 +1,34 @@
+"""The background sweeper of a running app expires idle REPLACE sessions by itself."""
+
+import asyncio
+import dataclasses
+
+from gateway.app import create_app, sweep_interval
+from tests.conftest import AUTH
+
+
+async def test_running_app_expires_idle_sessions(aiohttp_client, settings, db):
+    client = await aiohttp_client(create_app(dataclasses.replace(settings, replace_session_ttl=1.0)))
+    segment_id = (await (await client.post("/v1/segments", json={"name": "s"}, headers=AUTH)).json())["result"][
+        "segmentId"]
+    await client.post(f"/v1/segments/{segment_id}/data", data="email\nkeep@x.com\n", headers=AUTH)
+    response = await client.put(f"/v1/segments/{segment_id}/data?totalBatchCount=2&currentBatchNumber=1",
+                                data="email\nnew@x.com\n", headers=AUTH)
+    assert (await response.json())["result"]["replaceCommitted"] is False
+    session_id = await db.fetchval("SELECT id FROM replace_sessions")
+    assert await db.fetchval("SELECT to_regclass($1)", f"staging.replace_{session_id}") is not None
+
+    for _ in range(40):
+        await asyncio.sleep(0.25)
+        if await db.fetchval("SELECT status FROM replace_sessions WHERE id = $1", session_id) != "open":
+            break
+    assert await db.fetchval("SELECT status FROM replace_sessions WHERE id = $1", session_id) == "expired"
+    assert await db.fetchval("SELECT to_regclass($1)", f"staging.replace_{session_id}") is None
+    members = await db.fetch(f"SELECT identity FROM audience.members_{segment_id}")
+    assert [row["identity"] for row in members] == ["keep@x.com"]
+
+
+def test_sweep_interval_bounds():
+    assert sweep_interval(24 * 3600) == 60
+    assert sweep_interval(8) == 2
+    assert sweep_interval(0.1) == 0.5
