@@ -145,9 +145,9 @@ WHERE segment_id = $1 AND total_batches = $2 AND ids = $3 AND source_endpoint_id
 SELECT b.response FROM replace_sessions s JOIN replace_batches b ON b.session_id = s.id
 WHERE s.segment_id = $1 AND s.total_batches = $2 AND s.ids = $3 AND s.source_endpoint_id = $4
   AND s.source_segment_id = $5 AND s.status = 'committed'
-  AND s.committed_at > now() - make_interval(secs => $8)
+  AND s.ended_at > now() - make_interval(secs => $8)
   AND b.batch_number = $6 AND b.body_hash = $7
-ORDER BY s.committed_at DESC
+ORDER BY s.ended_at DESC
 LIMIT 1;
 
 -- name: replace_open
@@ -206,7 +206,7 @@ ALTER TABLE {members_new} RENAME TO {members_name};
 ALTER INDEX {members_new_pkey_qualified} RENAME TO {members_pkey};
 
 -- name: replace_mark_committed
-UPDATE replace_sessions SET status = 'committed', committed_at = now() WHERE id = $1;
+UPDATE replace_sessions SET status = 'committed', ended_at = now() WHERE id = $1;
 
 -- name: replace_update_batch_response
 UPDATE replace_batches SET response = $3 WHERE session_id = $1 AND batch_number = $2;
@@ -224,9 +224,9 @@ WHERE s.id = $1 AND s.status = 'open' AND s.last_batch_at < now() - make_interva
 FOR UPDATE OF g, s;
 
 -- name: replace_mark_expired
-UPDATE replace_sessions SET status = 'expired' WHERE id = $1;
+UPDATE replace_sessions SET status = 'expired', ended_at = now() WHERE id = $1;
 
 -- name: replace_forget_old
--- Committed and expired sessions are kept one TTL for late retries and history, then forgotten.
+-- Committed and expired sessions are kept one TTL after they end (late retries, history), then forgotten.
 DELETE FROM replace_sessions
-WHERE status <> 'open' AND coalesce(committed_at, last_batch_at) < now() - make_interval(secs => $1);
+WHERE status <> 'open' AND ended_at < now() - make_interval(secs => $1);

@@ -19,14 +19,14 @@ CREATE TABLE replace_sessions (
     status              text NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'committed', 'expired')),
     created_at          timestamptz NOT NULL DEFAULT now(),
     last_batch_at       timestamptz NOT NULL DEFAULT now(),
-    committed_at        timestamptz
+    ended_at            timestamptz  -- committed or expired
 );
 -- At most one open session per key.
 CREATE UNIQUE INDEX replace_sessions_open_key
     ON replace_sessions (segment_id, total_batches, ids, source_endpoint_id, source_segment_id)
     WHERE status = 'open';
 CREATE INDEX replace_sessions_committed_key
-    ON replace_sessions (segment_id, total_batches, ids, source_endpoint_id, source_segment_id, committed_at)
+    ON replace_sessions (segment_id, total_batches, ids, source_endpoint_id, source_segment_id, ended_at)
     WHERE status = 'committed';
 
 -- What each batch staged, and the response it got (a late retry of a committed share gets it again).
