@@ -157,7 +157,21 @@ class CsvStreamParser:
     # -- batches of complete lines ----------------------------------------------------------------
 
     def _parse(self, batch: bytes) -> list[tuple[int, list[str]]]:
-        """Parse complete lines (the last one may lack its newline at the end of the body)."""
+        """Parse complete lines (the last one may lack its newline at the end of the body).
+
+        Until the header is known, lines go one at a time, so that the rest of the first chunk can
+        take the fast path (which needs the header's width).
+        """
+        rows: list[tuple[int, list[str]]] = []
+        while self.header is None and self._open is None:
+            cut = batch.find(b"\n") + 1
+            if not 0 < cut < len(batch):
+                break
+            rows += self._parse_lines(batch[:cut])
+            batch = batch[cut:]
+        return rows + self._parse_lines(batch)
+
+    def _parse_lines(self, batch: bytes) -> list[tuple[int, list[str]]]:
         try:
             text = batch.decode("utf-8")
             valid_utf8 = True

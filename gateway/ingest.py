@@ -28,15 +28,31 @@ _DECOMPRESS_STEP = 1024 * 1024  # inflate at most this much at a time: a gzip bo
 class ColumnPlan:
     """How one upload's header maps onto its segment's attributes.
 
-    ``source_index[j]`` is the header column holding segment attribute ``j`` (``-1``: not in this upload);
-    ``None`` means the header is exactly the segment's attributes in order (rows are used as they are).
+    ``source_index[j]`` is the header column holding segment attribute ``j`` (``-1``: not in this upload).
     """
 
     identity_attribute: str
     attributes: tuple[str, ...]
     identity_index: int
     lowercase_identity: bool
-    source_index: tuple[int, ...] | None
+    source_index: tuple[int, ...]
+    width: int  # columns in this upload's header
+
+    def sql_names(self) -> dict[str, str]:
+        """SQL fragments for the ``incoming`` table of this upload, made from column numbers only.
+
+        ``incoming`` has one text column per CSV column (c0, c1, …) instead of a text[]: plain text
+        columns are much cheaper to COPY; the segment-ordered attribute array is built in SQL.
+        """
+        attrs = ", ".join(f"c{i}" if i >= 0 else "NULL" for i in self.source_index)
+        return {
+            "incoming_columns": ", ".join(f"c{i} text COLLATE \"C\" NOT NULL" for i in range(self.width)),
+            "identity": f"c{self.identity_index}",
+            "attrs": f"ARRAY[{attrs}]::text[]",
+        }
+
+    def copy_columns(self) -> tuple[str, ...]:
+        return ("ord", *(f"c{i}" for i in range(self.width)))
 
 
 def plan_columns(header: Sequence[str], identity_attribute: str | None, attributes: Sequence[str],
@@ -61,11 +77,9 @@ def plan_columns(header: Sequence[str], identity_attribute: str | None, attribut
     known = {name.lower() for name in attributes}
     merged = list(attributes) + [name for name in header if name.lower() not in known]
     position = {name: i for i, name in enumerate(lowered)}
-    source_index = tuple(position.get(name.lower(), -1) for name in merged)
-    same_layout = source_index == tuple(range(len(header)))
     return ColumnPlan(identity_attribute=identity_attribute, attributes=tuple(merged),
                       identity_index=identity_index, lowercase_identity="email" in lowered[identity_index],
-                      source_index=None if same_layout else source_index)
+                      source_index=tuple(position.get(name.lower(), -1) for name in merged), width=len(header))
 
 
 class Upload:
@@ -108,8 +122,8 @@ class Upload:
             raise BadRequest("the body has no header row", code="invalid_header")
         return self._parser.header
 
-    async def records(self, plan: ColumnPlan) -> AsyncIterator[tuple[int, str, list[str | None]]]:
-        """``(line, identity, attrs)`` for each valid row, for COPY into ``incoming``."""
+    async def records(self, plan: ColumnPlan) -> AsyncIterator[tuple[int | str, ...]]:
+        """``(line, field0, field1, …)`` for each valid row (identity normalised), for COPY into ``incoming``."""
         rows = self._ahead
         self._ahead = []
         has_nul = False
@@ -128,7 +142,6 @@ class Upload:
     def _records_of(self, rows: list[tuple[int, list[str]]], plan: ColumnPlan, has_nul: bool):
         identity_index = plan.identity_index
         lowercase = plan.lowercase_identity
-        source_index = plan.source_index
         self.received += len(rows)
         for line, fields in rows:
             if has_nul and any("\x00" in field for field in fields):
@@ -141,10 +154,7 @@ class Upload:
                 self._invalid(line, f"empty identity ({plan.identity_attribute})", counted=True)
                 continue
             fields[identity_index] = identity
-            if source_index is None:
-                yield line, identity, fields
-            else:
-                yield line, identity, [fields[i] if i >= 0 else None for i in source_index]
+            yield line, *fields
 
     def _invalid(self, line: int, reason: str, counted: bool = False) -> None:
         """A row that is not stored: counted, and sampled with its line and reason."""

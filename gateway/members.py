@@ -17,9 +17,6 @@ from gateway.errors import NotFound
 from gateway.ingest import ColumnPlan, Upload
 from gateway.sqlfiles import QUERIES
 
-INCOMING_COLUMNS = ("ord", "identity", "attrs")
-
-
 class Operation(enum.Enum):
     ADD = "ADD"
     REPLACE = "REPLACE"
@@ -54,8 +51,9 @@ def table_names(segment_id: int, session_id: int | None = None) -> dict[str, str
     return names
 
 
-def sql(name: str, segment_id: int, session_id: int | None = None) -> str:
-    return QUERIES[name].format(**table_names(segment_id, session_id))
+def sql(name: str, segment_id: int, session_id: int | None = None, plan: ColumnPlan | None = None) -> str:
+    """A named query with its table names (and, for queries on ``incoming``, the upload's columns) filled in."""
+    return QUERIES[name].format(**table_names(segment_id, session_id), **(plan.sql_names() if plan else {}))
 
 
 async def register_columns(conn: asyncpg.Connection, endpoint_id: int, segment_id: int, header: list[str],
@@ -85,21 +83,21 @@ async def lock_segment(conn: asyncpg.Connection, endpoint_id: int, segment_id: i
 
 async def stream_incoming(conn: asyncpg.Connection, upload: Upload, plan: ColumnPlan) -> None:
     """COPY the upload's valid records into this transaction's ``incoming`` table."""
-    await conn.execute(QUERIES["incoming_create"])
-    await conn.copy_records_to_table("incoming", records=upload.records(plan), columns=INCOMING_COLUMNS)
+    await conn.execute(QUERIES["incoming_create"].format(**plan.sql_names()))
+    await conn.copy_records_to_table("incoming", records=upload.records(plan), columns=plan.copy_columns())
 
 
-async def add_members(conn: asyncpg.Connection, segment_id: int) -> int:
+async def add_members(conn: asyncpg.Connection, segment_id: int, plan: ColumnPlan) -> int:
     """Merge ``incoming`` into the segment: new identities are added, known ones get the new attributes."""
     await conn.execute(sql("members_create", segment_id))
-    added = await conn.fetchval(sql("members_add", segment_id))
+    added = await conn.fetchval(sql("members_add", segment_id, plan=plan))
     await conn.execute(QUERIES["segment_record_upload"], segment_id, added)
     return added
 
 
-async def remove_members(conn: asyncpg.Connection, segment_id: int) -> int:
+async def remove_members(conn: asyncpg.Connection, segment_id: int, plan: ColumnPlan) -> int:
     await conn.execute(sql("members_create", segment_id))
-    status = await conn.execute(sql("members_remove", segment_id))
+    status = await conn.execute(sql("members_remove", segment_id, plan=plan))
     removed = int(status.split()[-1])
     await conn.execute(QUERIES["segment_record_upload"], segment_id, -removed)
     return removed

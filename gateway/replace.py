@@ -10,12 +10,13 @@ batches of one share may reach different gateway processes, and a restart loses 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import asyncpg
 import orjson
 
-from gateway.ingest import Upload
+from gateway.ingest import ColumnPlan, Upload
 from gateway.members import BatchInfo, batch_result, sql
 from gateway.sqlfiles import QUERIES
 
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 
 
 async def stage_replace_batch(conn: asyncpg.Connection, segment_id: int, batch: BatchInfo, upload: Upload,
-                              session_ttl: float) -> dict[str, Any]:
+                              plan: ColumnPlan, session_ttl: float) -> dict[str, Any]:
     """Stage ``incoming`` as batch k of its session (the segment row is locked); commit when complete."""
     key = (segment_id, batch.total, batch.ids, batch.source_endpoint_id, batch.source_segment_id)
     session_id = await conn.fetchval(QUERIES["replace_find_open"], *key)
@@ -38,8 +39,8 @@ async def stage_replace_batch(conn: asyncpg.Connection, segment_id: int, batch: 
         await conn.execute(sql("staging_create", segment_id, session_id))
 
     await conn.execute(sql("staging_clear_batch", segment_id, session_id), batch.number)
-    await conn.execute(sql("staging_add_batch", segment_id, session_id), batch.number)
-    staged_identities = await conn.fetchval(QUERIES["incoming_distinct_count"])
+    await conn.execute(sql("staging_add_batch", segment_id, session_id, plan), batch.number)
+    staged_identities = await conn.fetchval(sql("incoming_distinct_count", segment_id, plan=plan))
     result = batch_result(segment_id, upload, numAdded=staged_identities, replaceCommitted=False)
     await conn.execute(QUERIES["replace_record_batch"], session_id, batch.number, upload.body_hash,
                        orjson.dumps(result).decode())
@@ -56,6 +57,7 @@ async def stage_replace_batch(conn: asyncpg.Connection, segment_id: int, batch: 
 
 async def _commit(conn: asyncpg.Connection, segment_id: int, session_id: int) -> int:
     """Build the new audience from the staged batches and swap it in; returns its size."""
+    started = time.perf_counter()
     await conn.execute(QUERIES["replace_build_begin"])
     status = await conn.execute(sql("replace_build_members", segment_id, session_id))
     size = int(status.split()[-1])
@@ -66,7 +68,8 @@ async def _commit(conn: asyncpg.Connection, segment_id: int, session_id: int) ->
     await conn.execute(sql("staging_drop", segment_id, session_id))
     await conn.execute(QUERIES["replace_mark_committed"], session_id)
     await conn.execute(QUERIES["segment_set_member_count"], segment_id, size)
-    log.info("replace session %d committed: segment %d now has %d members", session_id, segment_id, size)
+    log.info("replace session %d committed: segment %d now has %d members (built in %.2f s)", session_id,
+             segment_id, size, time.perf_counter() - started)
     return size
 
 

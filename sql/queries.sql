@@ -106,14 +106,15 @@ UPDATE segments SET member_count = $2, last_upload_at = now(), updated_at = now(
 WHERE id = $1;
 
 -- name: incoming_create
+-- One text column per CSV column of this upload ({incoming_columns} = c0 …, cN); {identity} is the
+-- identity column, {attrs} the ARRAY[…] expression that orders them as the segment's attributes.
 CREATE TEMPORARY TABLE incoming (
-    ord       integer NOT NULL,
-    identity  text COLLATE "C" NOT NULL,
-    attrs     text[] NOT NULL
+    ord  integer NOT NULL,
+    {incoming_columns}
 ) ON COMMIT DROP;
 
 -- name: incoming_distinct_count
-SELECT count(DISTINCT identity) FROM incoming;
+SELECT count(DISTINCT {identity}) FROM incoming;
 
 -- name: members_create
 CREATE TABLE IF NOT EXISTS {members} (
@@ -125,14 +126,14 @@ CREATE TABLE IF NOT EXISTS {members} (
 -- The last row of the batch wins for an identity sent twice; xmax = 0 marks rows that were inserted.
 WITH merged AS (
     INSERT INTO {members} AS m (identity, attrs)
-    SELECT DISTINCT ON (identity) identity, attrs FROM incoming ORDER BY identity, ord DESC
+    SELECT DISTINCT ON ({identity}) {identity}, {attrs} FROM incoming ORDER BY {identity}, ord DESC
     ON CONFLICT (identity) DO UPDATE SET attrs = EXCLUDED.attrs
     RETURNING (xmax = 0) AS inserted
 )
 SELECT count(*) FILTER (WHERE inserted) FROM merged;
 
 -- name: members_remove
-DELETE FROM {members} m USING (SELECT DISTINCT identity FROM incoming) i
+DELETE FROM {members} m USING (SELECT DISTINCT {identity} AS identity FROM incoming) i
 WHERE m.identity = i.identity;
 
 -- name: replace_find_open
@@ -168,7 +169,7 @@ DELETE FROM {staging} WHERE batch = $1;
 
 -- name: staging_add_batch
 INSERT INTO {staging} (batch, ord, identity, attrs)
-SELECT $1, ord, identity, attrs FROM incoming;
+SELECT $1, ord, {identity}, {attrs} FROM incoming;
 
 -- name: staging_drop
 DROP TABLE IF EXISTS {staging};

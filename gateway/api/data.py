@@ -89,11 +89,12 @@ async def push(request: web.Request) -> web.Response:
             await stream_incoming(conn, upload, plan)
             await lock_segment(conn, endpoint_id, segment_id)
             if operation is Operation.ADD:
-                result = batch_result(segment_id, upload, numAdded=await add_members(conn, segment_id))
+                result = batch_result(segment_id, upload, numAdded=await add_members(conn, segment_id, plan))
             elif operation is Operation.REMOVE:
-                result = batch_result(segment_id, upload, numRemoved=await remove_members(conn, segment_id))
+                result = batch_result(segment_id, upload, numRemoved=await remove_members(conn, segment_id, plan))
             else:
-                result = await stage_replace_batch(conn, segment_id, batch, upload, settings.replace_session_ttl)
+                result = await stage_replace_batch(conn, segment_id, batch, upload, plan,
+                                                   settings.replace_session_ttl)
     return success(result)
 
 
