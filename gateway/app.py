@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 # JSON routes are small; data routes stream request.content under their own byte limit
 # (client_max_size only guards request.read()/json()/post()).
 JSON_BODY_LIMIT = 1024 * 1024
+# The gateway undoes Content-Encoding itself (gateway.ingest): one bounded code path, and a JSON 415 for
+# encodings it does not take instead of the HTTP parser's plain-text 400. Every server of the app uses these.
+SERVER_OPTIONS = {"auto_decompress": False}
 
 
 def create_app(settings: Settings) -> web.Application:

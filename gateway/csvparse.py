@@ -70,8 +70,9 @@ class CsvStreamParser:
     first non-blank row has been parsed and checked; data rows always have ``len(header)`` fields.
 
     ``max_field_bytes`` limits each field (UTF-8 bytes). ``max_record_bytes`` limits a whole record,
-    line endings included; it defaults to ``max_field_bytes * 4 + 65536`` (room for a few maximal
-    fields). A record crossing it is reported and dropped, and parsing resumes at the start of the
+    line endings included; by default it is what a row of maximal fields needs once the header's
+    width is known (``width * (max_field_bytes + 3) + 2``, quotes and commas included), and
+    ``max_field_bytes * 4 + 65536`` before that. A record crossing it is reported and dropped, and parsing resumes at the start of the
     line after the one where it crossed: an unterminated quote then costs one bounded record, not
     the rest of the body. Rows that are not returned are reported as ``on_invalid(line, reason)``:
     wrong field count, invalid UTF-8, a field or record over its limit, a quoted field still open at
@@ -80,6 +81,7 @@ class CsvStreamParser:
 
     def __init__(self, *, max_field_bytes: int = 65536, max_record_bytes: int | None = None,
                  on_invalid: Callable[[int, str], None] | None = None) -> None:
+        self._record_limit_follows_header = max_record_bytes is None
         if max_record_bytes is None:
             max_record_bytes = max_field_bytes * 4 + 65536
         if max_field_bytes < 1 or max_record_bytes < 1:
@@ -329,6 +331,10 @@ class CsvStreamParser:
         self.header = names
         self._width = len(names)
         self._width_set = {len(names)}
+        if self._record_limit_follows_header:
+            widest_row = len(names) * (self.max_field_bytes + 3) + 2
+            self.max_record_bytes = max(self.max_record_bytes, widest_row)
+            self._safe_line_bytes = min(self.max_field_bytes, self.max_record_bytes - 1)
 
     def _check_tail(self) -> None:
         """Drop the record being accumulated once it is too large, and skip to the next line."""

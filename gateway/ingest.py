@@ -92,6 +92,8 @@ class Upload:
         self._parser = CsvStreamParser(max_field_bytes=max_field_bytes, on_invalid=self._invalid)
         self._hash = hashlib.sha256()
         self._ahead: list[tuple[int, list[str]]] = []  # rows parsed together with the header
+        self._ahead_has_nul = False
+        self._finished = False  # the parser's finish() was called (the body has ended)
         self._chunks = self._body_chunks()
         self.body_bytes = 0
         self.received = 0
@@ -113,8 +115,10 @@ class Upload:
             while self._parser.header is None:
                 chunk = await anext(self._chunks, None)
                 if chunk is None:
+                    self._finished = True
                     self._ahead.extend(self._parser.finish())
                     break
+                self._ahead_has_nul |= b"\x00" in chunk
                 self._ahead.extend(self._parser.feed(chunk))
         except CsvHeaderError as exc:
             raise BadRequest(str(exc), code="invalid_header") from None
@@ -124,20 +128,19 @@ class Upload:
 
     async def records(self, plan: ColumnPlan) -> AsyncIterator[tuple[int | str, ...]]:
         """``(line, field0, field1, …)`` for each valid row (identity normalised), for COPY into ``incoming``."""
-        rows = self._ahead
+        rows, has_nul = self._ahead, self._ahead_has_nul
         self._ahead = []
-        has_nul = False
-        while True:
+        while rows is not None:
             for record in self._records_of(rows, plan, has_nul):
                 yield record
             chunk = await anext(self._chunks, None)
             if chunk is None:
-                break
-            has_nul = b"\x00" in chunk
+                rows = self._parser.finish() if not self._finished else None
+                self._finished = True
+                continue
+            has_nul = has_nul or b"\x00" in chunk  # sticky: a row may start before the chunk that completes it
             rows = self._parser.feed(chunk)
             await asyncio.sleep(0)  # parsing is CPU: let other requests in between chunks
-        for record in self._records_of(self._parser.finish(), plan, False):
-            yield record
 
     def _records_of(self, rows: list[tuple[int, list[str]]], plan: ColumnPlan, has_nul: bool):
         identity_index = plan.identity_index

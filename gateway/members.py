@@ -2,7 +2,8 @@
 
 Every push follows one path: COPY the upload's records into a temporary ``incoming`` table (no lock
 held while the body streams), then lock the segment's row (calls on one segment apply one at a time,
-in the order they reach the lock) and apply one set-based statement, all in one transaction.
+in the order they reach the lock), register new columns and apply one set-based statement, all in one
+transaction.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from typing import Any
 
 import asyncpg
 
-from gateway.errors import NotFound
-from gateway.ingest import ColumnPlan, Upload
+from gateway.errors import Conflict, NotFound
+from gateway.ingest import ColumnPlan, Upload, plan_columns
 from gateway.sqlfiles import QUERIES
 
 class Operation(enum.Enum):
@@ -56,21 +57,29 @@ def sql(name: str, segment_id: int, session_id: int | None = None, plan: ColumnP
     return QUERIES[name].format(**table_names(segment_id, session_id), **(plan.sql_names() if plan else {}))
 
 
-async def register_columns(conn: asyncpg.Connection, endpoint_id: int, segment_id: int, header: list[str],
-                           ids: str | None) -> ColumnPlan:
-    """Fix the identity attribute (first upload) and add new header names to the segment's attributes.
+async def plan_upload(conn: asyncpg.Connection, endpoint_id: int, segment_id: int, header: list[str],
+                      ids: str | None) -> ColumnPlan:
+    """How this header maps onto the segment, read without a lock (the body streams on this plan)."""
+    row = await conn.fetchrow(QUERIES["segment_columns"], segment_id, endpoint_id)
+    if row is None:
+        raise NotFound(f"segment {segment_id} does not exist", code="segment_not_found")
+    return plan_columns(header, row["identity_attribute"], row["attributes"], ids)
 
-    A short transaction of its own, before the body streams: attribute positions only ever grow, so the
-    plan stays valid for the rest of the upload whatever other uploads add meanwhile.
+
+async def lock_and_register(conn: asyncpg.Connection, endpoint_id: int, segment_id: int, header: list[str],
+                            ids: str | None, streamed: ColumnPlan) -> ColumnPlan:
+    """Take the segment's lock and settle the plan: new header names join the attributes in the same
+    transaction as the data (a failed upload changes nothing). Attribute positions are applied in SQL,
+    so only the identity column the body was normalised with must still hold.
     """
-    from gateway.ingest import plan_columns
-
-    async with conn.transaction():
-        row = await lock_segment(conn, endpoint_id, segment_id)
-        plan = plan_columns(header, row["identity_attribute"], row["attributes"], ids)
-        if plan.identity_attribute != row["identity_attribute"] or list(plan.attributes) != row["attributes"]:
-            await conn.execute(QUERIES["segment_set_columns"], segment_id, plan.identity_attribute,
-                               list(plan.attributes))
+    row = await lock_segment(conn, endpoint_id, segment_id)
+    plan = plan_columns(header, row["identity_attribute"], row["attributes"], ids)
+    if (plan.identity_index, plan.lowercase_identity) != (streamed.identity_index, streamed.lowercase_identity):
+        raise Conflict("another upload fixed this segment's identity attribute meanwhile; send the batch again",
+                       code="identity_changed")
+    if plan.identity_attribute != row["identity_attribute"] or list(plan.attributes) != row["attributes"]:
+        await conn.execute(QUERIES["segment_set_columns"], segment_id, plan.identity_attribute,
+                           list(plan.attributes))
     return plan
 
 

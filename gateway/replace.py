@@ -38,7 +38,8 @@ async def stage_replace_batch(conn: asyncpg.Connection, segment_id: int, batch: 
         session_id = await conn.fetchval(QUERIES["replace_open"], *key)
         await conn.execute(sql("staging_create", segment_id, session_id))
 
-    await conn.execute(sql("staging_clear_batch", segment_id, session_id), batch.number)
+    if await conn.fetchval(QUERIES["replace_batch_staged"], session_id, batch.number):
+        await conn.execute(sql("staging_clear_batch", segment_id, session_id), batch.number)  # a retry
     await conn.execute(sql("staging_add_batch", segment_id, session_id, plan), batch.number)
     staged_identities = await conn.fetchval(sql("incoming_distinct_count", segment_id, plan=plan))
     result = batch_result(segment_id, upload, numAdded=staged_identities, replaceCommitted=False)

@@ -92,6 +92,10 @@ SELECT identity_attribute, attributes, member_count FROM segments
 WHERE id = $1 AND endpoint_id = $2 AND status <> 'deleted'
 FOR UPDATE;
 
+-- name: segment_columns
+SELECT identity_attribute, attributes FROM segments
+WHERE id = $1 AND endpoint_id = $2 AND status <> 'deleted';
+
 -- name: segment_set_columns
 UPDATE segments SET identity_attribute = $2, attributes = $3, updated_at = now()
 WHERE id = $1;
@@ -163,6 +167,9 @@ CREATE TABLE {staging} (
     identity  text COLLATE "C" NOT NULL,
     attrs     text[] NOT NULL
 );
+
+-- name: replace_batch_staged
+SELECT true FROM replace_batches WHERE session_id = $1 AND batch_number = $2;
 
 -- name: staging_clear_batch
 DELETE FROM {staging} WHERE batch = $1;

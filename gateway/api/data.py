@@ -12,7 +12,7 @@ from multidict import MultiMapping
 from gateway import state
 from gateway.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from gateway.ingest import Upload
-from gateway.members import (BatchInfo, Operation, add_members, batch_result, lock_segment, register_columns,
+from gateway.members import (BatchInfo, Operation, add_members, batch_result, lock_and_register, plan_upload,
                              remove_members, stream_incoming)
 from gateway.replace import stage_replace_batch
 from gateway.responses import success
@@ -83,11 +83,12 @@ async def push(request: web.Request) -> web.Response:
     upload = Upload(request.content, gzipped=gzipped, max_body_bytes=settings.max_body_bytes,
                     max_field_bytes=settings.max_field_bytes)
     header = await upload.read_header()
+    ids = batch.ids or None
     async with pool.acquire() as conn:
-        plan = await register_columns(conn, endpoint_id, segment_id, header, batch.ids or None)
+        plan = await plan_upload(conn, endpoint_id, segment_id, header, ids)
         async with conn.transaction():
             await stream_incoming(conn, upload, plan)
-            await lock_segment(conn, endpoint_id, segment_id)
+            plan = await lock_and_register(conn, endpoint_id, segment_id, header, ids, plan)
             if operation is Operation.ADD:
                 result = batch_result(segment_id, upload, numAdded=await add_members(conn, segment_id, plan))
             elif operation is Operation.REMOVE:

@@ -16,15 +16,17 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 from urllib.parse import urlencode
 
+import aiohttp
 import asyncpg
 
 from gateway.app import create_app
 from gateway.settings import Settings
-from tests.conftest import AUTH
+from tests.conftest import AUTH, start_client
 
 METHOD_OF = {"ADD": "POST", "REPLACE": "PUT", "REMOVE": "DELETE"}
 COUNT_OF = {"ADD": "numAdded", "REPLACE": "numAdded", "REMOVE": "numRemoved"}
 CSV_TYPE = {"Content-Type": "text/csv"}
+DROPPED = 0  # Reply.status when the connection closed without a response
 
 
 # -- bodies -------------------------------------------------------------------------------------------
@@ -104,9 +106,12 @@ async def push(client, segment_id: str, body: bytes | str | AsyncIterator[bytes]
         body = io.BytesIO(body)  # large ``bytes`` bodies make the client warn
     path = data_path(segment_id, total, number, **params) if query is None else \
         f"/v1/segments/{segment_id}/data?{query}"
-    response = await client.request(METHOD_OF[action], path, data=body, skip_auto_headers=skip_auto_headers,
-                                    headers={**AUTH, **CSV_TYPE, **(headers or {})})
-    return Reply(response.status, await response.text(), response.content_type)
+    try:
+        response = await client.request(METHOD_OF[action], path, data=body, skip_auto_headers=skip_auto_headers,
+                                        headers={**AUTH, **CSV_TYPE, **(headers or {})})
+        return Reply(response.status, await response.text(), response.content_type)
+    except aiohttp.ClientConnectionError as exc:  # the server dropped the connection: no answer at all
+        return Reply(DROPPED, f"no response: {exc!r}", "")
 
 
 async def push_ok(client, segment_id: str, body: bytes | str, action: str = "ADD", **options: Any) -> dict[str, Any]:
@@ -114,9 +119,9 @@ async def push_ok(client, segment_id: str, body: bytes | str, action: str = "ADD
     return (await push(client, segment_id, body, action, **options)).result
 
 
-async def app_client(aiohttp_client, settings: Settings, **changes: Any):
-    """A test client of a new app instance, with some settings changed."""
-    return await aiohttp_client(create_app(dataclasses.replace(settings, **changes)))
+async def app_client(serve_app, settings: Settings, **changes: Any):
+    """A test client of a new app instance (``serve_app`` fixture), with some settings changed."""
+    return await serve_app(create_app(dataclasses.replace(settings, **changes)))
 
 
 # -- what is stored -----------------------------------------------------------------------------------
@@ -159,7 +164,7 @@ async def snapshot(db: asyncpg.Connection, segment_id: str) -> dict[str, Any]:
     """Everything a push may change: members, the segment's columns and size, REPLACE state."""
     row = await db.fetchrow("SELECT attributes, identity_attribute, member_count FROM segments WHERE id = $1",
                             int(segment_id))
-    return {"members": await raw_members(db, segment_id), "segment": dict(row),
+    return {"members": await raw_members(db, segment_id), "segment": dict(row) if row else None,
             "sessions": await sessions(db, segment_id), "staging": await staging_tables(db)}
 
 

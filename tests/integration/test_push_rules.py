@@ -16,6 +16,18 @@ from tests.integration.push_helpers import (INTRUSIVE_BODY, app_client, attribut
 ACTIONS = ("ADD", "REPLACE", "REMOVE")
 
 
+async def assert_rejected(client, db, segment_id: str, before: dict, status: int, body=INTRUSIVE_BODY,
+                          **options) -> None:
+    """ADD, REPLACE and REMOVE of this request each get ``status`` (failure envelope) and store nothing.
+
+    ``body`` may be a function making a fresh streamed body for each request.
+    """
+    for action in ACTIONS:
+        reply = await push(client, segment_id, body() if callable(body) else body, action, **options)
+        reply.assert_failure(status)
+        assert await snapshot(db, segment_id) == before, action
+
+
 # -- counts ------------------------------------------------------------------------------------------
 
 async def test_add_counts_new_identities_and_updates_existing_ones(client, db):
@@ -158,14 +170,22 @@ async def test_invalid_samples_are_the_first_ten_by_line(client):
     assert [sample["line"] for sample in result["invalidSamples"]] == invalid_lines[:10]
 
 
-async def test_a_nul_byte_makes_its_row_invalid_not_the_batch(client, db):
-    """PostgreSQL text cannot hold NUL; such a row must be rejected alone (first rows and last row too)."""
+NUL_BODIES = {
+    # all in one read: a NUL row parsed together with the header, and a last row without a newline
+    "one-read": [b"email,name\nn1@x.com,a\x00b\nok@x.com,fine\nn2@x.com,c\x00d"],
+    # streamed: each NUL arrives in one read, the end of its row in the next
+    "split-rows": [b"email,name\nok@x.com,fine\nn1@x.com,a\x00", b"b\nn2@x.com,\"c\x00", b"d\"\n"],
+}
+
+
+@pytest.mark.parametrize("parts", NUL_BODIES.values(), ids=NUL_BODIES)
+async def test_a_nul_byte_makes_its_row_invalid_not_the_batch(client, db, parts):
+    """PostgreSQL text cannot hold NUL: such a row must be rejected on its own, wherever the reads split."""
     segment_id = await create_segment(client)
-    body = b"email,name\nn1@x.com,a\x00b\nok@x.com,fine\nn2@x.com,c\x00d"
+    body = parts[0] if len(parts) == 1 else chunked(*parts, pause=0.05)
     reply = await push(client, segment_id, body)
     assert reply.status == 200, reply.text
     assert (reply.result["numReceived"], reply.result["numInvalid"], reply.result["numAdded"]) == ("3", "2", "1")
-    assert [sample["line"] for sample in reply.result["invalidSamples"]] == [2, 4]
     assert await identities(db, segment_id) == {"ok@x.com"}
 
 
@@ -178,22 +198,22 @@ async def test_an_unterminated_quote_at_the_end_makes_the_last_row_invalid(clien
     assert await identities(db, segment_id) == {"a@x.com"}
 
 
-async def test_a_field_over_the_maximum_makes_its_row_invalid(aiohttp_client, settings, db):
-    client = await app_client(aiohttp_client, settings, max_field_bytes=10)
+async def test_a_field_over_the_maximum_makes_its_row_invalid(serve_app, settings, db):
+    client = await app_client(serve_app, settings, max_field_bytes=10)
     segment_id = await create_segment(client)
     body = ("email,v\n"
             "a@x.com,1234567890\n"  # 2: exactly 10 bytes
             "b@x.com,12345678901\n"  # 3: 11 bytes
             "c@x.com,ééééé\n"  # 4: 10 bytes in UTF-8
             "d@x.com,ééééé1\n"  # 5: 11 bytes
-            'e@x.com,"12,45""789"\n'  # 6: 10 bytes once unquoted
+            'e@x.com,"12,45""7890"\n'  # 6: 10 bytes once unquoted
             "long-name@x.com,1\n")  # 7: the identity itself is too long
     result = await push_ok(client, segment_id, body)
     assert (result["numReceived"], result["numInvalid"], result["numAdded"]) == ("6", "3", "3")
     assert [sample["line"] for sample in result["invalidSamples"]] == [3, 5, 7]
     assert await audience(db, segment_id) == {"a@x.com": {"email": "a@x.com", "v": "1234567890"},
                                               "c@x.com": {"email": "c@x.com", "v": "ééééé"},
-                                              "e@x.com": {"email": "e@x.com", "v": '12,45"789'}}
+                                              "e@x.com": {"email": "e@x.com", "v": '12,45"7890'}}
 
 
 async def test_a_row_of_many_fields_each_within_the_maximum_is_valid(client, db):
@@ -211,9 +231,8 @@ async def test_a_row_of_many_fields_each_within_the_maximum_is_valid(client, db)
 
 async def test_blank_lines_are_skipped_not_counted_but_keep_line_numbers(client, db):
     segment_id = await create_segment(client)
-    body = "email,name\n\n\na@x.com,1\n\r\n   \nb@x.com,2\n\n,empty\n\n\n"
+    body = "email,name\n\n\na@x.com,1\n\r\nonly-one-field\nb@x.com,2\n\n,empty\n\n\n"
     result = await push_ok(client, segment_id, body)
-    # "   " is not blank: it is a one-field row (wrong field count), at line 6
     assert (result["numReceived"], result["numInvalid"], result["numAdded"]) == ("4", "2", "2")
     assert [sample["line"] for sample in result["invalidSamples"]] == [6, 9]
     assert await identities(db, segment_id) == {"a@x.com", "b@x.com"}
@@ -282,10 +301,7 @@ async def test_matching_share_action_is_accepted(client, db):
 ])
 async def test_bad_batch_parameters_are_400_and_apply_nothing(client, db, query):
     segment_id, before = await seeded_segment(client, db)
-    for action in ACTIONS:
-        reply = await push(client, segment_id, INTRUSIVE_BODY, action, query=query)
-        reply.assert_failure(400)
-        assert await snapshot(db, segment_id) == before, action
+    await assert_rejected(client, db, segment_id, before, 400, query=query)
 
 
 @pytest.mark.parametrize("action, share_action", [
@@ -309,20 +325,13 @@ async def test_share_action_not_matching_the_method_is_400(client, db, action, s
 ], ids=["empty-body", "only-blank-lines", "empty-name", "blank-name", "duplicate-case", "duplicate-email"])
 async def test_bad_header_is_400_and_applies_nothing(client, db, body):
     segment_id, before = await seeded_segment(client, db)
-    for action in ACTIONS:
-        reply = await push(client, segment_id, body, action)
-        reply.assert_failure(400)
-        assert await snapshot(db, segment_id) == before, action
+    await assert_rejected(client, db, segment_id, before, 400, body)
 
 
 async def test_unknown_or_foreign_segment_is_404(client, db, make_key):
     segment_id, before = await seeded_segment(client, db)
-    other = await make_key("admin", endpoint="other")
-    for action in ACTIONS:
-        (await push(client, "987654", INTRUSIVE_BODY, action)).assert_failure(404)
-        foreign = await push(client, segment_id, INTRUSIVE_BODY, action, headers=other)
-        foreign.assert_failure(404)
-        assert await snapshot(db, segment_id) == before, action
+    await assert_rejected(client, db, segment_id, before, 404, headers=await make_key("admin", endpoint="other"))
+    await assert_rejected(client, db, "987654", await snapshot(db, "987654"), 404)
 
 
 @pytest.mark.parametrize("headers", [
@@ -334,17 +343,14 @@ async def test_unknown_or_foreign_segment_is_404(client, db, make_key):
 ], ids=["json", "form", "br", "deflate", "compress"])
 async def test_non_csv_bodies_and_unknown_encodings_are_415(client, db, headers):
     segment_id, before = await seeded_segment(client, db)
-    for action in ACTIONS:
-        reply = await push(client, segment_id, INTRUSIVE_BODY, action, headers=headers)
-        reply.assert_failure(415)
-        assert await snapshot(db, segment_id) == before, action
+    await assert_rejected(client, db, segment_id, before, 415, headers=headers)
 
 
 MAX_BODY = 256
 
 
-async def test_a_body_of_exactly_the_maximum_is_accepted(aiohttp_client, settings, db):
-    client = await app_client(aiohttp_client, settings, max_body_bytes=MAX_BODY)
+async def test_a_body_of_exactly_the_maximum_is_accepted(serve_app, settings, db):
+    client = await app_client(serve_app, settings, max_body_bytes=MAX_BODY)
     segment_id = await create_segment(client)
     body = b"email,name\na@x.com,"
     body += b"n" * (MAX_BODY - len(body) - 1) + b"\n"
@@ -353,22 +359,19 @@ async def test_a_body_of_exactly_the_maximum_is_accepted(aiohttp_client, setting
 
 
 @pytest.mark.parametrize("how", ["declared", "chunked", "gzip"])
-async def test_a_body_over_the_maximum_is_413_and_applies_nothing(aiohttp_client, settings, db, how):
-    client = await app_client(aiohttp_client, settings, max_body_bytes=MAX_BODY)
+async def test_a_body_over_the_maximum_is_413_and_applies_nothing(serve_app, settings, db, how):
+    client = await app_client(serve_app, settings, max_body_bytes=MAX_BODY)
     segment_id, before = await seeded_segment(client, db)
     head = b"email,name,extra\nnew@x.com,New,1\n"
     rows = b"".join(b"n%03d@x.com,N,1\n" % i for i in range(20))
     assert len(head + rows) > MAX_BODY
-    for action in ACTIONS:
-        if how == "declared":
-            reply = await push(client, segment_id, head + rows, action)
-        elif how == "chunked":  # the header is parsed before the body turns out too large
-            reply = await push(client, segment_id, chunked(head, rows, pause=0.05), action)
-        else:
-            reply = await push(client, segment_id, gzip.compress(head + rows), action,
-                               headers={"Content-Encoding": "gzip"})
-        reply.assert_failure(413)
-        assert await snapshot(db, segment_id) == before, action
+    if how == "declared":
+        await assert_rejected(client, db, segment_id, before, 413, head + rows)
+    elif how == "chunked":  # the header is parsed (and the COPY begun) before the body turns out too large
+        await assert_rejected(client, db, segment_id, before, 413, lambda: chunked(head, rows, pause=0.05))
+    else:
+        await assert_rejected(client, db, segment_id, before, 413, gzip.compress(head + rows),
+                              headers={"Content-Encoding": "gzip"})
 
 
 @pytest.mark.parametrize("how", ["not-gzip", "truncated", "corrupt"])
@@ -377,7 +380,4 @@ async def test_invalid_gzip_is_400_and_applies_nothing(client, db, how):
     compressed = gzip.compress(INTRUSIVE_BODY + b"".join(b"n%03d@x.com,N,1\n" % i for i in range(50)))
     body = {"not-gzip": INTRUSIVE_BODY, "truncated": compressed[:-12],
             "corrupt": compressed[:40] + bytes(b ^ 0x55 for b in compressed[40:])}[how]
-    for action in ACTIONS:
-        reply = await push(client, segment_id, body, action, headers={"Content-Encoding": "gzip"})
-        reply.assert_failure(400)
-        assert await snapshot(db, segment_id) == before, action
+    await assert_rejected(client, db, segment_id, before, 400, body, headers={"Content-Encoding": "gzip"})

@@ -1,0 +1,198 @@
+"""REPLACE shares: staged batch by batch, committed in one transaction when every batch is in."""
+
+import asyncio
+import random
+
+from gateway import state
+from gateway.replace import expire_idle_sessions
+from tests.integration.push_helpers import (app_client, audience, create_segment, identities, push, push_ok,
+                                            sessions, snapshot, staging_tables)
+
+OLD = "email,name\nold1@x.com,Old\nold2@x.com,Old\n"
+
+
+def rows_body(*names: str, value: str = "v") -> str:
+    """``email,name`` rows for identities ``<name>@x.com``."""
+    return "email,name\n" + "".join(f"{name}@x.com,{value}\n" for name in names)
+
+
+async def replace_batch(client, segment_id: str, body: str, total: int, number: int, **params) -> dict:
+    return await push_ok(client, segment_id, body, "REPLACE", total=total, number=number, **params)
+
+
+async def old_segment(client, db) -> tuple[str, dict]:
+    segment_id = await create_segment(client)
+    await push_ok(client, segment_id, OLD)
+    return segment_id, await snapshot(db, segment_id)
+
+
+async def test_replace_becomes_visible_only_when_the_last_batch_arrives(client, db):
+    segment_id, before = await old_segment(client, db)
+    batches = {1: rows_body("c", "d"), 2: rows_body("e"), 3: rows_body("f", "c", "f", value="last"), 4: "email\n"}
+    order = [3, 1, 4, 2]
+    for position, number in enumerate(order):
+        result = await replace_batch(client, segment_id, batches[number], 4, number)
+        assert result["numAdded"] == {1: "2", 2: "1", 3: "2", 4: "0"}[number]
+        if position < len(order) - 1:
+            assert result["replaceCommitted"] is False
+            assert "audienceSize" not in result
+            current = await snapshot(db, segment_id)
+            assert (current["members"], current["segment"]) == (before["members"], before["segment"])
+    assert result["replaceCommitted"] is True
+    assert result["audienceSize"] == 4
+    assert await audience(db, segment_id) == {
+        "c@x.com": {"email": "c@x.com", "name": "last"}, "d@x.com": {"email": "d@x.com", "name": "v"},
+        "e@x.com": {"email": "e@x.com", "name": "v"}, "f@x.com": {"email": "f@x.com", "name": "last"}}
+    assert await db.fetchval("SELECT member_count FROM segments WHERE id = $1", int(segment_id)) == 4
+    assert [session["status"] for session in await sessions(db, segment_id)] == ["committed"]
+    assert await staging_tables(db) == []
+
+
+async def test_resending_a_batch_replaces_what_it_staged(client, db):
+    segment_id, _ = await old_segment(client, db)
+    await replace_batch(client, segment_id, rows_body("a", "b"), 2, 1)
+    again = await replace_batch(client, segment_id, rows_body("c"), 2, 1)
+    assert (again["numAdded"], again["replaceCommitted"]) == ("1", False)
+    done = await replace_batch(client, segment_id, rows_body("d"), 2, 2)
+    assert (done["replaceCommitted"], done["audienceSize"]) == (True, 2)
+    assert await identities(db, segment_id) == {"c@x.com", "d@x.com"}
+
+
+async def test_the_later_batch_wins_whatever_the_arrival_order(client, db):
+    for order in ([1, 2], [2, 1]):
+        segment_id = await create_segment(client)
+        for number in order:
+            await replace_batch(client, segment_id, rows_body("x", value=f"from{number}"), 2, number)
+        assert await audience(db, segment_id) == {"x@x.com": {"email": "x@x.com", "name": "from2"}}, order
+
+
+async def test_no_batch_parameters_is_a_one_batch_replace(client, db):
+    segment_id, _ = await old_segment(client, db)
+    reply = await push(client, segment_id, rows_body("n1", "n2", "n1"), "REPLACE")
+    assert reply.counts == {"segmentId": segment_id, "numReceived": "3", "numInvalid": "0", "numAdded": "2"}
+    assert (reply.result["replaceCommitted"], reply.result["audienceSize"]) == (True, 2)
+    assert await identities(db, segment_id) == {"n1@x.com", "n2@x.com"}
+
+
+async def test_a_late_retry_gets_the_recorded_response_and_changes_nothing(client, db):
+    segment_id, _ = await old_segment(client, db)
+    first = await replace_batch(client, segment_id, rows_body("r1"), 2, 1)
+    last = await replace_batch(client, segment_id, rows_body("r2"), 2, 2)
+    assert last["replaceCommitted"] is True
+    await push_ok(client, segment_id, rows_body("added"))  # the live audience moves on after the commit
+    after = await snapshot(db, segment_id)
+    assert await replace_batch(client, segment_id, rows_body("r2"), 2, 2) == last
+    assert await replace_batch(client, segment_id, rows_body("r1"), 2, 1) == first
+    assert await snapshot(db, segment_id) == after
+    assert [session["status"] for session in after["sessions"]] == ["committed"]
+
+    # Not a retry (another body): a new session opens, and the live audience still does not change.
+    fresh = await replace_batch(client, segment_id, rows_body("r3"), 2, 1)
+    assert fresh["replaceCommitted"] is False
+    assert [session["status"] for session in await sessions(db, segment_id)] == ["committed", "open"]
+    assert (await snapshot(db, segment_id))["members"] == after["members"]
+
+
+async def test_add_and_remove_during_a_session_apply_at_once_then_the_replace_wins(client, db):
+    segment_id, _ = await old_segment(client, db)
+    await replace_batch(client, segment_id, rows_body("r1", "both"), 2, 1)
+    await push_ok(client, segment_id, rows_body("added", "both", value="added"))
+    await push_ok(client, segment_id, "email\nold1@x.com\n", "REMOVE")
+    assert await identities(db, segment_id) == {"old2@x.com", "added@x.com", "both@x.com"}
+    done = await replace_batch(client, segment_id, rows_body("r2"), 2, 2)
+    assert (done["replaceCommitted"], done["audienceSize"]) == (True, 3)
+    assert await audience(db, segment_id) == {
+        name: {"email": name, "name": "v"} for name in ("r1@x.com", "both@x.com", "r2@x.com")}
+
+
+async def test_two_sessions_with_different_keys_each_commit_and_the_later_commit_wins(client, db):
+    segment_id, _ = await old_segment(client, db)
+    await replace_batch(client, segment_id, rows_body("a1"), 2, 1, sourceSegmentID="A")
+    await replace_batch(client, segment_id, rows_body("b1"), 2, 1, sourceSegmentID="B")
+    assert len(await staging_tables(db)) == 2
+    done_a = await replace_batch(client, segment_id, rows_body("a2"), 2, 2, sourceSegmentID="A")
+    assert (done_a["replaceCommitted"], done_a["audienceSize"]) == (True, 2)
+    assert await identities(db, segment_id) == {"a1@x.com", "a2@x.com"}
+    done_b = await replace_batch(client, segment_id, rows_body("b2", "b3"), 2, 2, sourceSegmentID="B")
+    assert (done_b["replaceCommitted"], done_b["audienceSize"]) == (True, 3)
+    assert await identities(db, segment_id) == {"b1@x.com", "b2@x.com", "b3@x.com"}
+    assert [(s["source_segment_id"], s["status"]) for s in await sessions(db, segment_id)] == [
+        ("A", "committed"), ("B", "committed")]
+    assert await staging_tables(db) == []
+
+
+async def test_an_idle_session_expires_without_touching_the_live_audience(client, db):
+    segment_id, before = await old_segment(client, db)
+    await replace_batch(client, segment_id, rows_body("idle"), 2, 1, sourceSegmentID="idle")
+    await replace_batch(client, segment_id, rows_body("busy"), 2, 1, sourceSegmentID="busy")
+    idle, busy = await sessions(db, segment_id)
+    await db.execute("UPDATE replace_sessions SET last_batch_at = now() - interval '2 hours' WHERE id = $1",
+                     idle["id"])
+
+    assert await expire_idle_sessions(client.app[state.POOL], 3600) == 1
+    assert await staging_tables(db) == [f"replace_{busy['id']}"]
+    remaining = {session["id"]: session["status"] for session in await sessions(db, segment_id)}
+    assert remaining.get(idle["id"], "expired") == "expired"  # expired (or already forgotten)
+    assert remaining[busy["id"]] == "open"
+    current = await snapshot(db, segment_id)
+    assert (current["members"], current["segment"]) == (before["members"], before["segment"])
+
+    # The rest of the expired share starts a new session: nothing commits until batch 1 comes again.
+    late = await replace_batch(client, segment_id, rows_body("late"), 2, 2, sourceSegmentID="idle")
+    assert late["replaceCommitted"] is False
+    assert (await snapshot(db, segment_id))["members"] == before["members"]
+    done = await replace_batch(client, segment_id, rows_body("again"), 2, 1, sourceSegmentID="idle")
+    assert done["replaceCommitted"] is True
+    assert await identities(db, segment_id) == {"again@x.com", "late@x.com"}
+
+
+async def test_a_restart_in_the_middle_of_a_share_loses_nothing(serve_app, settings, db):
+    first = await app_client(serve_app, settings)
+    segment_id = await create_segment(first)
+    await push_ok(first, segment_id, OLD)
+    for number in (1, 2):
+        await replace_batch(first, segment_id, rows_body(f"r{number}", "dup", value=str(number)), 4, number)
+    await first.close()
+
+    second = await app_client(serve_app, settings)
+    assert (await replace_batch(second, segment_id, rows_body("r3"), 4, 3))["replaceCommitted"] is False
+    assert await identities(db, segment_id) == {"old1@x.com", "old2@x.com"}
+    done = await replace_batch(second, segment_id, rows_body("r4"), 4, 4)
+    assert (done["replaceCommitted"], done["audienceSize"]) == (True, 5)
+    assert await audience(db, segment_id) == {
+        "r1@x.com": {"email": "r1@x.com", "name": "1"}, "r2@x.com": {"email": "r2@x.com", "name": "2"},
+        "dup@x.com": {"email": "dup@x.com", "name": "2"}, "r3@x.com": {"email": "r3@x.com", "name": "v"},
+        "r4@x.com": {"email": "r4@x.com", "name": "v"}}
+
+
+async def test_two_instances_share_one_database(serve_app, settings, db):
+    instances = [await app_client(serve_app, settings) for _ in range(2)]
+    segment_id = await create_segment(instances[0])
+    await push_ok(instances[1], segment_id, OLD)
+    total = 6
+    batches = {number: rows_body(f"s{number}a", f"s{number}b", "shared", value=str(number))
+               for number in range(1, total + 1)}
+    expected = {f"s{number}{suffix}@x.com" for number in batches for suffix in "ab"} | {"shared@x.com"}
+
+    # One after the other, alternating instances.
+    results = [await replace_batch(instances[number % 2], segment_id, batches[number], total, number,
+                                   sourceSegmentID="serial") for number in range(1, total + 1)]
+    assert [result["replaceCommitted"] for result in results] == [False] * (total - 1) + [True]
+    assert await identities(db, segment_id) == expected
+
+    # All at once, shuffled, with two batches sent twice, spread over both instances.
+    await push_ok(instances[0], segment_id, OLD, "REPLACE", sourceSegmentID="reset")
+    sends = [*range(1, total + 1), 2, 5]
+    random.Random(4).shuffle(sends)
+    results = await asyncio.gather(*(
+        push(instances[position % 2], segment_id, batches[number], "REPLACE", total=total, number=number,
+             sourceSegmentID="concurrent") for position, number in enumerate(sends)))
+    assert all(reply.status == 200 for reply in results), [reply.text for reply in results]
+    # One batch completed the share; a late duplicate of that batch gets its recorded answer again.
+    assert len({number for number, reply in zip(sends, results) if reply.result["replaceCommitted"]}) == 1
+    assert await audience(db, segment_id) == {
+        identity: {"email": identity, "name": identity[1] if identity != "shared@x.com" else "6"}
+        for identity in expected}
+    assert [s["status"] for s in await sessions(db, segment_id) if s["source_segment_id"] == "concurrent"] == [
+        "committed"]
+    assert await staging_tables(db) == []
