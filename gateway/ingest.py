@@ -159,6 +159,10 @@ class Upload:
             fields[identity_index] = identity
             yield line, *fields
 
+    def reject(self, line: int, reason: str) -> None:
+        """A row already counted as received and stored in ``incoming`` turned out invalid after all."""
+        self._invalid(line, reason, counted=True)
+
     def _invalid(self, line: int, reason: str, counted: bool = False) -> None:
         """A row that is not stored: counted, and sampled with its line and reason."""
         if not counted:

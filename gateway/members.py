@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 
-from gateway.errors import Conflict, NotFound
+from gateway.errors import NotFound
 from gateway.ingest import ColumnPlan, Upload, plan_columns
 from gateway.sqlfiles import QUERIES
 
@@ -67,16 +67,21 @@ async def plan_upload(conn: asyncpg.Connection, endpoint_id: int, segment_id: in
 
 
 async def lock_and_register(conn: asyncpg.Connection, endpoint_id: int, segment_id: int, header: list[str],
-                            ids: str | None, streamed: ColumnPlan) -> ColumnPlan:
+                            ids: str | None, streamed: ColumnPlan, upload: Upload) -> ColumnPlan:
     """Take the segment's lock and settle the plan: new header names join the attributes in the same
-    transaction as the data (a failed upload changes nothing). Attribute positions are applied in SQL,
-    so only the identity column the body was normalised with must still hold.
+    transaction as the data (a failed upload changes nothing). Attribute positions are applied in SQL.
+
+    If another first upload fixed the segment's identity while this body streamed, the identity column
+    differs from the one the rows were normalised on: normalise the new one in SQL, and count rows whose
+    new identity is empty as invalid.
     """
     row = await lock_segment(conn, endpoint_id, segment_id)
     plan = plan_columns(header, row["identity_attribute"], row["attributes"], ids)
     if (plan.identity_index, plan.lowercase_identity) != (streamed.identity_index, streamed.lowercase_identity):
-        raise Conflict("another upload fixed this segment's identity attribute meanwhile; send the batch again",
-                       code="identity_changed")
+        await conn.execute(QUERIES["incoming_normalise_identity"].format(**plan.sql_names()),
+                           plan.lowercase_identity)
+        for dropped in await conn.fetch(QUERIES["incoming_drop_empty_identity"].format(**plan.sql_names())):
+            upload.reject(dropped["ord"], f"empty identity ({plan.identity_attribute})")
     if plan.identity_attribute != row["identity_attribute"] or list(plan.attributes) != row["attributes"]:
         await conn.execute(QUERIES["segment_set_columns"], segment_id, plan.identity_attribute,
                            list(plan.attributes))

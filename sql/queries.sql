@@ -117,6 +117,14 @@ CREATE TEMPORARY TABLE incoming (
     {incoming_columns}
 ) ON COMMIT DROP;
 
+-- name: incoming_normalise_identity
+-- Only when another upload fixed the identity attribute while this body streamed (see lock_and_register).
+UPDATE incoming SET {identity} = CASE WHEN $1 THEN lower(btrim({identity}, E' \t\r\n\f\x0b'))
+                                      ELSE btrim({identity}, E' \t\r\n\f\x0b') END;
+
+-- name: incoming_drop_empty_identity
+DELETE FROM incoming WHERE {identity} = '' RETURNING ord;
+
 -- name: incoming_distinct_count
 SELECT count(DISTINCT {identity}) FROM incoming;
 

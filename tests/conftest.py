@@ -18,9 +18,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
-from aiohttp.test_utils import TestServer
 
-from gateway.app import SERVER_OPTIONS, create_app
+from gateway.app import create_app
 from gateway.auth import insert_key
 from gateway.embedded import EmbeddedPostgres
 from gateway.migrations import apply_migrations
@@ -130,23 +129,9 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
     return Settings.load(environ={}, database_url=database_url, api_key=ADMIN_KEY, data_dir=tmp_path / "data")
 
 
-async def start_client(aiohttp_client, app):
-    """A test client of ``app`` served with the production server options (TestServer ignores
-    constructor options; only ``start_server`` applies them)."""
-    server = TestServer(app)
-    await server.start_server(**SERVER_OPTIONS)
-    return await aiohttp_client(server)
-
-
 @pytest.fixture
-def serve_app(aiohttp_client):
-    """``await serve_app(app)``: see start_client."""
-    return lambda app: start_client(aiohttp_client, app)
-
-
-@pytest.fixture
-async def client(serve_app, settings: Settings):
-    return await serve_app(create_app(settings))
+async def client(aiohttp_client, settings: Settings):
+    return await aiohttp_client(create_app(settings))
 
 
 @pytest.fixture

@@ -88,7 +88,7 @@ async def push(request: web.Request) -> web.Response:
         plan = await plan_upload(conn, endpoint_id, segment_id, header, ids)
         async with conn.transaction():
             await stream_incoming(conn, upload, plan)
-            plan = await lock_and_register(conn, endpoint_id, segment_id, header, ids, plan)
+            plan = await lock_and_register(conn, endpoint_id, segment_id, header, ids, plan, upload)
             if operation is Operation.ADD:
                 result = batch_result(segment_id, upload, numAdded=await add_members(conn, segment_id, plan))
             elif operation is Operation.REMOVE:

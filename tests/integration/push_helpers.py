@@ -21,10 +21,9 @@ import asyncpg
 
 from gateway.app import create_app
 from gateway.settings import Settings
-from tests.conftest import AUTH, start_client
+from tests.conftest import AUTH
 
 METHOD_OF = {"ADD": "POST", "REPLACE": "PUT", "REMOVE": "DELETE"}
-COUNT_OF = {"ADD": "numAdded", "REPLACE": "numAdded", "REMOVE": "numRemoved"}
 CSV_TYPE = {"Content-Type": "text/csv"}
 DROPPED = 0  # Reply.status when the connection closed without a response
 
@@ -119,9 +118,9 @@ async def push_ok(client, segment_id: str, body: bytes | str, action: str = "ADD
     return (await push(client, segment_id, body, action, **options)).result
 
 
-async def app_client(serve_app, settings: Settings, **changes: Any):
-    """A test client of a new app instance (``serve_app`` fixture), with some settings changed."""
-    return await serve_app(create_app(dataclasses.replace(settings, **changes)))
+async def app_client(aiohttp_client, settings: Settings, **changes: Any):
+    """A test client of a new app instance (``aiohttp_client`` fixture), with some settings changed."""
+    return await aiohttp_client(create_app(dataclasses.replace(settings, **changes)))
 
 
 # -- what is stored -----------------------------------------------------------------------------------

@@ -58,14 +58,14 @@ async def test_json_body_over_the_limit_is_413(client):
     assert (await response.json())["error"]["code"] == "payload_too_large"
 
 
-async def test_unhandled_exception_is_500_without_traceback(serve_app, settings, caplog):
+async def test_unhandled_exception_is_500_without_traceback(aiohttp_client, settings, caplog):
     app = create_app(settings)
 
     async def explode(request):
         raise RuntimeError("secret internals")
 
     app.router.add_get("/v1/explode", explode)
-    client = await serve_app(app)
+    client = await aiohttp_client(app)
     response = await client.get("/v1/explode", headers=AUTH)
     assert response.status == 500
     text = await response.text()
@@ -81,17 +81,17 @@ async def test_bootstrap_key_is_idempotent_and_admin(client, db):
     assert AUTH["Authorization"].split()[1].encode() not in stored
 
 
-async def test_generated_key_when_none_exists(serve_app, settings, db):
+async def test_generated_key_when_none_exists(aiohttp_client, settings, db):
     import dataclasses
     await db.execute("DELETE FROM api_keys")
     app = create_app(dataclasses.replace(settings, api_key=None))
-    client = await serve_app(app)
+    client = await aiohttp_client(app)
     generated = app[state.GENERATED_KEY]
     assert generated.startswith("agw_") and len(generated) >= 40
     response = await client.get("/v1/segments", headers={"Authorization": f"Bearer {generated}"})
     assert response.status == 200
     app2 = create_app(dataclasses.replace(settings, api_key=None))
-    await serve_app(app2)
+    await aiohttp_client(app2)
     assert state.GENERATED_KEY not in app2
     assert await db.fetchval("SELECT count(*) FROM api_keys") == 1
 

@@ -4,6 +4,7 @@ Every rejected request is checked twice: its status and failure envelope, and th
 was stored (members, the segment's attributes, identity and size, REPLACE sessions and staging).
 """
 
+import asyncio
 import gzip
 
 import pytest
@@ -107,6 +108,21 @@ async def test_later_uploads_find_the_identity_by_ids_then_name_then_first_colum
     assert await db.fetchval("SELECT identity_attribute FROM segments WHERE id = $1", int(segment_id)) == "email"
 
 
+async def test_a_first_upload_overtaken_by_another_is_applied_as_a_later_upload(client, db):
+    """Calls apply one at a time in the order they reach the segment's lock: an upload still streaming
+    when another one fixes the identity attribute is then a later upload (identity found by name)."""
+    segment_id = await create_segment(client)
+    slow = asyncio.create_task(push(client, segment_id, chunked(b"name,id\nOne,K1\n", b"Two,K2\n", pause=0.5)))
+    await asyncio.sleep(0.2)  # the slow upload has its header and is streaming its rows
+    await push_ok(client, segment_id, "id,name\nK0,Zero\n")  # the first upload applied: identity "id"
+    reply = await slow
+    assert reply.status == 200, reply.text
+    assert reply.result["numAdded"] == "2"
+    assert await db.fetchval("SELECT identity_attribute FROM segments WHERE id = $1", int(segment_id)) == "id"
+    assert await audience(db, segment_id) == {"K0": {"id": "K0", "name": "Zero"}, "K1": {"id": "K1", "name": "One"},
+                                              "K2": {"id": "K2", "name": "Two"}}
+
+
 async def test_identity_is_trimmed_and_lowercased_only_in_email_columns(client, db):
     emails = await create_segment(client)
     await push_ok(client, emails, "Customer_EMAIL,score\n \t MiXeD@Example.COM\t ,1\n")
@@ -198,8 +214,8 @@ async def test_an_unterminated_quote_at_the_end_makes_the_last_row_invalid(clien
     assert await identities(db, segment_id) == {"a@x.com"}
 
 
-async def test_a_field_over_the_maximum_makes_its_row_invalid(serve_app, settings, db):
-    client = await app_client(serve_app, settings, max_field_bytes=10)
+async def test_a_field_over_the_maximum_makes_its_row_invalid(aiohttp_client, settings, db):
+    client = await app_client(aiohttp_client, settings, max_field_bytes=10)
     segment_id = await create_segment(client)
     body = ("email,v\n"
             "a@x.com,1234567890\n"  # 2: exactly 10 bytes
@@ -349,8 +365,8 @@ async def test_non_csv_bodies_and_unknown_encodings_are_415(client, db, headers)
 MAX_BODY = 256
 
 
-async def test_a_body_of_exactly_the_maximum_is_accepted(serve_app, settings, db):
-    client = await app_client(serve_app, settings, max_body_bytes=MAX_BODY)
+async def test_a_body_of_exactly_the_maximum_is_accepted(aiohttp_client, settings, db):
+    client = await app_client(aiohttp_client, settings, max_body_bytes=MAX_BODY)
     segment_id = await create_segment(client)
     body = b"email,name\na@x.com,"
     body += b"n" * (MAX_BODY - len(body) - 1) + b"\n"
@@ -359,8 +375,8 @@ async def test_a_body_of_exactly_the_maximum_is_accepted(serve_app, settings, db
 
 
 @pytest.mark.parametrize("how", ["declared", "chunked", "gzip"])
-async def test_a_body_over_the_maximum_is_413_and_applies_nothing(serve_app, settings, db, how):
-    client = await app_client(serve_app, settings, max_body_bytes=MAX_BODY)
+async def test_a_body_over_the_maximum_is_413_and_applies_nothing(aiohttp_client, settings, db, how):
+    client = await app_client(aiohttp_client, settings, max_body_bytes=MAX_BODY)
     segment_id, before = await seeded_segment(client, db)
     head = b"email,name,extra\nnew@x.com,New,1\n"
     rows = b"".join(b"n%03d@x.com,N,1\n" % i for i in range(20))

@@ -7,8 +7,8 @@ from gateway.app import create_app, sweep_interval
 from tests.conftest import AUTH
 
 
-async def test_running_app_expires_idle_sessions(serve_app, settings, db):
-    client = await serve_app(create_app(dataclasses.replace(settings, replace_session_ttl=1.0)))
+async def test_running_app_expires_idle_sessions(aiohttp_client, settings, db):
+    client = await aiohttp_client(create_app(dataclasses.replace(settings, replace_session_ttl=1.0)))
     segment_id = (await (await client.post("/v1/segments", json={"name": "s"}, headers=AUTH)).json())["result"][
         "segmentId"]
     await client.post(f"/v1/segments/{segment_id}/data", data="email\nkeep@x.com\n", headers=AUTH)
