@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
 from gateway import state
-from gateway.api import data, health, segments
+from gateway.api import data, health, jobs, segments
 from gateway.auth import ensure_bootstrap_key
 from gateway.database import CONNECTION_ERRORS, create_pool
 from gateway.embedded import EmbeddedPostgres
 from gateway.middleware import auth_middleware, error_middleware
 from gateway.migrations import apply_migrations
+from gateway.jobs import ExportWorkers, drop_expired_exports
 from gateway.replace import expire_idle_sessions
 from gateway.settings import Settings
 
@@ -34,9 +35,11 @@ def create_app(settings: Settings) -> web.Application:
     app[state.SETTINGS] = settings
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(replace_sweeper_ctx)
+    app.cleanup_ctx.append(export_workers_ctx)
     app.add_routes(health.routes)
     app.add_routes(segments.routes)
     app.add_routes(data.routes)
+    app.add_routes(jobs.routes)
     return app
 
 
@@ -58,6 +61,7 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
             if generated:
                 app[state.GENERATED_KEY] = generated
             app[state.POOL] = pool
+            app[state.DATABASE_URL] = url
             yield
         finally:
             await pool.close()
@@ -66,29 +70,43 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
             await asyncio.to_thread(embedded.stop)
 
 
-def sweep_interval(session_ttl: float) -> float:
-    """Check for idle REPLACE sessions often enough to honour short TTLs, at most once a minute."""
-    return max(0.5, min(60.0, session_ttl / 4))
+def sweep_interval(ttl: float) -> float:
+    """Sweep often enough to honour short TTLs, at most once a minute."""
+    return max(0.5, min(60.0, ttl / 4))
+
+
+async def _sweep_forever(name: str, interval: float, sweep: Callable[[], Awaitable[object]]) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await sweep()
+        except CONNECTION_ERRORS as exc:
+            log.warning("%s skipped: database unavailable (%s)", name, exc)
+        except Exception:
+            log.exception("%s failed", name)
 
 
 async def replace_sweeper_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Expire idle REPLACE sessions in the background (every process runs it; the work is locked in SQL)."""
+    """Expire idle REPLACE sessions and expired export data in the background (every process runs this;
+    the work is locked in SQL)."""
     settings = app[state.SETTINGS]
-
-    async def sweep_forever() -> None:
-        while True:
-            await asyncio.sleep(sweep_interval(settings.replace_session_ttl))
-            try:
-                await expire_idle_sessions(app[state.POOL], settings.replace_session_ttl)
-            except CONNECTION_ERRORS as exc:
-                log.warning("replace session sweep skipped: database unavailable (%s)", exc)
-            except Exception:
-                log.exception("replace session sweep failed")
-
-    task = asyncio.create_task(sweep_forever(), name="replace-session-sweeper")
+    pool = app[state.POOL]
+    tasks = [
+        asyncio.create_task(_sweep_forever("replace session sweep", sweep_interval(settings.replace_session_ttl),
+                                           lambda: expire_idle_sessions(pool, settings.replace_session_ttl))),
+        asyncio.create_task(_sweep_forever("export data sweep", sweep_interval(settings.export_ttl),
+                                           lambda: drop_expired_exports(pool))),
+    ]
     yield
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def export_workers_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[state.SETTINGS]
+    workers = ExportWorkers(app[state.POOL], app[state.DATABASE_URL], count=settings.export_workers,
+                            lease_seconds=settings.job_lease, export_ttl=settings.export_ttl)
+    await workers.start()
+    yield
+    await workers.stop()

@@ -55,6 +55,13 @@ class UnsupportedMediaType(GatewayError):
     code = "unsupported_media_type"
 
 
+class NotImplementedYet(GatewayError):
+    """501: Exchange's signal to create an export job instead of reading the data directly."""
+
+    status = 501
+    code = "not_implemented"
+
+
 class ServiceUnavailable(GatewayError):
     status = 503
     code = "database_unavailable"

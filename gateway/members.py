@@ -52,9 +52,14 @@ def table_names(segment_id: int, session_id: int | None = None) -> dict[str, str
     return names
 
 
-def sql(name: str, segment_id: int, session_id: int | None = None, plan: ColumnPlan | None = None) -> str:
-    """A named query with its table names (and, for queries on ``incoming``, the upload's columns) filled in."""
-    return QUERIES[name].format(**table_names(segment_id, session_id), **(plan.sql_names() if plan else {}))
+def sql(name: str, segment_id: int, session_id: int | None = None, plan: ColumnPlan | None = None,
+        **fragments: str) -> str:
+    """A named query with its table names (and, for queries on ``incoming``, the upload's columns) filled in.
+
+    ``fragments`` are further SQL pieces the caller built from integers only (e.g. export columns).
+    """
+    names = {**table_names(segment_id, session_id), **(plan.sql_names() if plan else {}), **fragments}
+    return QUERIES[name].format(**names)
 
 
 async def plan_upload(conn: asyncpg.Connection, endpoint_id: int, segment_id: int, header: list[str],

@@ -88,6 +88,10 @@ SETTINGS: tuple[Setting, ...] = (
             "An open REPLACE session with no new batch for this long expires; its staged rows are purged."),
     Setting("export_ttl", "GATEWAY_EXPORT_TTL", "7d", parse_duration,
             "How long an export job's data stays downloadable (then 410)."),
+    Setting("export_workers", "GATEWAY_EXPORT_WORKERS", "2", parse_positive_int,
+            "Export jobs one gateway process runs at once."),
+    Setting("job_lease", "GATEWAY_JOB_LEASE", "30s", parse_duration,
+            "A running job's lease; a job whose worker stopped renewing it is taken again after this."),
     Setting("pool_max_size", "GATEWAY_POOL_MAX_SIZE", "10", parse_positive_int,
             "Most PostgreSQL connections one gateway process opens."),
     Setting("log_level", "GATEWAY_LOG_LEVEL", "INFO", parse_log_level,
@@ -105,6 +109,8 @@ class Settings:
     sync_export_max_rows: int
     replace_session_ttl: float
     export_ttl: float
+    export_workers: int
+    job_lease: float
     pool_max_size: int
     log_level: str
 

@@ -11,6 +11,7 @@ from gateway.settings import Settings
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
+DATABASE_URL = web.AppKey("database_url", str)  # for dedicated connections (LISTEN), beside the pool
 EMBEDDED = web.AppKey("embedded", EmbeddedPostgres)
 GENERATED_KEY = web.AppKey("generated_key", str)  # set when start-up created the first key
 

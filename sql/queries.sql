@@ -246,3 +246,94 @@ UPDATE replace_sessions SET status = 'expired', ended_at = now() WHERE id = $1;
 -- Committed and expired sessions are kept one TTL after they end (late retries, history), then forgotten.
 DELETE FROM replace_sessions
 WHERE status <> 'open' AND ended_at < now() - make_interval(secs => $1);
+
+-- ---------------------------------------------------------------------------------------------------
+-- Pulls: segment data and export jobs. {columns} is attrs[1], …, attrs[n] (n = the number of
+-- attributes), {export_table} is exports.job_<job id>; both made from integers only.
+
+-- name: export_segment_rows
+SELECT {columns} FROM {members}
+
+-- name: export_job_rows
+SELECT {columns} FROM {export_table}
+
+-- name: segment_export_info
+SELECT attributes, member_count FROM segments
+WHERE id = $1 AND endpoint_id = $2 AND status <> 'deleted';
+
+-- name: job_insert
+WITH job AS (
+    INSERT INTO jobs (endpoint_id, segment_id, job_type) VALUES ($1, $2, $3)
+    RETURNING id, data_id
+)
+SELECT job.id, job.data_id, pg_notify('audience_gateway_jobs', job.id::text) FROM job;
+
+-- name: job_get
+SELECT id, data_id, segment_id, status, reason, row_count, created_at, started_at, finished_at, expires_at,
+       expires_at IS NOT NULL AND expires_at <= now() AS expired, attributes, data_dropped_at
+FROM jobs
+WHERE id = $1 AND endpoint_id = $2;
+
+-- name: job_claim
+-- The oldest waiting job, or a running one whose worker stopped renewing its lease.
+UPDATE jobs SET status = 'running', lease_owner = $1, lease_expires_at = now() + make_interval(secs => $2),
+                attempts = attempts + 1, started_at = coalesce(started_at, now())
+WHERE id = (
+    SELECT id FROM jobs
+    WHERE status = 'waiting' OR (status = 'running' AND lease_expires_at < now())
+    ORDER BY id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id, segment_id, attempts;
+
+-- name: job_heartbeat
+UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $3)
+WHERE id = $1 AND lease_owner = $2 AND status = 'running'
+RETURNING id;
+
+-- name: job_segment_columns
+SELECT attributes FROM segments WHERE id = $1;
+
+-- name: job_snapshot_drop
+DROP TABLE IF EXISTS {export_table};
+
+-- name: job_snapshot_copy
+CREATE TABLE {export_table} AS SELECT attrs FROM {members};
+
+-- name: job_snapshot_empty
+CREATE TABLE {export_table} (attrs text[]);
+
+-- name: job_members_exist
+SELECT to_regclass($1) IS NOT NULL;
+
+-- name: job_complete
+-- Only while this worker still holds the job (not canceled, lease not taken over).
+UPDATE jobs SET status = 'complete', finished_at = now(), lease_owner = NULL, lease_expires_at = NULL,
+                attributes = $3, row_count = $4, expires_at = now() + make_interval(secs => $5)
+WHERE id = $1 AND lease_owner = $2 AND status = 'running'
+RETURNING id;
+
+-- name: job_fail
+UPDATE jobs SET status = 'error', reason = $3, finished_at = now(), lease_owner = NULL, lease_expires_at = NULL
+WHERE id = $1 AND lease_owner = $2 AND status = 'running';
+
+-- name: job_cancel
+UPDATE jobs SET status = 'canceled', finished_at = coalesce(finished_at, now()), lease_owner = NULL,
+                lease_expires_at = NULL
+WHERE id = $1 AND endpoint_id = $2 AND status IN ('waiting', 'running', 'complete')
+RETURNING id;
+
+-- name: jobs_release
+-- A stopping worker hands its running jobs back (they are claimable again at once).
+UPDATE jobs SET status = 'waiting', lease_owner = NULL, lease_expires_at = NULL
+WHERE lease_owner = $1 AND status = 'running';
+
+-- name: jobs_expired_data
+SELECT id FROM jobs
+WHERE data_dropped_at IS NULL AND (expires_at <= now() OR status = 'canceled')
+ORDER BY id
+LIMIT 100;
+
+-- name: job_mark_dropped
+UPDATE jobs SET data_dropped_at = now() WHERE id = $1;

@@ -10,13 +10,15 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from gateway import state
-from gateway.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from gateway.errors import BadRequest, NotFound, NotImplementedYet, PayloadTooLarge, UnsupportedMediaType
+from gateway.export import columns_sql, stream_csv
 from gateway.ingest import Upload
 from gateway.members import (BatchInfo, Operation, add_members, batch_result, lock_and_register, plan_upload,
-                             remove_members, stream_incoming)
+                             remove_members, sql, stream_incoming)
 from gateway.replace import stage_replace_batch
 from gateway.responses import success
 from gateway.segments import get_segment, parse_segment_id
+from gateway.sqlfiles import QUERIES
 
 routes = web.RouteTableDef()
 
@@ -97,6 +99,29 @@ async def push(request: web.Request) -> web.Response:
                 result = await stage_replace_batch(conn, segment_id, batch, upload, plan,
                                                    settings.replace_session_ttl)
     return success(result)
+
+
+@routes.get("/v1/segments/{segment_id}/data")
+async def pull(request: web.Request) -> web.StreamResponse:
+    """The audience as CSV when it has 1 to GATEWAY_SYNC_EXPORT_MAX_ROWS members; else 501 (use a job).
+
+    One COPY statement reads one snapshot; a REPLACE swapping the table meanwhile is waited for (its lock),
+    so the answer is the old audience or the new one, never a mix.
+    """
+    segment_id = parse_segment_id(request.match_info["segment_id"])
+    endpoint_id = request[state.PRINCIPAL].endpoint_id
+    limit = request.app[state.SETTINGS].sync_export_max_rows
+    async with request.app[state.POOL].acquire() as conn:
+        row = await conn.fetchrow(QUERIES["segment_export_info"], segment_id, endpoint_id)
+        if row is None:
+            raise NotFound(f"segment {segment_id} does not exist", code="segment_not_found")
+        if not 0 < row["member_count"] <= limit:
+            raise NotImplementedYet(
+                f"segment {segment_id} has {row['member_count']} members; direct export serves 1 to {limit}: "
+                "create an ExportSegmentData job", code="use_export_job")
+        attributes = row["attributes"]
+        query = sql("export_segment_rows", segment_id, columns=columns_sql(len(attributes)))
+        return await stream_csv(request, conn, query, attributes, filename=f"segment-{segment_id}.csv")
 
 
 routes.post("/v1/segments/{segment_id}/data")(push)

@@ -1,0 +1,81 @@
+"""``/v1/jobs``: export jobs that Exchange creates, polls, downloads and may cancel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from gateway import state
+from gateway.api.requests import read_json_object
+from gateway.errors import BadRequest, Conflict, GatewayError, NotFound
+from gateway.export import columns_sql, stream_csv
+from gateway.jobs import JOB_TYPE, cancel_job, create_job, get_job, job_sql, parse_job_id
+from gateway.responses import success
+from gateway.segments import get_segment, parse_segment_id
+
+routes = web.RouteTableDef()
+
+
+class Gone(GatewayError):
+    status = 410
+    code = "export_expired"
+
+
+def job_status(row: Any) -> dict[str, Any]:
+    result: dict[str, Any] = {"id": row["id"], "status": row["status"]}
+    if row["status"] == "error":
+        result["reason"] = row["reason"]
+    result.update({"jobDataId": row["data_id"], "segmentId": str(row["segment_id"]), "rowCount": row["row_count"],
+                   "createdAt": row["created_at"].isoformat(),
+                   "expiresAt": row["expires_at"].isoformat() if row["expires_at"] else None})
+    return result
+
+
+@routes.post("/v1/jobs")
+async def post_job(request: web.Request) -> web.Response:
+    payload = await read_json_object(request)
+    if payload.get("jobType") != JOB_TYPE:
+        raise BadRequest(f"jobType must be {JOB_TYPE!r}", code="invalid_job_type")
+    raw = payload.get("segmentId", payload.get("segmentID"))
+    if isinstance(raw, bool) or not isinstance(raw, (int, str)):
+        raise BadRequest("segmentId (an integer or a string of digits) is required", code="invalid_segment_id")
+    segment_id = parse_segment_id(str(raw))
+    endpoint_id = request[state.PRINCIPAL].endpoint_id
+    async with request.app[state.POOL].acquire() as conn:
+        await get_segment(conn, endpoint_id, segment_id)
+        return success(await create_job(conn, endpoint_id, segment_id))
+
+
+@routes.get("/v1/jobs/{job_id}")
+async def get_job_status(request: web.Request) -> web.Response:
+    job_id = parse_job_id(request.match_info["job_id"])
+    row = await get_job(request.app[state.POOL], request[state.PRINCIPAL].endpoint_id, job_id)
+    return success(job_status(row))
+
+
+@routes.delete("/v1/jobs/{job_id}")
+async def delete_job(request: web.Request) -> web.Response:
+    job_id = parse_job_id(request.match_info["job_id"])
+    endpoint_id = request[state.PRINCIPAL].endpoint_id
+    async with request.app[state.POOL].acquire() as conn:
+        await cancel_job(conn, endpoint_id, job_id)
+        return success(job_status(await get_job(conn, endpoint_id, job_id)))
+
+
+@routes.get("/v1/jobs/{job_id}/data/{data_id}")
+async def get_job_data(request: web.Request) -> web.StreamResponse:
+    job_id = parse_job_id(request.match_info["job_id"])
+    endpoint_id = request[state.PRINCIPAL].endpoint_id
+    async with request.app[state.POOL].acquire() as conn:
+        row = await get_job(conn, endpoint_id, job_id)
+        if request.match_info["data_id"] != str(row["data_id"]):
+            raise NotFound(f"job {job_id} has no data {request.match_info['data_id']!r}", code="job_data_not_found")
+        if row["status"] not in ("complete", "canceled"):
+            raise Conflict(f"job {job_id} is {row['status']}; its data is ready once it is complete",
+                           code="job_not_complete")
+        if row["status"] == "canceled" or row["expired"] or row["data_dropped_at"] is not None:
+            raise Gone(f"the data of job {job_id} is no longer available")
+        attributes = row["attributes"]
+        query = job_sql("export_job_rows", job_id, columns=columns_sql(len(attributes)))
+        return await stream_csv(request, conn, query, attributes, filename=f"job-{job_id}.csv")

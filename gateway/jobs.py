@@ -1,0 +1,191 @@
+"""Export jobs: created by ``POST /v1/jobs``, run by workers in every ``serve`` process.
+
+A worker claims the oldest waiting job (or one whose lease ran out: its worker died) with
+``FOR UPDATE SKIP LOCKED``, renews its lease while it works, and materialises the audience as it is
+at that moment into ``exports.job_<id>`` with one ``CREATE TABLE … AS`` (a consistent snapshot: later
+pushes do not show). Completion is recorded only if the worker still holds the job, in the same
+transaction as the snapshot, so a canceled or taken-over job leaves nothing behind. Workers wake on
+``NOTIFY audience_gateway_jobs`` and poll as a fallback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from typing import Any
+
+import asyncpg
+
+from gateway.database import CONNECTION_ERRORS
+from gateway.errors import NotFound
+from gateway.members import table_names
+from gateway.sqlfiles import QUERIES
+
+log = logging.getLogger(__name__)
+
+JOB_TYPE = "ExportSegmentData"
+NOTIFY_CHANNEL = "audience_gateway_jobs"
+
+
+class JobLost(Exception):
+    """This worker no longer holds the job (canceled, or its lease was taken over)."""
+
+
+def export_table(job_id: int) -> str:
+    return f"exports.job_{int(job_id)}"
+
+
+def job_sql(name: str, job_id: int, segment_id: int | None = None, **extra: str) -> str:
+    names = {"export_table": export_table(job_id), **extra}
+    if segment_id is not None:
+        names.update(table_names(segment_id))
+    return QUERIES[name].format(**names)
+
+
+def unknown_job(job_id: str) -> NotFound:
+    """Another endpoint's job is answered exactly like one that does not exist."""
+    shown: Any = int(job_id) if job_id.isascii() and job_id.isdigit() and len(job_id) < 19 else job_id
+    return NotFound(f"job {job_id} does not exist", code="job_not_found",
+                    extra={"result": {"id": shown, "status": "unknown"}})
+
+
+def parse_job_id(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or len(text) > 18 or int(text) < 1:
+        raise unknown_job(text)
+    return int(text)
+
+
+async def create_job(conn: asyncpg.Connection, endpoint_id: int, segment_id: int) -> dict[str, int]:
+    row = await conn.fetchrow(QUERIES["job_insert"], endpoint_id, segment_id, JOB_TYPE)
+    return {"jobId": row["id"], "jobDataId": row["data_id"]}
+
+
+async def get_job(conn: asyncpg.Connection | asyncpg.Pool, endpoint_id: int, job_id: int) -> asyncpg.Record:
+    row = await conn.fetchrow(QUERIES["job_get"], job_id, endpoint_id)
+    if row is None:
+        raise unknown_job(str(job_id))
+    return row
+
+
+async def cancel_job(conn: asyncpg.Connection, endpoint_id: int, job_id: int) -> bool:
+    """Cancel a job and drop its data; False if it had already ended (error or canceled)."""
+    async with conn.transaction():
+        if await conn.fetchval(QUERIES["job_cancel"], job_id, endpoint_id) is None:
+            await get_job(conn, endpoint_id, job_id)  # 404 if it is not this endpoint's
+            return False
+        await conn.execute(job_sql("job_snapshot_drop", job_id))
+        await conn.execute(QUERIES["job_mark_dropped"], job_id)
+    return True
+
+
+async def drop_expired_exports(pool: asyncpg.Pool) -> int:
+    """Drop the data of expired (and canceled) jobs; their downloads then answer 410."""
+    dropped = 0
+    for row in await pool.fetch(QUERIES["jobs_expired_data"]):
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute(job_sql("job_snapshot_drop", row["id"]))
+            await conn.execute(QUERIES["job_mark_dropped"], row["id"])
+        dropped += 1
+    return dropped
+
+
+class ExportWorkers:
+    """``count`` workers in this process, each running one job at a time."""
+
+    def __init__(self, pool: asyncpg.Pool, listen_url: str, *, count: int, lease_seconds: float,
+                 export_ttl: float, poll_seconds: float = 5.0) -> None:
+        self.pool = pool
+        self.listen_url = listen_url
+        self.count = count
+        self.lease_seconds = lease_seconds
+        self.export_ttl = export_ttl
+        self.poll_seconds = poll_seconds
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self._listener: asyncpg.Connection | None = None
+
+    async def start(self) -> None:
+        await self._listen()
+        self._tasks = [asyncio.create_task(self._work(), name=f"export-worker-{i}") for i in range(self.count)]
+
+    async def stop(self) -> None:
+        """Stop working and hand running jobs back, so another process can take them at once."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(*CONNECTION_ERRORS):
+            await self.pool.execute(QUERIES["jobs_release"], self.owner)
+        if self._listener is not None:
+            with contextlib.suppress(*CONNECTION_ERRORS):
+                await self._listener.close()
+
+    async def _listen(self) -> None:
+        """A dedicated connection (not the pool's) for NOTIFY; without it, polling still finds every job."""
+        try:
+            self._listener = await asyncpg.connect(self.listen_url, timeout=10)
+            await self._listener.add_listener(NOTIFY_CHANNEL, lambda *args: self._wake.set())
+        except CONNECTION_ERRORS as exc:
+            log.warning("job notifications unavailable (%s); polling every %.0f s", exc, self.poll_seconds)
+
+    async def _work(self) -> None:
+        while True:
+            try:
+                job = await self.pool.fetchrow(QUERIES["job_claim"], self.owner, self.lease_seconds)
+            except CONNECTION_ERRORS as exc:
+                log.warning("cannot claim jobs: %s", exc)
+                job = None
+            if job is None:
+                self._wake.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+                continue
+            await self._run(job["id"], job["segment_id"])
+
+    async def _run(self, job_id: int, segment_id: int) -> None:
+        """Snapshot the segment while a heartbeat keeps the lease; stop if the job is canceled."""
+        snapshot = asyncio.create_task(self._snapshot(job_id, segment_id))
+        try:
+            while not snapshot.done():
+                await asyncio.wait([snapshot], timeout=self.lease_seconds / 3)
+                if not snapshot.done() and await self.pool.fetchval(
+                        QUERIES["job_heartbeat"], job_id, self.owner, self.lease_seconds) is None:
+                    raise JobLost()
+            await snapshot
+        except JobLost:
+            log.info("job %d was canceled or taken over: stopped", job_id)
+        except asyncio.CancelledError:
+            if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                raise  # the process is stopping; stop() hands the job back
+        except CONNECTION_ERRORS as exc:
+            log.warning("job %d interrupted (%s): it is taken again when its lease runs out", job_id, exc)
+        except Exception as exc:
+            log.exception("job %d failed", job_id)
+            with contextlib.suppress(*CONNECTION_ERRORS):
+                await self.pool.execute(QUERIES["job_fail"], job_id, self.owner, f"export failed: {exc}")
+        finally:
+            if not snapshot.done():
+                snapshot.cancel()  # asyncpg cancels the statement on the server
+                with contextlib.suppress(BaseException):
+                    await snapshot
+
+    async def _snapshot(self, job_id: int, segment_id: int) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            attributes = await conn.fetchval(QUERIES["job_segment_columns"], segment_id)
+            await conn.execute(job_sql("job_snapshot_drop", job_id))
+            members = table_names(segment_id)["members"]
+            if await conn.fetchval(QUERIES["job_members_exist"], members):
+                status = await conn.execute(job_sql("job_snapshot_copy", job_id, segment_id))
+                rows = int(status.split()[-1])
+            else:
+                await conn.execute(job_sql("job_snapshot_empty", job_id))
+                rows = 0
+            done = await conn.fetchval(QUERIES["job_complete"], job_id, self.owner, attributes or [], rows,
+                                       self.export_ttl)
+            if done is None:
+                raise JobLost()  # canceled or taken over meanwhile: roll the snapshot back
+        log.info("job %d complete: %d rows of segment %d", job_id, rows, segment_id)
