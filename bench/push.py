@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -26,44 +24,7 @@ from pathlib import Path
 import aiohttp
 
 from bench import data
-from gateway.embedded import EmbeddedPostgres, default_bin_dir
-
-KEY = "bench-key-0123456789abcdef0123456789"
-AUTH = {"Authorization": f"Bearer {KEY}"}
-
-
-class Gateway:
-    """A real ``serve`` process on its own embedded database."""
-
-    def __init__(self, data_dir: Path) -> None:
-        env = {**os.environ, "GATEWAY_DATA_DIR": str(data_dir), "GATEWAY_API_KEY": KEY,
-               "GATEWAY_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"), "GATEWAY_DATABASE_URL": ""}
-        env.pop("GATEWAY_DATABASE_URL")
-        self.process = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--port", "0"], env=env,
-                                        stdout=subprocess.PIPE, text=True)
-        for line in self.process.stdout:  # type: ignore[union-attr]
-            if "listening on" in line:
-                self.url = line.split()[-1]
-                break
-        else:
-            raise RuntimeError("the gateway did not start")
-        self.data_dir = data_dir
-
-    def rss_bytes(self) -> int:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        return 0
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(60)
-
-
-async def create_segment(session: aiohttp.ClientSession, url: str, name: str) -> str:
-    async with session.post(f"{url}/v1/segments", json={"name": name}, headers=AUTH) as response:
-        return (await response.json())["result"]["segmentId"]
-
+from bench.common import AUTH, Gateway, RssSampler, create_segment, machine, psql, timed_psql
 
 async def push_batches(session: aiohttp.ClientSession, url: str, segment_id: str, method: str,
                        bodies: list[bytes], concurrency: int) -> tuple[float, dict]:
@@ -103,27 +64,15 @@ async def latency_probe(session: aiohttp.ClientSession, url: str, stop: asyncio.
 
 def psql_copy_seconds(gateway_data_dir: Path, csv_path: Path) -> float:
     """``psql \\copy`` of the file into a fresh table with a text primary key, on the gateway's server."""
-    dsn = EmbeddedPostgres(gateway_data_dir).dsn()
-    psql = [str(default_bin_dir() / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", dsn]
-    subprocess.run([*psql, "-c", "SET client_min_messages = warning; DROP TABLE IF EXISTS bench_anchor; CREATE TABLE bench_anchor "
-                    "(email text PRIMARY KEY, first_name text, last_name text, sex text)"], check=True)
-    started = time.perf_counter()
-    subprocess.run([*psql, "-c", f"\\copy bench_anchor FROM '{csv_path}' WITH (FORMAT csv, HEADER true)"],
-                   check=True)
-    return time.perf_counter() - started
+    subprocess.run([*psql(gateway_data_dir), "-c", "SET client_min_messages = warning; DROP TABLE IF EXISTS "
+                    "bench_anchor; CREATE TABLE bench_anchor (email text PRIMARY KEY, first_name text, "
+                    "last_name text, sex text)"], check=True)
+    return timed_psql(gateway_data_dir, f"\\copy bench_anchor FROM '{csv_path}' WITH (FORMAT csv, HEADER true)")
 
 
 async def stream_one_request(gateway: Gateway, session: aiohttp.ClientSession, rows: int) -> dict:
     """One REPLACE request of ``rows`` rows generated on the fly; samples the gateway's RSS meanwhile."""
     segment_id = await create_segment(session, gateway.url, "stream")
-    samples: list[tuple[float, int]] = []
-    done = asyncio.Event()
-
-    async def sample() -> None:
-        started = time.perf_counter()
-        while not done.is_set():
-            samples.append((round(time.perf_counter() - started, 2), gateway.rss_bytes()))
-            await asyncio.sleep(0.2)
 
     async def body():
         yield data.HEADER.encode()
@@ -136,20 +85,13 @@ async def stream_one_request(gateway: Gateway, session: aiohttp.ClientSession, r
         if chunk:
             yield "".join(chunk).encode()
 
-    baseline = gateway.rss_bytes()
-    sampler = asyncio.create_task(sample())
     started = time.perf_counter()
-    async with session.put(f"{gateway.url}/v1/segments/{segment_id}/data", data=body(),
-                           headers={**AUTH, "Content-Type": "text/csv"}) as response:
-        result = await response.json()
-    elapsed = time.perf_counter() - started
-    done.set()
-    await sampler
-    return {"rows": rows, "seconds": round(elapsed, 2), "status": response.status,
-            "audienceSize": result.get("result", {}).get("audienceSize"),
-            "rss_baseline_mb": round(baseline / 2**20, 1),
-            "rss_peak_mb": round(max(rss for _, rss in samples) / 2**20, 1),
-            "rss_series_mb": [(t, round(rss / 2**20, 1)) for t, rss in samples]}
+    async with RssSampler(gateway) as rss:
+        async with session.put(f"{gateway.url}/v1/segments/{segment_id}/data", data=body(),
+                               headers={**AUTH, "Content-Type": "text/csv"}) as response:
+            result = await response.json()
+    return {"rows": rows, "seconds": round(time.perf_counter() - started, 2), "status": response.status,
+            "audienceSize": result.get("result", {}).get("audienceSize"), **rss.figures()}
 
 
 async def run(args: argparse.Namespace) -> dict:
@@ -193,8 +135,7 @@ async def run(args: argparse.Namespace) -> dict:
                 figures["stream_one_request"] = await stream_one_request(gateway, session, args.stream_rows)
     finally:
         gateway.stop()
-    figures["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(),
-                          "platform": platform.platform()}
+    figures["machine"] = machine()
     return figures
 
 
