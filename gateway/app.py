@@ -13,11 +13,13 @@ from gateway.api import data, health, jobs, segments
 from gateway.auth import ensure_bootstrap_key
 from gateway.database import CONNECTION_ERRORS, create_pool
 from gateway.embedded import EmbeddedPostgres
+from gateway.keycache import LAST_USED_FLUSH_SECONDS, KeyCache
 from gateway.middleware import auth_middleware, error_middleware
 from gateway.migrations import apply_migrations
 from gateway.jobs import ExportWorkers, drop_expired_exports
 from gateway.replace import expire_idle_sessions
 from gateway.settings import Settings
+from gateway.throttle import FailureThrottle
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,7 @@ def create_app(settings: Settings) -> web.Application:
                           handler_args=HANDLER_ARGS)
     app[state.SETTINGS] = settings
     app.cleanup_ctx.append(database_ctx)
+    app.cleanup_ctx.append(keys_ctx)
     app.cleanup_ctx.append(replace_sweeper_ctx)
     app.cleanup_ctx.append(export_workers_ctx)
     app.add_routes(health.routes)
@@ -84,6 +87,28 @@ async def _sweep_forever(name: str, interval: float, sweep: Callable[[], Awaitab
             log.warning("%s skipped: database unavailable (%s)", name, exc)
         except Exception:
             log.exception("%s failed", name)
+
+
+async def keys_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The API-key cache with its revocation listener and last-used flush (gateway.keycache), and the
+    throttle of failed authentications (gateway.throttle)."""
+    settings = app[state.SETTINGS]
+    keys = KeyCache(app[state.POOL])
+    app[state.KEYS] = keys
+    app[state.AUTH_THROTTLE] = FailureThrottle(settings.auth_failure_limit, settings.auth_failure_window)
+    tasks = [
+        asyncio.create_task(keys.listen_for_revocations(app[state.DATABASE_URL]), name="key-revocation-listener"),
+        asyncio.create_task(_sweep_forever("key last-used flush", LAST_USED_FLUSH_SECONDS, keys.flush_last_used),
+                            name="key-last-used-flush"),
+    ]
+    yield
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    try:
+        await keys.flush_last_used()
+    except CONNECTION_ERRORS as exc:
+        log.warning("key last-used times not written at shutdown: database unavailable (%s)", exc)
 
 
 async def replace_sweeper_ctx(app: web.Application) -> AsyncIterator[None]:

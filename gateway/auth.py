@@ -21,6 +21,8 @@ from gateway.sqlfiles import QUERIES
 KEY_PREFIX = "agw_"
 SCOPES = ("read", "write", "admin")  # each includes the ones before it
 DEFAULT_ENDPOINT = "default"
+# NOTIFY channel of revocations; the payload is the key's lookup_id (see gateway.keycache).
+REVOCATIONS_CHANNEL = "audience_gateway_keys"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,19 +58,41 @@ def bearer_token(header: str | None) -> str | None:
     return token.strip()
 
 
-async def authenticate(conn: asyncpg.Connection | asyncpg.Pool, authorization: str | None) -> Principal:
+@dataclasses.dataclass(frozen=True)
+class KeyRecord:
+    """A stored key as authentication needs it (what gateway.keycache keeps in memory)."""
+
+    id: int
+    endpoint_id: int
+    endpoint_name: str
+    secret_hash: bytes
+    scope: str
+    expires_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+
+
+def parse_authorization(authorization: str | None) -> tuple[str, bytes]:
+    """``(lookup_id, secret_hash)`` of the bearer token, or 401 ``missing_token``."""
     token = bearer_token(authorization)
     if token is None:
         raise Unauthorized("an API key is required: send Authorization: Bearer <key>",
                            code="missing_token")
-    lookup_id, secret_hash = hash_key(token)
+    return hash_key(token)
+
+
+async def fetch_key(conn: asyncpg.Connection | asyncpg.Pool, lookup_id: str) -> KeyRecord | None:
     row = await conn.fetchrow(QUERIES["key_by_lookup_id"], lookup_id)
-    if row is None or not hmac.compare_digest(row["secret_hash"], secret_hash):
+    return None if row is None else KeyRecord(**dict(row))
+
+
+def check_key(record: KeyRecord | None, secret_hash: bytes) -> Principal:
+    """The caller, or 401 ``invalid_token`` for an unknown, revoked or expired key (checked at every call)."""
+    if record is None or not hmac.compare_digest(record.secret_hash, secret_hash):
         raise Unauthorized("the API key is not valid", code="invalid_token")
     now = dt.datetime.now(dt.timezone.utc)
-    if row["revoked_at"] is not None or (row["expires_at"] is not None and row["expires_at"] <= now):
+    if record.revoked_at is not None or (record.expires_at is not None and record.expires_at <= now):
         raise Unauthorized("the API key is not valid", code="invalid_token")
-    return Principal(row["id"], row["endpoint_id"], row["endpoint_name"], row["scope"])
+    return Principal(record.id, record.endpoint_id, record.endpoint_name, record.scope)
 
 
 async def insert_key(conn: asyncpg.Connection, secret: str, *, endpoint: str = DEFAULT_ENDPOINT,
@@ -76,6 +100,23 @@ async def insert_key(conn: asyncpg.Connection, secret: str, *, endpoint: str = D
     """Store a key; ``None`` when that exact key already exists."""
     lookup_id, secret_hash = hash_key(secret)
     return await conn.fetchval(QUERIES["key_insert"], endpoint, lookup_id, secret_hash, scope, label, expires_at)
+
+
+async def list_keys(conn: asyncpg.Connection, endpoint: str | None = None) -> list[asyncpg.Record]:
+    """Every key (of one endpoint if named), oldest first; never a secret or its hash."""
+    return await conn.fetch(QUERIES["key_list"], endpoint)
+
+
+async def revoke_key(conn: asyncpg.Connection, key_id: int) -> asyncpg.Record | None:
+    """Revoke a key and, in the same transaction, NOTIFY every serve process to drop it from its cache.
+
+    Returns the key's row (``revoked_at`` is the first revocation's time), or None for an unknown id.
+    """
+    async with conn.transaction():
+        row = await conn.fetchrow(QUERIES["key_revoke"], key_id)
+        if row is not None:
+            await conn.execute(QUERIES["key_notify"], REVOCATIONS_CHANNEL, row["lookup_id"])
+    return row
 
 
 async def ensure_bootstrap_key(conn: asyncpg.Connection, configured: str | None) -> str | None:

@@ -1,4 +1,4 @@
-"""``audience-gateway`` command line: serve, migrate."""
+"""``audience-gateway`` command line: serve, migrate, endpoints, keys."""
 
 from __future__ import annotations
 
@@ -8,17 +8,14 @@ import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from contextlib import asynccontextmanager
-from typing import AsyncIterator
 
-import asyncpg
 import uvloop
 from aiohttp import web
 
-from gateway import __version__, state
+from gateway import __version__, admin_cli, state
 from gateway.app import create_app
-from gateway.database import create_pool
-from gateway.embedded import EmbeddedPostgres, EmbeddedPostgresError
+from gateway.database import database_connection
+from gateway.embedded import EmbeddedPostgresError
 from gateway.errors import DatabaseUnavailable
 from gateway.migrations import apply_migrations
 from gateway.settings import Settings, SettingsError
@@ -41,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser("migrate", help="apply database migrations and exit")
     _add_database_flag(migrate)
     migrate.set_defaults(run=_migrate)
+    admin_cli.add_commands(commands, _add_database_flag)  # endpoints, keys
     return parser
 
 
@@ -64,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     except (DatabaseUnavailable, EmbeddedPostgresError) as exc:
         print(f"audience-gateway: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except admin_cli.CommandFailed as exc:
+        print(f"audience-gateway: {exc}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         return EXIT_OK
 
@@ -99,26 +100,6 @@ def _stop_on_signals() -> asyncio.Event:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     return stop
-
-
-@asynccontextmanager
-async def database_connection(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
-    """A connection for a CLI command: the configured URL, or the embedded server (attached if running)."""
-    embedded = None
-    url = settings.database_url
-    if url is None:
-        embedded = EmbeddedPostgres(settings.data_dir)
-        url = await asyncio.to_thread(embedded.start)
-    try:
-        pool = await create_pool(url, max_size=1)
-        try:
-            async with pool.acquire() as conn:
-                yield conn
-        finally:
-            await pool.close()
-    finally:
-        if embedded is not None:
-            await asyncio.to_thread(embedded.stop)
 
 
 async def _migrate(args: argparse.Namespace, settings: Settings) -> int:

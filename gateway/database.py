@@ -9,7 +9,9 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 
+from gateway.embedded import EmbeddedPostgres
 from gateway.errors import DatabaseUnavailable
+from gateway.settings import Settings
 from gateway.sqlfiles import QUERIES
 
 log = logging.getLogger(__name__)
@@ -63,3 +65,23 @@ async def translate_errors() -> AsyncIterator[None]:
     except CONNECTION_ERRORS as exc:
         log.warning("database unavailable: %s", exc)
         raise DatabaseUnavailable("the database is unavailable; try again shortly") from exc
+
+
+@asynccontextmanager
+async def database_connection(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
+    """A connection for a CLI command: the configured URL, or the embedded server (attached if running)."""
+    embedded = None
+    url = settings.database_url
+    if url is None:
+        embedded = EmbeddedPostgres(settings.data_dir)
+        url = await asyncio.to_thread(embedded.start)
+    try:
+        pool = await create_pool(url, max_size=1)
+        try:
+            async with pool.acquire() as conn:
+                yield conn
+        finally:
+            await pool.close()
+    finally:
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)

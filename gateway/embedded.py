@@ -6,13 +6,15 @@ what matters here:
   not stop it in the middle of a drain);
 - a postmaster left running by a gateway killed with ``kill -9`` is adopted, a stale ``postmaster.pid``
   is handled by ``pg_ctl`` itself;
-- one file lock serialises start-up and marks the owner (the process that stops the server at exit);
-  other processes on the same data dir (CLI commands, a second ``serve``) attach without owning;
+- every process using the server (``serve``, CLI commands) holds a shared lock on ``users.lock``; the
+  last one to leave stops the server (it alone can then take the lock exclusively). Start and stop are
+  serialised by ``startup.lock``, so a process starting as another leaves never finds a stopping server;
 - it listens on a Unix socket only (nothing on the network), with settings tuned for bulk loads.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import importlib.util
@@ -21,6 +23,7 @@ import os
 import pwd
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -63,8 +66,7 @@ class EmbeddedPostgres:
         self.pgdata = self.data_dir / "pg"
         self.bin_dir = bin_dir or default_bin_dir()
         self.settings = {**SERVER_SETTINGS, **(settings or {})}
-        self.owner = False
-        self._lock_fd: int | None = None
+        self._user_fd: int | None = None  # our shared lock on users.lock while we use the server
         self._run_as: str | None = None
 
     # --- public -------------------------------------------------------------------------------
@@ -74,25 +76,37 @@ class EmbeddedPostgres:
         if os.geteuid() == 0:
             self._run_as = _unprivileged_user(self.bin_dir, self.data_dir)
         with self._startup_lock():
-            self.owner = self._try_take_ownership()
-            if not (self.pgdata / "PG_VERSION").exists():
-                self._initdb()
-            if self._is_running():
-                log.info("embedded PostgreSQL already running in %s: attaching", self.pgdata)
-            else:
-                self._pg_ctl_start()
+            self._user_fd = _lock_file(self.data_dir / "users.lock", fcntl.LOCK_SH)
+            try:
+                if not (self.pgdata / "PG_VERSION").exists():
+                    self._initdb()
+                if self._is_running():
+                    log.info("embedded PostgreSQL already running in %s: attaching", self.pgdata)
+                else:
+                    self._pg_ctl_start()
+            except BaseException:
+                os.close(self._user_fd)
+                self._user_fd = None
+                raise
         return self.dsn(DATABASE)
 
     def stop(self) -> None:
-        """Stop the server if this process owns it (started or adopted it); otherwise just detach."""
-        try:
-            if self.owner and self._is_running():
-                self._run([self._bin("pg_ctl"), "-D", str(self.pgdata), "-m", "fast", "-w", "-t", "60", "stop"])
-        finally:
-            self.owner = False
-            if self._lock_fd is not None:
-                os.close(self._lock_fd)
-                self._lock_fd = None
+        """Leave the server; stop it if no other process is using it."""
+        if self._user_fd is None:
+            return
+        with self._startup_lock():
+            os.close(self._user_fd)  # releases our shared lock
+            self._user_fd = None
+            try:
+                last = _lock_file(self.data_dir / "users.lock", fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.info("embedded PostgreSQL still used by another process: leaving it running")
+                return
+            try:
+                if self._is_running():
+                    self._run([self._bin("pg_ctl"), "-D", str(self.pgdata), "-m", "fast", "-w", "-t", "60", "stop"])
+            finally:
+                os.close(last)
 
     def dsn(self, database: str = DATABASE) -> str:
         return f"postgresql://postgres@/{database}?host={self._socket_dir_in_use()}&port={PORT}"
@@ -130,31 +144,14 @@ class EmbeddedPostgres:
         return result.returncode == 0
 
     # --- helpers ------------------------------------------------------------------------------
-    def _startup_lock(self):
-        """Serialise start-up between processes on one data dir (flock is released on exit)."""
-        path = self.data_dir / "startup.lock"
-
-        class _Lock:
-            def __enter__(lock_self):
-                lock_self.fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-                fcntl.flock(lock_self.fd, fcntl.LOCK_EX)
-
-            def __exit__(lock_self, *exc):
-                fcntl.flock(lock_self.fd, fcntl.LOCK_UN)
-                os.close(lock_self.fd)
-
-        return _Lock()
-
-    def _try_take_ownership(self) -> bool:
-        """The first live process holding ``owner.lock`` stops the server when it exits."""
-        fd = os.open(self.data_dir / "owner.lock", os.O_CREAT | os.O_RDWR, 0o600)
+    @contextlib.contextmanager
+    def _startup_lock(self) -> Iterator[None]:
+        """Serialise start-up and shutdown between processes on one data dir."""
+        fd = _lock_file(self.data_dir / "startup.lock", fcntl.LOCK_EX)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            yield
+        finally:
             os.close(fd)
-            return False
-        self._lock_fd = fd
-        return True
 
     def _socket_dir(self) -> Path:
         """The data dir's ``run/`` unless that path is too long for a Unix socket (107 bytes)."""
@@ -195,6 +192,17 @@ class EmbeddedPostgres:
         if result.returncode != 0:
             raise EmbeddedPostgresError(f"{Path(argv[0]).name} failed ({result.returncode}): {text.strip()}")
         return text
+
+
+def _lock_file(path: Path, operation: int) -> int:
+    """An open descriptor holding ``flock(operation)`` on ``path`` (released when closed or at exit)."""
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(fd, operation)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _unprivileged_user(bin_dir: Path, data_dir: Path) -> str:

@@ -12,12 +12,14 @@ class GatewayError(Exception):
     status = 500
     code = "internal_error"
 
-    def __init__(self, message: str, *, code: str | None = None, extra: dict[str, Any] | None = None) -> None:
+    def __init__(self, message: str, *, code: str | None = None, extra: dict[str, Any] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
         self.extra = extra or {}
+        self.headers = headers or {}
 
 
 class BadRequest(GatewayError):
@@ -60,6 +62,14 @@ class NotImplementedYet(GatewayError):
 
     status = 501
     code = "not_implemented"
+
+
+class TooManyRequests(GatewayError):
+    status = 429
+    code = "too_many_failed_attempts"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after)})
 
 
 class ServiceUnavailable(GatewayError):

@@ -38,6 +38,10 @@ async def stream_csv(request: web.Request, conn: asyncpg.Connection, query: str,
     response = web.StreamResponse(headers={"Content-Disposition": f'attachment; filename="{filename}"'})
     response.content_type = CSV_CONTENT_TYPE
     response.charset = "utf-8"
+    if request.method == "HEAD":  # the headers a GET would get, and no body (nor any COPY)
+        await response.prepare(request)
+        await response.write_eof()
+        return response
     response.enable_compression()  # only when the request's Accept-Encoding names gzip or deflate
     await response.prepare(request)
     await response.write(header_line(attributes))

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 JOB_TYPE = "ExportSegmentData"
 NOTIFY_CHANNEL = "audience_gateway_jobs"
+MAX_ATTEMPTS = 5  # a job whose worker died this often (it may be what kills it) ends in error
 
 
 class JobLost(Exception):
@@ -83,7 +84,9 @@ async def cancel_job(conn: asyncpg.Connection, endpoint_id: int, job_id: int) ->
 
 
 async def drop_expired_exports(pool: asyncpg.Pool) -> int:
-    """Drop the data of expired (and canceled) jobs; their downloads then answer 410."""
+    """Drop the data of expired (and canceled) jobs; their downloads then answer 410. Also end the jobs
+    whose workers died ``MAX_ATTEMPTS`` times."""
+    await pool.execute(QUERIES["jobs_give_up"], MAX_ATTEMPTS)
     dropped = 0
     for row in await pool.fetch(QUERIES["jobs_expired_data"]):
         async with pool.acquire() as conn, conn.transaction():
@@ -112,6 +115,7 @@ class ExportWorkers:
     async def start(self) -> None:
         await self._listen()
         self._tasks = [asyncio.create_task(self._work(), name=f"export-worker-{i}") for i in range(self.count)]
+        self._tasks.append(asyncio.create_task(self._keep_listening(), name="export-listener"))
 
     async def stop(self) -> None:
         """Stop working and hand running jobs back, so another process can take them at once."""
@@ -132,10 +136,18 @@ class ExportWorkers:
         except CONNECTION_ERRORS as exc:
             log.warning("job notifications unavailable (%s); polling every %.0f s", exc, self.poll_seconds)
 
+    async def _keep_listening(self) -> None:
+        """Reconnect the NOTIFY connection if it drops (polling covers the gap)."""
+        while True:
+            await asyncio.sleep(self.poll_seconds)
+            if self._listener is None or self._listener.is_closed():
+                await self._listen()
+                self._wake.set()  # look for work that was announced while we were deaf
+
     async def _work(self) -> None:
         while True:
             try:
-                job = await self.pool.fetchrow(QUERIES["job_claim"], self.owner, self.lease_seconds)
+                job = await self.pool.fetchrow(QUERIES["job_claim"], self.owner, self.lease_seconds, MAX_ATTEMPTS)
             except CONNECTION_ERRORS as exc:
                 log.warning("cannot claim jobs: %s", exc)
                 job = None

@@ -51,6 +51,13 @@ def parse_positive_int(text: str) -> int:
     return value
 
 
+def parse_non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("expected 0 or a positive integer")
+    return value
+
+
 def parse_log_level(text: str) -> str:
     level = text.strip().upper()
     if level not in _LOG_LEVELS:
@@ -78,6 +85,11 @@ SETTINGS: tuple[Setting, ...] = (
             "Where the embedded PostgreSQL keeps its data (and later export files)."),
     Setting("api_key", "GATEWAY_API_KEY", "", parse_optional_text,
             "If set, this key exists with admin scope on the `default` endpoint once the server is ready."),
+    Setting("auth_failure_limit", "GATEWAY_AUTH_FAILURE_LIMIT", "20", parse_non_negative_int,
+            "Failed authentications (401) from one client address within `GATEWAY_AUTH_FAILURE_WINDOW` "
+            "after which its `/v1` calls get 429 until the window frees; counted per process; 0 turns it off."),
+    Setting("auth_failure_window", "GATEWAY_AUTH_FAILURE_WINDOW", "1m", parse_duration,
+            "The sliding window of `GATEWAY_AUTH_FAILURE_LIMIT`."),
     Setting("max_body_bytes", "GATEWAY_MAX_BODY_BYTES", "1GiB", parse_size,
             "Largest data upload (after gzip is undone); larger → 413, nothing applied."),
     Setting("max_field_bytes", "GATEWAY_MAX_FIELD_BYTES", "64KiB", parse_size,
@@ -104,6 +116,8 @@ class Settings:
     database_url: str | None
     data_dir: Path
     api_key: str | None
+    auth_failure_limit: int
+    auth_failure_window: float
     max_body_bytes: int
     max_field_bytes: int
     sync_export_max_rows: int

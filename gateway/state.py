@@ -7,12 +7,16 @@ from aiohttp import web
 
 from gateway.auth import Principal
 from gateway.embedded import EmbeddedPostgres
+from gateway.keycache import KeyCache
 from gateway.settings import Settings
+from gateway.throttle import FailureThrottle
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
 DATABASE_URL = web.AppKey("database_url", str)  # for dedicated connections (LISTEN), beside the pool
 EMBEDDED = web.AppKey("embedded", EmbeddedPostgres)
 GENERATED_KEY = web.AppKey("generated_key", str)  # set when start-up created the first key
+KEYS = web.AppKey("keys", KeyCache)
+AUTH_THROTTLE = web.AppKey("auth_throttle", FailureThrottle)
 
 PRINCIPAL = web.RequestKey("principal", Principal)

@@ -280,7 +280,7 @@ UPDATE jobs SET status = 'running', lease_owner = $1, lease_expires_at = now() +
                 attempts = attempts + 1, started_at = coalesce(started_at, now())
 WHERE id = (
     SELECT id FROM jobs
-    WHERE status = 'waiting' OR (status = 'running' AND lease_expires_at < now())
+    WHERE status = 'waiting' OR (status = 'running' AND lease_expires_at < now() AND attempts < $3)
     ORDER BY id
     LIMIT 1
     FOR UPDATE SKIP LOCKED
@@ -335,5 +335,52 @@ WHERE data_dropped_at IS NULL AND (expires_at <= now() OR status = 'canceled')
 ORDER BY id
 LIMIT 100;
 
+-- name: jobs_give_up
+UPDATE jobs SET status = 'error', reason = format('its worker stopped %s times; giving up', attempts),
+                finished_at = now(), lease_owner = NULL, lease_expires_at = NULL
+WHERE status = 'running' AND lease_expires_at < now() AND attempts >= $1;
+
 -- name: job_mark_dropped
 UPDATE jobs SET data_dropped_at = now() WHERE id = $1;
+
+-- ---------------------------------------------------------------------------------------------------
+-- Endpoints and API keys, managed from the command line (gateway.admin_cli).
+
+-- name: endpoint_insert
+INSERT INTO endpoints (name) VALUES ($1)
+ON CONFLICT (name) DO NOTHING
+RETURNING id;
+
+-- name: endpoint_list
+SELECT e.id, e.name, e.created_at,
+       (SELECT count(*) FROM api_keys k WHERE k.endpoint_id = e.id AND k.revoked_at IS NULL) AS active_keys,
+       (SELECT count(*) FROM segments s WHERE s.endpoint_id = e.id AND s.status <> 'deleted') AS segments
+FROM endpoints e
+ORDER BY e.id;
+
+-- name: endpoint_id
+SELECT id FROM endpoints WHERE name = $1;
+
+-- name: key_list
+-- $1: an endpoint name, or NULL for all. Never selects secret_hash.
+SELECT k.id, e.name AS endpoint_name, k.scope, k.label, k.created_at, k.last_used_at, k.expires_at,
+       k.revoked_at
+FROM api_keys k JOIN endpoints e ON e.id = k.endpoint_id
+WHERE $1::text IS NULL OR e.name = $1
+ORDER BY k.id;
+
+-- name: key_revoke
+-- Idempotent: a key revoked before keeps its first revocation time.
+UPDATE api_keys k SET revoked_at = coalesce(k.revoked_at, now())
+FROM endpoints e
+WHERE k.id = $1 AND e.id = k.endpoint_id
+RETURNING k.id, k.lookup_id, e.name AS endpoint_name, k.scope, k.revoked_at;
+
+-- name: key_notify
+SELECT pg_notify($1, $2);
+
+-- name: key_touch_last_used
+-- Flushed from memory (gateway.keycache): $1 key ids, $2 the last time each was used.
+UPDATE api_keys k SET last_used_at = greatest(k.last_used_at, u.used_at)
+FROM unnest($1::bigint[], $2::timestamptz[]) AS u(id, used_at)
+WHERE k.id = u.id;

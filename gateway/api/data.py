@@ -1,7 +1,7 @@
-"""``POST|PUT|DELETE /v1/segments/{id}/data``: ADD, REPLACE and REMOVE pushed CSV batches.
+"""``/v1/segments/{id}/data``: ``POST|PUT|DELETE`` push CSV batches (ADD, REPLACE, REMOVE); ``GET`` pulls.
 
-The handler validates everything it can before reading the body (batch parameters, content type,
-declared length, the segment), then streams: body → parser → COPY into ``incoming`` → one merge.
+A push is validated as far as possible before its body is read (batch parameters, content type, declared
+length, the segment), then streams: body → parser → COPY into ``incoming`` → one merge.
 """
 
 from __future__ import annotations

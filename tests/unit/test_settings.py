@@ -45,3 +45,12 @@ def test_durations(text, seconds):
                                         ("5MB", 5_000_000)])
 def test_sizes(text, size):
     assert parse_size(text) == size
+
+
+def test_auth_failure_throttle_settings():
+    settings = Settings.load(environ={})
+    assert (settings.auth_failure_limit, settings.auth_failure_window) == (20, 60)
+    settings = Settings.load(environ={"GATEWAY_AUTH_FAILURE_LIMIT": "0", "GATEWAY_AUTH_FAILURE_WINDOW": "10s"})
+    assert (settings.auth_failure_limit, settings.auth_failure_window) == (0, 10)
+    with pytest.raises(SettingsError, match="GATEWAY_AUTH_FAILURE_LIMIT"):
+        Settings.load(environ={"GATEWAY_AUTH_FAILURE_LIMIT": "-1"})

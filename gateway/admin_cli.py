@@ -1,0 +1,158 @@
+"""``audience-gateway endpoints …`` and ``keys …``: manage endpoints (tenants) and their API keys.
+
+These commands work while ``serve`` runs on the same data dir (they attach to its embedded PostgreSQL),
+when nothing runs (they start and stop it), and against ``GATEWAY_DATABASE_URL`` / ``--database-url``.
+Like ``serve`` they first apply missing migrations, so keys can be made before the first start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import asyncpg
+
+from gateway.auth import SCOPES, generate_key, insert_key, list_keys, revoke_key
+from gateway.database import database_connection
+from gateway.endpoints import NAME_PATTERN, create_endpoint, endpoint_id, list_endpoints, valid_name
+from gateway.migrations import apply_migrations
+from gateway.settings import Settings
+
+EXIT_NOT_FOUND = 1
+
+
+class CommandFailed(Exception):
+    """The command could not do what was asked; ``cli.main`` prints the message and exits with the code."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_NOT_FOUND) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def add_commands(commands: argparse._SubParsersAction, add_database_flag: Callable[[argparse.ArgumentParser], None]
+                 ) -> None:
+    """Register ``endpoints`` and ``keys`` with their sub-commands on the main parser's ``commands``."""
+    endpoints = commands.add_parser("endpoints", help="create and list endpoints (tenants)")
+    actions = endpoints.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = actions.add_parser("create", help="create an endpoint")
+    create.add_argument("name", type=_endpoint_name)
+    create.set_defaults(run=_endpoints_create)
+    listing = actions.add_parser("list", help="one endpoint a line: id, name, created, active keys, segments")
+    listing.set_defaults(run=_endpoints_list)
+    for parser in (create, listing):
+        add_database_flag(parser)
+
+    keys = commands.add_parser("keys", help="create, list and revoke API keys")
+    actions = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = actions.add_parser("create", help="create a key and print its secret (once, as the last word)")
+    create.add_argument("--endpoint", required=True, type=_endpoint_name, help="the endpoint (tenant) it acts for")
+    create.add_argument("--scope", required=True, choices=SCOPES,
+                        help="read: GET routes; write: also pushes, segment creation and jobs; admin: everything")
+    create.add_argument("--label", default="", help="a note for humans, shown by keys list")
+    create.add_argument("--expires-days", type=_positive_int, default=None, metavar="N",
+                        help="the key stops working N days from now (default: never)")
+    create.set_defaults(run=_keys_create)
+    listing = actions.add_parser("list", help="one key a line: id, endpoint, scope, label, created, last used, "
+                                              "expiry, status; never a secret")
+    listing.add_argument("--endpoint", type=_endpoint_name, default=None, help="only this endpoint's keys")
+    listing.set_defaults(run=_keys_list)
+    revoke = actions.add_parser("revoke", help="revoke a key; every running gateway refuses it within a second")
+    revoke.add_argument("key_id", type=_positive_int, metavar="ID")
+    revoke.set_defaults(run=_keys_revoke)
+    for parser in (create, listing, revoke):
+        add_database_flag(parser)
+
+
+def _endpoint_name(text: str) -> str:
+    if not valid_name(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an endpoint name ({NAME_PATTERN.pattern})")
+    return text
+
+
+def _positive_int(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1 or len(text) > 18:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return int(text)
+
+
+@asynccontextmanager
+async def _migrated_connection(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
+    async with database_connection(settings) as conn:
+        await apply_migrations(conn)
+        yield conn
+
+
+async def _require_endpoint(conn: asyncpg.Connection, name: str) -> None:
+    if await endpoint_id(conn, name) is None:
+        raise CommandFailed(f"there is no endpoint named {name!r} (see: audience-gateway endpoints list)")
+
+
+def _time(at: dt.datetime | None) -> str:
+    return at.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if at else "-"
+
+
+def _columns(*values: object) -> str:
+    """One tab-separated line; free text loses its tabs and line breaks."""
+    return "\t".join(" ".join(str(value).split()) or "-" for value in values)
+
+
+async def _endpoints_create(args: argparse.Namespace, settings: Settings) -> int:
+    async with _migrated_connection(settings) as conn:
+        new_id = await create_endpoint(conn, args.name)
+    if new_id is None:
+        raise CommandFailed(f"an endpoint named {args.name!r} exists already")
+    print(f"created endpoint {args.name} (id {new_id})")
+    return 0
+
+
+async def _endpoints_list(args: argparse.Namespace, settings: Settings) -> int:
+    async with _migrated_connection(settings) as conn:
+        rows = await list_endpoints(conn)
+    for row in rows:
+        print(_columns(row["id"], row["name"], _time(row["created_at"]), f"{row['active_keys']} active key(s)",
+                       f"{row['segments']} segment(s)"))
+    return 0
+
+
+async def _keys_create(args: argparse.Namespace, settings: Settings) -> int:
+    expires_at = None
+    if args.expires_days is not None:
+        expires_at = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=args.expires_days)
+    secret = generate_key()
+    async with _migrated_connection(settings) as conn:
+        await _require_endpoint(conn, args.endpoint)
+        key_id = await insert_key(conn, secret, endpoint=args.endpoint, scope=args.scope, label=args.label,
+                                  expires_at=expires_at)
+    expiry = f"expires {_time(expires_at)}" if expires_at else "never expires"
+    print(f"created key {key_id} for endpoint {args.endpoint}, {args.scope} scope, {expiry}")
+    print(f"its secret, shown only this once: {secret}")
+    return 0
+
+
+async def _keys_list(args: argparse.Namespace, settings: Settings) -> int:
+    async with _migrated_connection(settings) as conn:
+        if args.endpoint is not None:
+            await _require_endpoint(conn, args.endpoint)
+        rows = await list_keys(conn, args.endpoint)
+    now = dt.datetime.now(dt.timezone.utc)
+    for row in rows:
+        if row["revoked_at"] is not None:
+            status = f"revoked {_time(row['revoked_at'])}"
+        elif row["expires_at"] is not None and row["expires_at"] <= now:
+            status = "expired"
+        else:
+            status = "active"
+        print(_columns(row["id"], row["endpoint_name"], row["scope"], row["label"], _time(row["created_at"]),
+                       _time(row["last_used_at"]), _time(row["expires_at"]), status))
+    return 0
+
+
+async def _keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    async with _migrated_connection(settings) as conn:
+        row = await revoke_key(conn, args.key_id)
+    if row is None:
+        raise CommandFailed(f"there is no key with id {args.key_id} (see: audience-gateway keys list)")
+    print(f"revoked key {row['id']} ({row['endpoint_name']}, {row['scope']} scope) at {_time(row['revoked_at'])}")
+    return 0
