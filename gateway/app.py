@@ -6,15 +6,18 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import asyncpg
 from aiohttp import web
 
-from gateway import state
+from gateway import metrics, state
 from gateway.api import data, health, jobs, segments
+from gateway.api import metrics as metrics_api
 from gateway.auth import ensure_bootstrap_key
 from gateway.database import CONNECTION_ERRORS, create_pool
+from gateway.drain import InFlight
 from gateway.embedded import EmbeddedPostgres
 from gateway.keycache import LAST_USED_FLUSH_SECONDS, KeyCache
-from gateway.middleware import auth_middleware, error_middleware
+from gateway.middleware import auth_middleware, echo_request_id, error_middleware, request_middleware
 from gateway.migrations import apply_migrations
 from gateway.jobs import ExportWorkers, drop_expired_exports
 from gateway.replace import expire_idle_sessions
@@ -32,10 +35,13 @@ HANDLER_ARGS = {"auto_decompress": False}
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[error_middleware, auth_middleware], client_max_size=JSON_BODY_LIMIT,
-                          handler_args=HANDLER_ARGS)
+    app = web.Application(middlewares=[request_middleware, error_middleware, auth_middleware],
+                          client_max_size=JSON_BODY_LIMIT, handler_args=HANDLER_ARGS)
     app[state.SETTINGS] = settings
+    app[state.IN_FLIGHT] = InFlight()
+    app.on_response_prepare.append(echo_request_id)
     app.cleanup_ctx.append(database_ctx)
+    app.cleanup_ctx.append(pool_metrics_ctx)
     app.cleanup_ctx.append(keys_ctx)
     app.cleanup_ctx.append(replace_sweeper_ctx)
     app.cleanup_ctx.append(export_workers_ctx)
@@ -43,6 +49,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(segments.routes)
     app.add_routes(data.routes)
     app.add_routes(jobs.routes)
+    app.add_routes(metrics_api.routes)
     return app
 
 
@@ -58,9 +65,7 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         pool = await create_pool(url, max_size=settings.pool_max_size)
         try:
-            async with pool.acquire() as conn:
-                await apply_migrations(conn)
-                generated = await ensure_bootstrap_key(conn, settings.api_key)
+            generated = await prepare_database(pool, settings.api_key)
             if generated:
                 app[state.GENERATED_KEY] = generated
             app[state.POOL] = pool
@@ -71,6 +76,21 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     finally:
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)
+
+
+async def pool_metrics_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Sample the pool's size and use into the metrics every second."""
+    task = asyncio.create_task(metrics.sample_pool_forever(app[state.POOL]), name="pool-metrics")
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def prepare_database(pool: asyncpg.Pool, api_key: str | None) -> str | None:
+    """Apply missing migrations and make sure a key exists; returns a newly generated key (print it once)."""
+    async with pool.acquire() as conn:
+        await apply_migrations(conn)
+        return await ensure_bootstrap_key(conn, api_key)
 
 
 def sweep_interval(ttl: float) -> float:

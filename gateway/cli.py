@@ -12,16 +12,20 @@ from collections.abc import Awaitable, Callable
 import uvloop
 from aiohttp import web
 
-from gateway import __version__, admin_cli, state
+from gateway import __version__, admin_cli, state, top
 from gateway.app import create_app
 from gateway.database import database_connection
+from gateway.drain import drain
 from gateway.embedded import EmbeddedPostgresError
 from gateway.errors import DatabaseUnavailable
+from gateway.logs import configure_json_logging
 from gateway.migrations import apply_migrations
-from gateway.settings import Settings, SettingsError
+from gateway.settings import Settings, SettingsError, parse_positive_int
+from gateway.workers import WorkerFailed, Workers
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 log = logging.getLogger("gateway")
+FINISH_SENDING_SECONDS = 5
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,8 +36,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve the Exchange Segment API")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080, help="0 picks a free port")
+    serve.add_argument("--workers", type=parse_positive_int, default=1,
+                       help="processes serving the port (SO_REUSEPORT) on one database (default 1)")
+    serve.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # started by --workers
     _add_database_flag(serve)
     serve.set_defaults(run=_serve)
+
+    top_parser = commands.add_parser("top", help="live view of a running gateway's metrics (q or Ctrl-C quits)")
+    top_parser.add_argument("--url", required=True, help="the gateway's base URL, e.g. http://127.0.0.1:8080")
+    top_parser.add_argument("--key", default=None, help="an API key, if GATEWAY_METRICS_REQUIRE_KEY is set")
+    top_parser.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
+    top_parser.add_argument("--once", action="store_true", help="print one refresh and exit")
+    top_parser.set_defaults(run=_top)
 
     migrate = commands.add_parser("migrate", help="apply database migrations and exit")
     _add_database_flag(migrate)
@@ -50,18 +64,24 @@ def _add_database_flag(parser: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        settings = Settings.load(database_url=args.database_url)
+        settings = Settings.load(database_url=getattr(args, "database_url", None))  # top has none
     except SettingsError as exc:
         print(f"audience-gateway: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    logging.basicConfig(level=settings.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "serve":
+        configure_json_logging(settings.log_level)
+    else:
+        logging.basicConfig(level=settings.log_level, stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     runner: Callable[[argparse.Namespace, Settings], Awaitable[int]] = args.run
     try:
         return uvloop.run(runner(args, settings))
     except (DatabaseUnavailable, EmbeddedPostgresError) as exc:
         print(f"audience-gateway: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except (WorkerFailed, top.Unreachable) as exc:
+        print(f"audience-gateway: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     except admin_cli.CommandFailed as exc:
         print(f"audience-gateway: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -71,27 +91,47 @@ def main(argv: list[str] | None = None) -> int:
 
 async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     stop = _stop_on_signals()  # before anything is printed: a signal right after "listening" must drain
+    if args.workers > 1:
+        return await _serve_workers(args, settings, stop)
     app = create_app(settings)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=30)
+    # Our request middleware writes the access lines (JSON, with the request id): aiohttp's is off.
+    # The drain (gateway.drain) waits for requests in flight; aiohttp then only finishes sending answers.
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=FINISH_SENDING_SECONDS, access_log=None)
     try:
         await runner.setup()
     except BaseException:
         await runner.cleanup()
         raise
     try:
-        site = web.TCPSite(runner, args.host, args.port)
+        site = web.TCPSite(runner, args.host, args.port, reuse_port=args.worker)
         await site.start()
         port = site._server.sockets[0].getsockname()[1] if args.port == 0 else args.port  # type: ignore[union-attr]
-        generated = app.get(state.GENERATED_KEY)
-        if generated:
-            print(f"audience-gateway created the first API key (admin scope, shown only once): {generated}",
-                  flush=True)
-        print(f"audience-gateway listening on http://{args.host}:{port}", flush=True)
+        _announce(app.get(state.GENERATED_KEY), args.host, port)
         await stop.wait()
-        log.info("stopping")
+        log.info("stopping: no new connections")
+        await drain([site], app[state.IN_FLIGHT], settings.shutdown_timeout)
     finally:
         await runner.cleanup()
     return EXIT_OK
+
+
+async def _serve_workers(args: argparse.Namespace, settings: Settings, stop: asyncio.Event) -> int:
+    workers = Workers(args.workers, args.host, args.port, settings)
+    try:
+        generated, port = await workers.start()
+        _announce(generated, args.host, port)
+        code = await workers.run_until(stop)
+        log.info("stopping: workers exited")
+        return code
+    finally:
+        await workers.close()
+
+
+def _announce(generated_key: str | None, host: str, port: int) -> None:
+    if generated_key:
+        print(f"audience-gateway created the first API key (admin scope, shown only once): {generated_key}",
+              flush=True)
+    print(f"audience-gateway listening on http://{host}:{port}", flush=True)
 
 
 def _stop_on_signals() -> asyncio.Event:
@@ -100,6 +140,10 @@ def _stop_on_signals() -> asyncio.Event:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     return stop
+
+
+async def _top(args: argparse.Namespace, settings: Settings) -> int:
+    return await top.run(args.url, args.key, once=args.once, interval=args.interval)
 
 
 async def _migrate(args: argparse.Namespace, settings: Settings) -> int:

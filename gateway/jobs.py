@@ -15,11 +15,13 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
 from typing import Any
 
 import asyncpg
 
+from gateway import metrics
 from gateway.database import CONNECTION_ERRORS
 from gateway.errors import NotFound
 from gateway.members import table_names
@@ -161,14 +163,17 @@ class ExportWorkers:
     async def _run(self, job_id: int, segment_id: int) -> None:
         """Snapshot the segment while a heartbeat keeps the lease; stop if the job is canceled."""
         snapshot = asyncio.create_task(self._snapshot(job_id, segment_id))
+        started, outcome = time.perf_counter(), "interrupted"
         try:
             while not snapshot.done():
                 await asyncio.wait([snapshot], timeout=self.lease_seconds / 3)
                 if not snapshot.done() and await self.pool.fetchval(
                         QUERIES["job_heartbeat"], job_id, self.owner, self.lease_seconds) is None:
                     raise JobLost()
-            await snapshot
+            metrics.EXPORT_ROWS.inc(await snapshot)
+            outcome = "complete"
         except JobLost:
+            outcome = "lost"
             log.info("job %d was canceled or taken over: stopped", job_id)
         except asyncio.CancelledError:
             if asyncio.current_task().cancelling():  # type: ignore[union-attr]
@@ -176,16 +181,19 @@ class ExportWorkers:
         except CONNECTION_ERRORS as exc:
             log.warning("job %d interrupted (%s): it is taken again when its lease runs out", job_id, exc)
         except Exception as exc:
+            outcome = "error"
             log.exception("job %d failed", job_id)
             with contextlib.suppress(*CONNECTION_ERRORS):
                 await self.pool.execute(QUERIES["job_fail"], job_id, self.owner, f"export failed: {exc}")
         finally:
+            metrics.JOB_DURATION.labels(outcome).observe(time.perf_counter() - started)
             if not snapshot.done():
                 snapshot.cancel()  # asyncpg cancels the statement on the server
                 with contextlib.suppress(BaseException):
                     await snapshot
 
-    async def _snapshot(self, job_id: int, segment_id: int) -> None:
+    async def _snapshot(self, job_id: int, segment_id: int) -> int:
+        """Returns the rows exported."""
         async with self.pool.acquire() as conn, conn.transaction():
             attributes = await conn.fetchval(QUERIES["job_segment_columns"], segment_id)
             await conn.execute(job_sql("job_snapshot_drop", job_id))
@@ -201,3 +209,4 @@ class ExportWorkers:
             if done is None:
                 raise JobLost()  # canceled or taken over meanwhile: roll the snapshot back
         log.info("job %d complete: %d rows of segment %d", job_id, rows, segment_id)
+        return rows

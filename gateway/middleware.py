@@ -1,23 +1,92 @@
-"""The two middlewares: failures as the JSON envelope (outermost), then API-key authentication."""
+"""The middlewares, outermost first: request id, access line and request metrics; failures as the JSON
+envelope; API-key authentication."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 
 from aiohttp import web
 
-from gateway import state
+from gateway import metrics, state
+from gateway.logs import ACCESS_LOGGER, REQUEST_ID, REQUEST_ID_HEADER, RequestStats, request_id_from
 from gateway.database import CONNECTION_ERRORS, translate_errors
 from gateway.errors import GatewayError, TooManyRequests, Unauthorized
 from gateway.responses import failure
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger(ACCESS_LOGGER)
 
 _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
                415: "unsupported_media_type"}
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 ADMIN_PREFIX = "/v1/admin"  # management routes: admin scope whatever the method
 REALM = 'Bearer realm="audience-gateway"'
+METRICS_PATH = "/metrics"
+KNOWN_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "POST", "PUT", "DELETE", "PATCH"})
+QUIET_ROUTES = frozenset({METRICS_PATH, "/healthz", "/readyz"})  # scraped and probed often: DEBUG lines
+CLIENT_GONE = 499  # the client closed the connection before the answer (nginx's convention)
+
+
+@web.middleware
+async def request_middleware(request: web.Request, handler) -> web.StreamResponse:
+    """Give the request its id (the client's ``X-Request-ID``, sanitised, or a new one), then write its
+    access line and request metrics once it is answered."""
+    request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER))
+    token = REQUEST_ID.set(request_id)
+    request[state.REQUEST_ID] = request_id
+    request[state.STATS] = RequestStats()
+    started = time.perf_counter()
+    status = 500
+    response: web.StreamResponse | None = None
+    try:
+        with request.app[state.IN_FLIGHT].track():
+            response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:  # statuses below 400 (error_middleware renders the others)
+        status = exc.status
+        exc.headers[REQUEST_ID_HEADER] = request_id
+        raise
+    except asyncio.CancelledError:
+        status = CLIENT_GONE
+        raise
+    finally:
+        _observe(request, response, status, time.perf_counter() - started)
+        REQUEST_ID.reset(token)
+
+
+async def echo_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: every answer carries the request's id, streamed ones included."""
+    request_id = request.get(state.REQUEST_ID)
+    if request_id:
+        response.headers[REQUEST_ID_HEADER] = request_id
+
+
+def route_of(request: web.Request) -> str:
+    """The matched route's pattern (``/v1/segments/{segment_id}/data``), never the raw path."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+def _observe(request: web.Request, response: web.StreamResponse | None, status: int, seconds: float) -> None:
+    route = route_of(request)
+    method = request.method if request.method in KNOWN_METHODS else "OTHER"
+    sent = 0
+    if response is not None:
+        sent = response.body_length if response.prepared else (response.content_length or 0)
+    metrics.REQUEST_DURATION.labels(method, route, str(status)).observe(seconds)
+    metrics.SENT_BYTES.labels(route).inc(sent)
+    stats = request[state.STATS]
+    principal = request.get(state.PRINCIPAL)
+    segment = request.match_info.get("segment_id", "")
+    fields = {"method": method, "route": route, "status": status, "duration_s": round(seconds, 6),
+              "rows": stats.rows, "bytes_in": stats.bytes_received, "bytes_out": sent,
+              "segment": int(segment) if segment.isascii() and segment.isdigit() and len(segment) < 19 else None,
+              "endpoint": principal.endpoint_name if principal else None}
+    level = logging.DEBUG if route in QUIET_ROUTES and status < 400 else logging.INFO
+    access_log.log(level, "%s %s %d", method, route, status, extra={"fields": fields})
 
 
 @web.middleware
@@ -51,15 +120,21 @@ def required_scope(method: str, path: str) -> str:
     return "read" if method in READ_METHODS else "write"
 
 
+def _needs_key(request: web.Request) -> bool:
+    if request.path == METRICS_PATH:
+        return request.app[state.SETTINGS].metrics_require_key
+    return request.path.startswith("/v1/") or request.path == "/v1"
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler) -> web.StreamResponse:
-    """Every ``/v1`` call needs a valid key with the scope of the call (401 / 403).
+    """Every ``/v1`` call (and ``/metrics`` if GATEWAY_METRICS_REQUIRE_KEY is set) needs a valid key with the scope of the call (401 / 403).
 
     A client address with too many recent failures gets 429 before its key is even looked up
     (gateway.throttle), unless the key authenticated recently in this process; keys come from the
     process's short cache (gateway.keycache).
     """
-    if request.path.startswith("/v1/") or request.path == "/v1":
+    if _needs_key(request):
         throttle = request.app[state.AUTH_THROTTLE]
         address = request.remote or "unknown"
         keys = request.app[state.KEYS]

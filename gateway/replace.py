@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from gateway import metrics
 from gateway.ingest import ColumnPlan, Upload
 from gateway.members import BatchInfo, batch_result, sql
 from gateway.sqlfiles import QUERIES
@@ -69,6 +70,7 @@ async def _commit(conn: asyncpg.Connection, segment_id: int, session_id: int) ->
     await conn.execute(sql("staging_drop", segment_id, session_id))
     await conn.execute(QUERIES["replace_mark_committed"], session_id)
     await conn.execute(QUERIES["segment_set_member_count"], segment_id, size)
+    metrics.REPLACE_COMMITS.inc()
     log.info("replace session %d committed: segment %d now has %d members (built in %.2f s)", session_id,
              segment_id, size, time.perf_counter() - started)
     return size
@@ -87,6 +89,7 @@ async def expire_idle_sessions(pool: asyncpg.Pool, session_ttl: float) -> int:
             await conn.execute(sql("staging_drop", row["segment_id"], row["id"]))
             await conn.execute(QUERIES["replace_mark_expired"], row["id"])
             expired += 1
+            metrics.REPLACE_EXPIRIES.inc()
             log.info("replace session %d of segment %d expired", row["id"], row["segment_id"])
     await pool.execute(QUERIES["replace_forget_old"], session_ttl)
     return expired

@@ -69,6 +69,15 @@ def parse_optional_text(text: str) -> str | None:
     return text or None
 
 
+def parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
 @dataclasses.dataclass(frozen=True)
 class Setting:
     field: str
@@ -107,7 +116,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("pool_max_size", "GATEWAY_POOL_MAX_SIZE", "10", parse_positive_int,
             "Most PostgreSQL connections one gateway process opens."),
     Setting("log_level", "GATEWAY_LOG_LEVEL", "INFO", parse_log_level,
-            "DEBUG, INFO, WARNING or ERROR."),
+            "DEBUG, INFO, WARNING or ERROR. `serve` logs JSON lines, one per request at INFO."),
+    Setting("metrics_require_key", "GATEWAY_METRICS_REQUIRE_KEY", "false", parse_bool,
+            "Whether `GET /metrics` needs an API key (any scope)."),
+    Setting("shutdown_timeout", "GATEWAY_SHUTDOWN_TIMEOUT", "30s", parse_duration,
+            "On SIGTERM/SIGINT, how long in-flight requests may take to finish before they are cut."),
 )
 
 
@@ -127,6 +140,8 @@ class Settings:
     job_lease: float
     pool_max_size: int
     log_level: str
+    metrics_require_key: bool
+    shutdown_timeout: float
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -6,8 +6,10 @@ import asyncpg
 from aiohttp import web
 
 from gateway.auth import Principal
+from gateway.drain import InFlight
 from gateway.embedded import EmbeddedPostgres
 from gateway.keycache import KeyCache
+from gateway.logs import RequestStats
 from gateway.settings import Settings
 from gateway.throttle import FailureThrottle
 
@@ -18,5 +20,8 @@ EMBEDDED = web.AppKey("embedded", EmbeddedPostgres)
 GENERATED_KEY = web.AppKey("generated_key", str)  # set when start-up created the first key
 KEYS = web.AppKey("keys", KeyCache)
 AUTH_THROTTLE = web.AppKey("auth_throttle", FailureThrottle)
+IN_FLIGHT = web.AppKey("in_flight", InFlight)  # requests being handled, for the drain at shutdown
 
 PRINCIPAL = web.RequestKey("principal", Principal)
+REQUEST_ID = web.RequestKey("request_id", str)
+STATS = web.RequestKey("stats", RequestStats)  # what the handler moved, for the access log line

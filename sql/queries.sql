@@ -258,8 +258,13 @@ SELECT {columns} FROM {members}
 SELECT {columns} FROM {export_table}
 
 -- name: segment_export_info
+-- FOR SHARE: waits for a push applying to the segment (a REPLACE swapping its table) and keeps the next
+-- one from starting until this transaction ends; the COPY that follows then gets a snapshot taken after
+-- that wait. (A statement's snapshot is taken before it waits for a table lock: a COPY alone that waited
+-- for a swap would read the new table as empty.)
 SELECT attributes, member_count FROM segments
-WHERE id = $1 AND endpoint_id = $2 AND status <> 'deleted';
+WHERE id = $1 AND endpoint_id = $2 AND status <> 'deleted'
+FOR SHARE;
 
 -- name: job_insert
 WITH job AS (
@@ -293,7 +298,8 @@ WHERE id = $1 AND lease_owner = $2 AND status = 'running'
 RETURNING id;
 
 -- name: job_segment_columns
-SELECT attributes FROM segments WHERE id = $1;
+-- FOR SHARE, as in segment_export_info: the snapshot that follows sees a whole audience.
+SELECT attributes FROM segments WHERE id = $1 FOR SHARE;
 
 -- name: job_snapshot_drop
 DROP TABLE IF EXISTS {export_table};
@@ -384,3 +390,10 @@ SELECT pg_notify($1, $2);
 UPDATE api_keys k SET last_used_at = greatest(k.last_used_at, u.used_at)
 FROM unnest($1::bigint[], $2::timestamptz[]) AS u(id, used_at)
 WHERE k.id = u.id;
+
+-- name: metrics_jobs_by_status
+-- Read at scrape time (gateway.metrics): the database is the truth shared by every gateway process.
+SELECT status, count(*) AS jobs FROM jobs GROUP BY status;
+
+-- name: metrics_open_replace_sessions
+SELECT count(*) FROM replace_sessions WHERE status = 'open';

@@ -6,10 +6,12 @@ length, the segment), then streams: body → parser → COPY into ``incoming`` �
 
 from __future__ import annotations
 
+import time
+
 from aiohttp import web
 from multidict import MultiMapping
 
-from gateway import state
+from gateway import metrics, state
 from gateway.errors import BadRequest, NotFound, NotImplementedYet, PayloadTooLarge, UnsupportedMediaType
 from gateway.export import columns_sql, stream_csv
 from gateway.ingest import Upload
@@ -82,22 +84,29 @@ async def push(request: web.Request) -> web.Response:
     pool = request.app[state.POOL]
     await get_segment(pool, endpoint_id, segment_id)
 
+    started = time.perf_counter()
     upload = Upload(request.content, gzipped=gzipped, max_body_bytes=settings.max_body_bytes,
                     max_field_bytes=settings.max_field_bytes)
-    header = await upload.read_header()
-    ids = batch.ids or None
-    async with pool.acquire() as conn:
-        plan = await plan_upload(conn, endpoint_id, segment_id, header, ids)
-        async with conn.transaction():
-            await stream_incoming(conn, upload, plan)
-            plan = await lock_and_register(conn, endpoint_id, segment_id, header, ids, plan, upload)
-            if operation is Operation.ADD:
-                result = batch_result(segment_id, upload, numAdded=await add_members(conn, segment_id, plan))
-            elif operation is Operation.REMOVE:
-                result = batch_result(segment_id, upload, numRemoved=await remove_members(conn, segment_id, plan))
-            else:
-                result = await stage_replace_batch(conn, segment_id, batch, upload, plan,
-                                                   settings.replace_session_ttl)
+    with metrics.UPLOADS_IN_FLIGHT.track_inprogress():
+        header = await upload.read_header()
+        ids = batch.ids or None
+        async with pool.acquire() as conn:
+            plan = await plan_upload(conn, endpoint_id, segment_id, header, ids)
+            async with conn.transaction():
+                await stream_incoming(conn, upload, plan)
+                plan = await lock_and_register(conn, endpoint_id, segment_id, header, ids, plan, upload)
+                if operation is Operation.ADD:
+                    result = batch_result(segment_id, upload, numAdded=await add_members(conn, segment_id, plan))
+                elif operation is Operation.REMOVE:
+                    result = batch_result(segment_id, upload,
+                                          numRemoved=await remove_members(conn, segment_id, plan))
+                else:
+                    result = await stage_replace_batch(conn, segment_id, batch, upload, plan,
+                                                       settings.replace_session_ttl)
+    metrics.record_push(request.method, upload.received, upload.invalid, upload.body_bytes, result,
+                        time.perf_counter() - started)
+    stats = request[state.STATS]
+    stats.rows, stats.bytes_received = upload.received, upload.body_bytes
     return success(result)
 
 
@@ -105,13 +114,13 @@ async def push(request: web.Request) -> web.Response:
 async def pull(request: web.Request) -> web.StreamResponse:
     """The audience as CSV when it has 1 to GATEWAY_SYNC_EXPORT_MAX_ROWS members; else 501 (use a job).
 
-    One COPY statement reads one snapshot; a REPLACE swapping the table meanwhile is waited for (its lock),
-    so the answer is the old audience or the new one, never a mix.
+    The segment's row is share-locked first (see the query), then one COPY reads one snapshot: the answer
+    is the old audience or the new one, never a mix, and never an empty table mid-swap.
     """
     segment_id = parse_segment_id(request.match_info["segment_id"])
     endpoint_id = request[state.PRINCIPAL].endpoint_id
     limit = request.app[state.SETTINGS].sync_export_max_rows
-    async with request.app[state.POOL].acquire() as conn:
+    async with request.app[state.POOL].acquire() as conn, conn.transaction():
         row = await conn.fetchrow(QUERIES["segment_export_info"], segment_id, endpoint_id)
         if row is None:
             raise NotFound(f"segment {segment_id} does not exist", code="segment_not_found")
