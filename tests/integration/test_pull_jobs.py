@@ -49,15 +49,15 @@ async def test_a_job_whose_worker_died_is_taken_over_once_its_lease_runs_out(aio
     async with BusyWorker(client, database_url):
         job = await create_job(client, segment_id)
         # A worker claimed it, then died: running, its lease (still live for a moment) never renewed.
-        died_after = await db.fetchval(
+        died = await db.fetchrow(
             "UPDATE jobs SET status = 'running', lease_owner = 'dead-worker', attempts = attempts + 1, "
             "started_at = now(), lease_expires_at = now() + interval '1.5 seconds' "
-            "WHERE id = $1 AND status = 'waiting' RETURNING attempts", job.id)
-    assert died_after == 1  # and the live worker is free now
+            "WHERE id = $1 AND status = 'waiting' RETURNING attempts, lease_expires_at", job.id)
+    assert died["attempts"] == 1  # and the live worker is free now
 
     async def lease_ran_out() -> bool:
-        row = await db.fetchrow("SELECT status, lease_owner, lease_expires_at > now() AS live FROM jobs "
-                                "WHERE id = $1", job.id)
+        row = await db.fetchrow("SELECT status, lease_owner, now() < $2 AS live FROM jobs WHERE id = $1",
+                                job.id, died["lease_expires_at"])
         if row["live"]:  # nobody takes a job whose lease is live
             assert (row["status"], row["lease_owner"]) == ("running", "dead-worker")
         return not row["live"]
@@ -65,7 +65,7 @@ async def test_a_job_whose_worker_died_is_taken_over_once_its_lease_runs_out(aio
     await eventually(lease_ran_out, "the dead worker's lease to run out")
     await db.execute("SELECT pg_notify($1, 'wake up')", NOTIFY_CHANNEL)  # spares waiting for the next poll
     await wait_for_status(client, job, "complete")
-    assert (await job_row(db, job))["attempts"] >= died_after + 1
+    assert (await job_row(db, job))["attempts"] >= died["attempts"] + 1
     await assert_exports_members(client, job)
 
 
