@@ -10,7 +10,7 @@ import asyncpg
 from aiohttp import web
 
 from gateway import metrics, state
-from gateway.api import data, health, jobs, segments
+from gateway.api import data, health, jobs, openapi, segments, uploads
 from gateway.api import metrics as metrics_api
 from gateway.auth import ensure_bootstrap_key
 from gateway.database import CONNECTION_ERRORS, create_pool
@@ -23,6 +23,7 @@ from gateway.jobs import ExportWorkers, drop_expired_exports
 from gateway.replace import expire_idle_sessions
 from gateway.settings import Settings
 from gateway.throttle import FailureThrottle
+from gateway.uploads import sweep_uploads
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,8 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(data.routes)
     app.add_routes(jobs.routes)
     app.add_routes(metrics_api.routes)
+    app.add_routes(uploads.routes)
+    app.add_routes(openapi.routes)
     return app
 
 
@@ -132,8 +135,8 @@ async def keys_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def replace_sweeper_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Expire idle REPLACE sessions and expired export data in the background (every process runs this;
-    the work is locked in SQL)."""
+    """Expire idle REPLACE sessions, expired export data and old upload rejects and history in the
+    background (every process runs this; the work is locked in SQL)."""
     settings = app[state.SETTINGS]
     pool = app[state.POOL]
     tasks = [
@@ -141,6 +144,9 @@ async def replace_sweeper_ctx(app: web.Application) -> AsyncIterator[None]:
                                            lambda: expire_idle_sessions(pool, settings.replace_session_ttl))),
         asyncio.create_task(_sweep_forever("export data sweep", sweep_interval(settings.export_ttl),
                                            lambda: drop_expired_exports(pool))),
+        asyncio.create_task(_sweep_forever("upload rejects sweep", sweep_interval(settings.rejects_ttl),
+                                           lambda: sweep_uploads(pool, settings.rejects_ttl,
+                                                                 settings.upload_history_ttl))),
     ]
     yield
     for task in tasks:

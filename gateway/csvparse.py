@@ -61,6 +61,7 @@ class _OpenRecord:
     line: int  # line where the record starts
     fields: list[str]  # fields so far; the last one is the open quoted field
     nbytes: int  # bytes of its lines so far, line endings included
+    raw: str  # the start of its text (at most max_raw_chars + 2 characters), for reporting it
 
 
 class CsvStreamParser:
@@ -74,13 +75,15 @@ class CsvStreamParser:
     width is known (``width * (max_field_bytes + 3) + 2``, quotes and commas included), and
     ``max_field_bytes * 4 + 65536`` before that. A record crossing it is reported and dropped, and parsing resumes at the start of the
     line after the one where it crossed: an unterminated quote then costs one bounded record, not
-    the rest of the body. Rows that are not returned are reported as ``on_invalid(line, reason)``:
+    the rest of the body. Rows that are not returned are reported as ``on_invalid(line, reason, raw)``:
     wrong field count, invalid UTF-8, a field or record over its limit, a quoted field still open at
     the end of the body, or a bare carriage return in an unquoted field. Blank lines are skipped.
+    ``raw`` is the start of the row's text as sent (line ending included, invalid bytes as
+    ``surrogateescape`` code points), at most ``max_raw_chars + 2`` characters: longer means cut.
     """
 
     def __init__(self, *, max_field_bytes: int = 65536, max_record_bytes: int | None = None,
-                 on_invalid: Callable[[int, str], None] | None = None) -> None:
+                 max_raw_chars: int = 1024, on_invalid: Callable[[int, str, str], None] | None = None) -> None:
         self._record_limit_follows_header = max_record_bytes is None
         if max_record_bytes is None:
             max_record_bytes = max_field_bytes * 4 + 65536
@@ -89,6 +92,7 @@ class CsvStreamParser:
         self.max_field_bytes = max_field_bytes
         self.max_record_bytes = max_record_bytes
         self.on_invalid = on_invalid
+        self._raw_chars = max_raw_chars + 2  # room for a line ending, so that a cut can be told apart
         self.header: list[str] | None = None
         self._width = 0  # len(header) once known
         self._width_set: set[int] = set()  # {len(header)} once known
@@ -151,7 +155,7 @@ class CsvStreamParser:
             record, self._open = self._open, None
             if self.header is None:
                 raise CsvHeaderError(f"line {record.line}: the header row has an unterminated quoted field")
-            self._report(record.line, "unterminated quoted field")
+            self._report(record.line, "unterminated quoted field", record.raw)
         if self.header is None:
             raise CsvHeaderError("empty body: the first row must name the fields")
         return rows
@@ -265,10 +269,11 @@ class CsvStreamParser:
             stop = min(end, nlines)
             line = continued.line if continued is not None else first_line + start
             held = continued.nbytes if continued is not None else 0
+            head = continued.raw if continued is not None else ""
 
             size = held + _bytes_of(lines, start, stop, one_byte_chars) if watch_records or is_open else 0
             if size > self.max_record_bytes:
-                self._reject_oversized(line)
+                self._reject_oversized(line, self._raw(head, lines, start, stop))
                 crossing = start  # the line on which the record went over the limit
                 while True:
                     held += _bytes_of(lines, crossing, crossing + 1, one_byte_chars)
@@ -281,7 +286,7 @@ class CsvStreamParser:
                 continue
 
             if error is not None:
-                self._reject(line, _describe(error))
+                self._reject(line, _describe(error), self._raw(head, lines, start, stop))
                 continued = None
                 continue
             merged = continued is not None
@@ -290,7 +295,7 @@ class CsvStreamParser:
                 continued = None
             if is_open:
                 row[-1] = row[-1][:-len(_SENTINEL_LINE)]
-                self._open = _OpenRecord(line, row, size)
+                self._open = _OpenRecord(line, row, size, self._raw(head, lines, start, stop))
                 return nlines
             if not row:  # blank line
                 continue
@@ -301,7 +306,7 @@ class CsvStreamParser:
             if reason is None:
                 out.append((line, row))
             else:
-                self._report(line, reason)
+                self._report(line, reason, self._raw(head, lines, start, stop))
 
     # -- checks -----------------------------------------------------------------------------------
 
@@ -342,22 +347,35 @@ class CsvStreamParser:
         size = (record.nbytes if record is not None else 0) + len(self._tail)
         if size > self.max_record_bytes:
             line = record.line if record is not None else self._next_line
+            tail = bytes(self._tail[:self._raw_chars * 4]).decode("utf-8", "surrogateescape")
+            raw = ((record.raw if record is not None else "") + tail)[:self._raw_chars]
             self._open = None
             self._tail = bytearray()
             self._skipping = True
-            self._reject_oversized(line)
+            self._reject_oversized(line, raw)
 
-    def _reject_oversized(self, line: int) -> None:
-        self._reject(line, f"record exceeds {self.max_record_bytes} bytes (unterminated quote?)")
+    def _raw(self, head: str, lines: list[str], start: int, stop: int) -> str:
+        """The start of a record's text: ``head`` (from earlier batches), then ``lines[start:stop]``."""
+        parts = [head]
+        size = len(head)
+        for index in range(start, min(stop, len(lines))):
+            if size >= self._raw_chars:
+                break
+            parts.append(lines[index])
+            size += len(lines[index])
+        return "".join(parts)[:self._raw_chars]
 
-    def _reject(self, line: int, reason: str) -> None:
+    def _reject_oversized(self, line: int, raw: str) -> None:
+        self._reject(line, f"record exceeds {self.max_record_bytes} bytes (unterminated quote?)", raw)
+
+    def _reject(self, line: int, reason: str, raw: str) -> None:
         if self.header is None:
             raise CsvHeaderError(f"line {line}: bad header row: {reason}")
-        self._report(line, reason)
+        self._report(line, reason, raw)
 
-    def _report(self, line: int, reason: str) -> None:
+    def _report(self, line: int, reason: str, raw: str) -> None:
         if self.on_invalid is not None:
-            self.on_invalid(line, reason)
+            self.on_invalid(line, reason, raw)
 
 
 def _bytes_of(lines: list[str], start: int, stop: int, one_byte_chars: bool) -> int:

@@ -33,8 +33,9 @@ def header_line(attributes: Sequence[str]) -> bytes:
 
 
 async def stream_csv(request: web.Request, conn: asyncpg.Connection, query: str,
-                     attributes: Sequence[str], *, filename: str) -> web.StreamResponse:
-    """Answer 200 with the header row, then every row the query yields, as CSV (gzip if the client asks)."""
+                     attributes: Sequence[str], *, filename: str, args: Sequence[object] = ()) -> web.StreamResponse:
+    """Answer 200 with the header row, then every row the query (with ``args``) yields, as CSV (gzip if the
+    client asks)."""
     response = web.StreamResponse(headers={"Content-Disposition": f'attachment; filename="{filename}"'})
     response.content_type = CSV_CONTENT_TYPE
     response.charset = "utf-8"
@@ -45,6 +46,6 @@ async def stream_csv(request: web.Request, conn: asyncpg.Connection, query: str,
     response.enable_compression()  # only when the request's Accept-Encoding names gzip or deflate
     await response.prepare(request)
     await response.write(header_line(attributes))
-    await conn.copy_from_query(query, output=response.write, format="csv")
+    await conn.copy_from_query(query, *args, output=response.write, format="csv")
     await response.write_eof()
     return response

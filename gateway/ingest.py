@@ -8,11 +8,13 @@ async generator, so the client, the parser and PostgreSQL run as one pipeline wi
 from __future__ import annotations
 
 import asyncio
+import csv
 import dataclasses
 import hashlib
 import heapq
+import io
 import zlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from aiohttp import StreamReader
@@ -83,17 +85,23 @@ def plan_columns(header: Sequence[str], identity_attribute: str | None, attribut
 
 
 class Upload:
-    """One CSV request body being streamed: its header, then its records, with counts as it goes."""
+    """One CSV request body being streamed: its header, then its records, with counts as it goes.
 
-    def __init__(self, content: StreamReader, *, gzipped: bool, max_body_bytes: int, max_field_bytes: int) -> None:
+    Every invalid row is also passed to ``on_reject(line, reason, raw)`` if given (gateway.rejects).
+    """
+
+    def __init__(self, content: StreamReader, *, gzipped: bool, max_body_bytes: int, max_field_bytes: int,
+                 on_reject: Callable[[int, str, str], None] | None = None) -> None:
         self._content = content
+        self._on_reject = on_reject
         self._inflater = zlib.decompressobj(16 + zlib.MAX_WBITS) if gzipped else None
         self._max_body_bytes = max_body_bytes
         self._parser = CsvStreamParser(max_field_bytes=max_field_bytes, on_invalid=self._invalid)
         self._hash = hashlib.sha256()
-        self._ahead: list[tuple[int, list[str]]] = []  # rows parsed together with the header
-        self._ahead_has_nul = False
+        self._ahead: list[tuple[int, list[str]]] = []  # rows parsed but not yet turned into records
+        self._has_nul = False  # sticky: a row may start before the chunk that completes it
         self._finished = False  # the parser's finish() was called (the body has ended)
+        self.done = False  # every record has been produced
         self._chunks = self._body_chunks()
         self.body_bytes = 0
         self.received = 0
@@ -118,7 +126,7 @@ class Upload:
                     self._finished = True
                     self._ahead.extend(self._parser.finish())
                     break
-                self._ahead_has_nul |= b"\x00" in chunk
+                self._has_nul |= b"\x00" in chunk
                 self._ahead.extend(self._parser.feed(chunk))
         except CsvHeaderError as exc:
             raise BadRequest(str(exc), code="invalid_header") from None
@@ -126,20 +134,29 @@ class Upload:
             raise BadRequest("the body has no header row", code="invalid_header")
         return self._parser.header
 
-    async def records(self, plan: ColumnPlan) -> AsyncIterator[tuple[int | str, ...]]:
-        """``(line, field0, field1, …)`` for each valid row (identity normalised), for COPY into ``incoming``."""
-        rows, has_nul = self._ahead, self._ahead_has_nul
-        self._ahead = []
-        while rows is not None:
-            for record in self._records_of(rows, plan, has_nul):
+    async def records(self, plan: ColumnPlan,
+                      pause: Callable[[], bool] | None = None) -> AsyncIterator[tuple[int | str, ...]]:
+        """``(line, field0, field1, …)`` for each valid row (identity normalised), for COPY into ``incoming``.
+
+        Stops early, between chunks, when ``pause()`` says so (the caller stores rejected rows, then calls
+        again to go on); ``done`` tells when the body is through.
+        """
+        while not self.done:
+            rows, self._ahead = self._ahead, []
+            for record in self._records_of(rows, plan, self._has_nul):
                 yield record
+            if pause is not None and pause():
+                return
             chunk = await anext(self._chunks, None)
             if chunk is None:
-                rows = self._parser.finish() if not self._finished else None
-                self._finished = True
+                if self._finished:
+                    self.done = True
+                else:
+                    self._ahead = self._parser.finish()
+                    self._finished = True
                 continue
-            has_nul = has_nul or b"\x00" in chunk  # sticky: a row may start before the chunk that completes it
-            rows = self._parser.feed(chunk)
+            self._has_nul |= b"\x00" in chunk
+            self._ahead = self._parser.feed(chunk)
             await asyncio.sleep(0)  # parsing is CPU: let other requests in between chunks
 
     def _records_of(self, rows: list[tuple[int, list[str]]], plan: ColumnPlan, has_nul: bool):
@@ -148,23 +165,30 @@ class Upload:
         self.received += len(rows)
         for line, fields in rows:
             if has_nul and any("\x00" in field for field in fields):
-                self._invalid(line, "contains a NUL character", counted=True)
+                self.reject(line, "contains a NUL character", fields)
                 continue
             identity = fields[identity_index].strip()
             if lowercase:
                 identity = identity.lower()
             if not identity:
-                self._invalid(line, f"empty identity ({plan.identity_attribute})", counted=True)
+                self.reject(line, f"empty identity ({plan.identity_attribute})", fields)
                 continue
             fields[identity_index] = identity
             yield line, *fields
 
-    def reject(self, line: int, reason: str) -> None:
-        """A row already counted as received and stored in ``incoming`` turned out invalid after all."""
-        self._invalid(line, reason, counted=True)
+    def reject(self, line: int, reason: str, fields: Sequence[str]) -> None:
+        """A row already counted as received (parsed into ``fields``) turned out invalid after all."""
+        raw = ""
+        if self._on_reject is not None:
+            out = io.StringIO()
+            csv.writer(out, lineterminator="").writerow(fields)
+            raw = out.getvalue()
+        self._invalid(line, reason, raw, counted=True)
 
-    def _invalid(self, line: int, reason: str, counted: bool = False) -> None:
-        """A row that is not stored: counted, and sampled with its line and reason."""
+    def _invalid(self, line: int, reason: str, raw: str, counted: bool = False) -> None:
+        """A row that is not stored: counted, sampled with its line and reason, and passed on."""
+        if self._on_reject is not None:
+            self._on_reject(line, reason, raw)
         if not counted:
             self.received += 1  # rows the parser rejected never reach _records_of
         self.invalid += 1

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
 from gateway.errors import NotFound
 from gateway.ingest import ColumnPlan, Upload, plan_columns
+from gateway.rejects import RejectSink
 from gateway.sqlfiles import QUERIES
+
+if TYPE_CHECKING:
+    from gateway.uploads import UploadEntry
 
 class Operation(enum.Enum):
     ADD = "ADD"
@@ -86,7 +90,7 @@ async def lock_and_register(conn: asyncpg.Connection, endpoint_id: int, segment_
         await conn.execute(QUERIES["incoming_normalise_identity"].format(**plan.sql_names()),
                            plan.lowercase_identity)
         for dropped in await conn.fetch(QUERIES["incoming_drop_empty_identity"].format(**plan.sql_names())):
-            upload.reject(dropped["ord"], f"empty identity ({plan.identity_attribute})")
+            upload.reject(dropped["ord"], f"empty identity ({plan.identity_attribute})", list(dropped)[1:])
     if plan.identity_attribute != row["identity_attribute"] or list(plan.attributes) != row["attributes"]:
         await conn.execute(QUERIES["segment_set_columns"], segment_id, plan.identity_attribute,
                            list(plan.attributes))
@@ -100,25 +104,29 @@ async def lock_segment(conn: asyncpg.Connection, endpoint_id: int, segment_id: i
     return row
 
 
-async def stream_incoming(conn: asyncpg.Connection, upload: Upload, plan: ColumnPlan) -> None:
-    """COPY the upload's valid records into this transaction's ``incoming`` table."""
+async def stream_incoming(conn: asyncpg.Connection, upload: Upload, plan: ColumnPlan, rejects: RejectSink) -> None:
+    """COPY the upload's valid records into this transaction's ``incoming`` table, pausing to store its
+    rejected rows whenever enough have gathered (gateway.rejects)."""
     await conn.execute(QUERIES["incoming_create"].format(**plan.sql_names()))
-    await conn.copy_records_to_table("incoming", records=upload.records(plan), columns=plan.copy_columns())
+    while not upload.done:
+        await conn.copy_records_to_table("incoming", records=upload.records(plan, pause=rejects.full),
+                                         columns=plan.copy_columns())
+        await rejects.flush(conn)
 
 
-async def add_members(conn: asyncpg.Connection, segment_id: int, plan: ColumnPlan) -> int:
+async def add_members(conn: asyncpg.Connection, segment_id: int, plan: ColumnPlan, entry: UploadEntry) -> int:
     """Merge ``incoming`` into the segment: new identities are added, known ones get the new attributes."""
     await conn.execute(sql("members_create", segment_id))
     added = await conn.fetchval(sql("members_add", segment_id, plan=plan))
-    await conn.execute(QUERIES["segment_record_upload"], segment_id, added)
+    await conn.execute(QUERIES["segment_record_upload"], segment_id, added, entry.row({"numAdded": added}))
     return added
 
 
-async def remove_members(conn: asyncpg.Connection, segment_id: int, plan: ColumnPlan) -> int:
+async def remove_members(conn: asyncpg.Connection, segment_id: int, plan: ColumnPlan, entry: UploadEntry) -> int:
     await conn.execute(sql("members_create", segment_id))
     status = await conn.execute(sql("members_remove", segment_id, plan=plan))
     removed = int(status.split()[-1])
-    await conn.execute(QUERIES["segment_record_upload"], segment_id, -removed)
+    await conn.execute(QUERIES["segment_record_upload"], segment_id, -removed, entry.row({"numRemoved": removed}))
     return removed
 
 

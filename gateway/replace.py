@@ -20,13 +20,18 @@ from gateway import metrics
 from gateway.ingest import ColumnPlan, Upload
 from gateway.members import BatchInfo, batch_result, sql
 from gateway.sqlfiles import QUERIES
+from gateway.uploads import UploadEntry
 
 log = logging.getLogger(__name__)
 
 
 async def stage_replace_batch(conn: asyncpg.Connection, segment_id: int, batch: BatchInfo, upload: Upload,
-                              plan: ColumnPlan, session_ttl: float) -> dict[str, Any]:
-    """Stage ``incoming`` as batch k of its session (the segment row is locked); commit when complete."""
+                              plan: ColumnPlan, session_ttl: float, entry: UploadEntry) -> dict[str, Any]:
+    """Stage ``incoming`` as batch k of its session (the segment row is locked); commit when complete.
+
+    Its history row says whether it completed the share; a late retry gets one too (``late_retry``, with
+    the recorded answer's counts).
+    """
     key = (segment_id, batch.total, batch.ids, batch.source_endpoint_id, batch.source_segment_id)
     session_id = await conn.fetchval(QUERIES["replace_find_open"], *key)
     if session_id is None:
@@ -35,7 +40,9 @@ async def stage_replace_batch(conn: asyncpg.Connection, segment_id: int, batch: 
         if recorded is not None:
             log.info("late retry of batch %d/%d for segment %d: answering the recorded response",
                      batch.number, batch.total, segment_id)
-            return orjson.loads(recorded)
+            result = orjson.loads(recorded)
+            await entry.record(conn, result, late_retry=True, replace_committed=result.get("replaceCommitted"))
+            return result
         session_id = await conn.fetchval(QUERIES["replace_open"], *key)
         await conn.execute(sql("staging_create", segment_id, session_id))
 
@@ -46,7 +53,7 @@ async def stage_replace_batch(conn: asyncpg.Connection, segment_id: int, batch: 
     result = batch_result(segment_id, upload, numAdded=staged_identities, replaceCommitted=False)
     await conn.execute(QUERIES["replace_record_batch"], session_id, batch.number, upload.body_hash,
                        orjson.dumps(result).decode())
-    progress = await conn.fetchrow(QUERIES["replace_touch"], session_id)
+    progress = await conn.fetchrow(QUERIES["replace_touch"], session_id, entry.row(result))
     if progress["staged"] < progress["total_batches"]:
         return result
 

@@ -109,6 +109,13 @@ SETTINGS: tuple[Setting, ...] = (
             "An open REPLACE session with no new batch for this long expires; its staged rows are purged."),
     Setting("export_ttl", "GATEWAY_EXPORT_TTL", "7d", parse_duration,
             "How long an export job's data stays downloadable (then 410)."),
+    Setting("rejects_ttl", "GATEWAY_REJECTS_TTL", "7d", parse_duration,
+            "How long the rejected rows of an upload stay readable at `/api/segments/{id}/rejects` (then 410)."),
+    Setting("rejects_max_per_segment", "GATEWAY_REJECTS_MAX_PER_SEGMENT", "1000000", parse_non_negative_int,
+            "Most rejected rows stored per segment (over its uploads within `GATEWAY_REJECTS_TTL`); beyond it "
+            "uploads only count them (`rejectsNotStored` in the upload history)."),
+    Setting("upload_history_ttl", "GATEWAY_UPLOAD_HISTORY_TTL", "90d", parse_duration,
+            "How long the upload history (`/api/segments/{id}/uploads`) keeps an upload."),
     Setting("export_workers", "GATEWAY_EXPORT_WORKERS", "2", parse_positive_int,
             "Export jobs one gateway process runs at once."),
     Setting("job_lease", "GATEWAY_JOB_LEASE", "30s", parse_duration,
@@ -136,6 +143,9 @@ class Settings:
     sync_export_max_rows: int
     replace_session_ttl: float
     export_ttl: float
+    rejects_ttl: float
+    rejects_max_per_segment: int
+    upload_history_ttl: float
     export_workers: int
     job_lease: float
     pool_max_size: int

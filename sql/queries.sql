@@ -101,7 +101,9 @@ UPDATE segments SET identity_attribute = $2, attributes = $3, updated_at = now()
 WHERE id = $1;
 
 -- name: segment_record_upload
+-- $3: the batch's upload history row (gateway.uploads), written by the same statement.
 UPDATE segments SET member_count = member_count + $2, last_upload_at = now(), updated_at = now()
+FROM (SELECT record_upload($3::jsonb)) AS history
 WHERE id = $1
 RETURNING member_count;
 
@@ -123,7 +125,7 @@ UPDATE incoming SET {identity} = CASE WHEN $1 THEN lower(btrim({identity}, E' \t
                                       ELSE btrim({identity}, E' \t\r\n\f\x0b') END;
 
 -- name: incoming_drop_empty_identity
-DELETE FROM incoming WHERE {identity} = '' RETURNING ord;
+DELETE FROM incoming WHERE {identity} = '' RETURNING *;
 
 -- name: incoming_distinct_count
 SELECT count(DISTINCT {identity}) FROM incoming;
@@ -196,8 +198,16 @@ ON CONFLICT (session_id, batch_number)
 DO UPDATE SET body_hash = EXCLUDED.body_hash, response = EXCLUDED.response, staged_at = now();
 
 -- name: replace_touch
-UPDATE replace_sessions SET last_batch_at = now() WHERE id = $1
-RETURNING (SELECT count(*) FROM replace_batches WHERE session_id = $1) AS staged, total_batches;
+-- $2: the batch's upload history row (gateway.uploads), completed here with its session and whether it
+-- completes the share (the commit follows in this transaction).
+WITH progress AS (
+    UPDATE replace_sessions SET last_batch_at = now() WHERE id = $1
+    RETURNING (SELECT count(*) FROM replace_batches WHERE session_id = $1) AS staged, total_batches
+)
+SELECT staged, total_batches,
+       record_upload($2::jsonb || jsonb_build_object('replace_session_id', $1::bigint,
+                                                     'replace_committed', staged >= total_batches)) AS upload_id
+FROM progress;
 
 -- name: replace_build_begin
 SET LOCAL work_mem = '256MB';
@@ -397,3 +407,52 @@ SELECT status, count(*) AS jobs FROM jobs GROUP BY status;
 
 -- name: metrics_open_replace_sessions
 SELECT count(*) FROM replace_sessions WHERE status = 'open';
+
+-- ---------------------------------------------------------------------------------------------------
+-- Upload history and rejected rows (gateway.uploads, gateway.rejects).
+
+-- name: upload_record
+-- A batch whose history is not written by the statement that applies it (a late REPLACE retry).
+SELECT record_upload($1::jsonb);
+
+-- name: upload_reserve
+-- An upload's id, taken when its first rejected rows are stored, and the rejects its segment holds.
+SELECT nextval('uploads_id_seq') AS id,
+       (SELECT coalesce(sum(rejects_stored), 0) FROM uploads
+        WHERE segment_id = $1 AND rejects_expired_at IS NULL)::bigint AS rejects_stored;
+
+-- name: upload_list
+-- Newest first; $2 is the cursor (only ids below it), $3 the page size.
+SELECT id, method, total_batches, batch_number, replace_session_id, replace_committed, late_retry,
+       num_received, num_invalid, num_added, num_removed, rejects_stored, rejects_not_stored,
+       rejects_expired_at, ids, category, source_endpoint_id, source_segment_id, request_id, started_at,
+       duration_s
+FROM uploads
+WHERE segment_id = $1 AND id < $2
+ORDER BY id DESC
+LIMIT $3;
+
+-- name: upload_get
+SELECT u.id, u.rejects_stored, u.rejects_expired_at
+FROM uploads u JOIN segments s ON s.id = u.segment_id
+WHERE u.id = $1 AND u.segment_id = $2 AND s.endpoint_id = $3;
+
+-- name: upload_rejects_rows
+SELECT line, reason, raw FROM upload_rejects WHERE upload_id = $1 ORDER BY line
+
+-- name: uploads_expire_rejects
+-- The rejects of uploads older than GATEWAY_REJECTS_TTL ($1 seconds), $2 uploads at a time.
+WITH expired AS (
+    UPDATE uploads SET rejects_expired_at = now()
+    WHERE id IN (SELECT id FROM uploads
+                 WHERE rejects_expired_at IS NULL AND started_at < now() - make_interval(secs => $1)
+                 ORDER BY started_at LIMIT $2)
+    RETURNING id
+), dropped AS (
+    DELETE FROM upload_rejects r USING expired WHERE r.upload_id = expired.id
+)
+SELECT count(*) FROM expired;
+
+-- name: uploads_forget_old
+-- History older than GATEWAY_UPLOAD_HISTORY_TTL ($1 seconds); the trigger drops any rejects left.
+DELETE FROM uploads WHERE started_at < now() - make_interval(secs => $1);

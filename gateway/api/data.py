@@ -17,10 +17,12 @@ from gateway.export import columns_sql, stream_csv
 from gateway.ingest import Upload
 from gateway.members import (BatchInfo, Operation, add_members, batch_result, lock_and_register, plan_upload,
                              remove_members, sql, stream_incoming)
+from gateway.rejects import RejectSink
 from gateway.replace import stage_replace_batch
 from gateway.responses import success
 from gateway.segments import get_segment, parse_segment_id
 from gateway.sqlfiles import QUERIES
+from gateway.uploads import UploadEntry
 
 routes = web.RouteTableDef()
 
@@ -85,24 +87,28 @@ async def push(request: web.Request) -> web.Response:
     await get_segment(pool, endpoint_id, segment_id)
 
     started = time.perf_counter()
+    rejects = RejectSink(segment_id, settings.rejects_max_per_segment)
     upload = Upload(request.content, gzipped=gzipped, max_body_bytes=settings.max_body_bytes,
-                    max_field_bytes=settings.max_field_bytes)
+                    max_field_bytes=settings.max_field_bytes, on_reject=rejects.add)
+    entry = UploadEntry(segment_id, operation, batch, request[state.REQUEST_ID], upload, rejects)
     with metrics.UPLOADS_IN_FLIGHT.track_inprogress():
         header = await upload.read_header()
         ids = batch.ids or None
         async with pool.acquire() as conn:
             plan = await plan_upload(conn, endpoint_id, segment_id, header, ids)
             async with conn.transaction():
-                await stream_incoming(conn, upload, plan)
+                await stream_incoming(conn, upload, plan, rejects)
                 plan = await lock_and_register(conn, endpoint_id, segment_id, header, ids, plan, upload)
+                await rejects.flush(conn)  # rows rejected under the lock (see lock_and_register)
                 if operation is Operation.ADD:
-                    result = batch_result(segment_id, upload, numAdded=await add_members(conn, segment_id, plan))
+                    result = batch_result(segment_id, upload,
+                                          numAdded=await add_members(conn, segment_id, plan, entry))
                 elif operation is Operation.REMOVE:
                     result = batch_result(segment_id, upload,
-                                          numRemoved=await remove_members(conn, segment_id, plan))
+                                          numRemoved=await remove_members(conn, segment_id, plan, entry))
                 else:
                     result = await stage_replace_batch(conn, segment_id, batch, upload, plan,
-                                                       settings.replace_session_ttl)
+                                                       settings.replace_session_ttl, entry)
     metrics.record_push(request.method, upload.received, upload.invalid, upload.body_bytes, result,
                         time.perf_counter() - started)
     stats = request[state.STATS]

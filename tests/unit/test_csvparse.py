@@ -18,7 +18,7 @@ SPECTRUM_FILES = sorted((SPECTRUM / "csvs").glob("*.csv"))
 def parse(body: bytes, chunks: list[bytes] | None = None, **options):
     """Feed ``body`` (or ``chunks``); return (rows, invalid, header)."""
     invalid: list[tuple[int, str]] = []
-    parser = CsvStreamParser(on_invalid=lambda line, reason: invalid.append((line, reason)), **options)
+    parser = CsvStreamParser(on_invalid=lambda line, reason, raw: invalid.append((line, reason)), **options)
     rows = []
     for chunk in [body] if chunks is None else chunks:
         rows += parser.feed(chunk)
@@ -244,7 +244,7 @@ def test_record_limit_default_and_bounded_memory():
 
     for line_length in (1024, 5_000_000):  # 5 MB after an open quote, in short lines or in one line
         invalid = []
-        parser = CsvStreamParser(on_invalid=lambda line, reason: invalid.append((line, reason)))
+        parser = CsvStreamParser(on_invalid=lambda line, reason, raw: invalid.append((line, reason)))
         assert parser.feed(b'a,b\n1,"unterminated\n') == []
         body = (b"z" * (line_length - 1) + b"\n") * (5_000_000 // line_length)
         for start in range(0, len(body), 1000):

@@ -1,0 +1,63 @@
+"""``/api/segments/{id}/uploads`` (upload history) and ``/api/segments/{id}/rejects`` (rejected rows, CSV)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway import state
+from gateway.api.jobs import Gone
+from gateway.errors import BadRequest, NotFound
+from gateway.export import stream_csv
+from gateway.rejects import CSV_HEADER
+from gateway.responses import success
+from gateway.segments import get_segment, parse_segment_id
+from gateway.sqlfiles import QUERIES
+from gateway.uploads import entry_json, list_uploads
+
+routes = web.RouteTableDef()
+
+DEFAULT_PAGE = 50
+MAX_PAGE = 500
+_MAX_ID = 2**63 - 1
+
+
+def _query_int(request: web.Request, name: str, default: int | None, low: int, high: int) -> int:
+    """A query parameter that must be an integer in [low, high] (400 otherwise); ``default`` if absent."""
+    text = request.query.get(name)
+    if text is None and default is not None:
+        return default
+    if text is None or not (text.isascii() and text.isdigit()) or len(text) > 19 or not low <= int(text) <= high:
+        raise BadRequest(f"{name} must be an integer from {low} to {high}", code=f"invalid_{name}")
+    return int(text)
+
+
+@routes.get("/api/segments/{segment_id}/uploads")
+async def get_uploads(request: web.Request) -> web.Response:
+    """One entry per applied batch, newest first; ``cursor`` is the ``nextCursor`` of the previous page."""
+    segment_id = parse_segment_id(request.match_info["segment_id"])
+    limit = _query_int(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
+    before = _query_int(request, "cursor", _MAX_ID, 1, _MAX_ID)
+    pool = request.app[state.POOL]
+    await get_segment(pool, request[state.PRINCIPAL].endpoint_id, segment_id)
+    rows = await list_uploads(pool, segment_id, before, limit + 1)
+    page = rows[:limit]
+    next_cursor = str(page[-1]["id"]) if len(rows) > limit else None
+    return success({"uploads": [entry_json(row) for row in page], "nextCursor": next_cursor})
+
+
+@routes.get("/api/segments/{segment_id}/rejects")
+async def get_rejects(request: web.Request) -> web.StreamResponse:
+    """Every stored rejected row of one upload (``?upload=ID``, required) as CSV ``line,reason,raw``."""
+    segment_id = parse_segment_id(request.match_info["segment_id"])
+    upload_id = _query_int(request, "upload", None, 1, _MAX_ID)
+    endpoint_id = request[state.PRINCIPAL].endpoint_id
+    async with request.app[state.POOL].acquire() as conn:
+        await get_segment(conn, endpoint_id, segment_id)
+        row = await conn.fetchrow(QUERIES["upload_get"], upload_id, segment_id, endpoint_id)
+        if row is None:
+            raise NotFound(f"segment {segment_id} has no upload {upload_id}", code="upload_not_found")
+        if row["rejects_expired_at"] is not None:
+            raise Gone(f"the rejected rows of upload {upload_id} were dropped after GATEWAY_REJECTS_TTL",
+                       code="rejects_expired")
+        return await stream_csv(request, conn, QUERIES["upload_rejects_rows"], CSV_HEADER,
+                                filename=f"upload-{upload_id}-rejects.csv", args=(upload_id,))

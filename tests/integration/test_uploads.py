@@ -1,0 +1,236 @@
+"""Upload history (``GET /api/segments/{id}/uploads``) and every rejected row
+(``GET /api/segments/{id}/rejects?upload=…``): checked against what was pushed and what the pushes answered."""
+
+import csv
+import io
+
+import pytest
+
+from gateway import rejects, state
+from gateway.uploads import sweep_uploads
+from tests.conftest import AUTH
+from tests.integration.push_helpers import app_client, create_segment, push, push_ok
+
+pytestmark = pytest.mark.pg15
+
+
+async def history(client, segment_id: str, headers=AUTH, **params) -> dict:
+    response = await client.get(f"/api/segments/{segment_id}/uploads", params=params, headers=headers)
+    assert response.status == 200, await response.text()
+    return (await response.json())["result"]
+
+
+async def reject_rows(client, segment_id: str, upload_id: int) -> list[list[str]]:
+    response = await client.get(f"/api/segments/{segment_id}/rejects", params={"upload": str(upload_id)},
+                                headers=AUTH)
+    assert response.status == 200, await response.text()
+    assert response.content_type == "text/csv"
+    rows = list(csv.reader(io.StringIO(await response.text(), newline="")))
+    assert rows[0] == ["line", "reason", "raw"]
+    return rows[1:]
+
+
+COUNT_KEYS = ("numReceived", "numInvalid", "numAdded", "numRemoved")
+
+
+def counts_of(result: dict) -> dict:
+    return {key: int(result[key]) for key in COUNT_KEYS if key in result}
+
+
+async def test_history_has_one_entry_per_batch_with_the_counts_of_its_response(client):
+    segment_id = await create_segment(client)
+    pushes = []  # (result, method, T, k, source segment, request id)
+
+    async def send(body, action, request_id, **options):
+        result = await push_ok(client, segment_id, body, action, headers={"X-Request-ID": request_id}, **options)
+        pushes.append((result, action, options.get("total", 1), options.get("number", 1), request_id))
+        return result
+
+    await send("email,name\na@x.com,A\nb@x.com,B\n,empty\nc@x.com\n", "ADD", "req-add")
+    await send("email\nb@x.com\nzz@x.com\n", "REMOVE", "req-remove")
+    staged = await send("email,name\nr1@x.com,1\n", "REPLACE", "req-r1", total=2, number=1,
+                        sourceEndpointID="exchange", sourceSegmentID="S9")
+    committed = await send("email,name\nr2@x.com,2\nbad\n", "REPLACE", "req-r2", total=2, number=2,
+                           sourceEndpointID="exchange", sourceSegmentID="S9")
+    late = await send("email,name\nr2@x.com,2\nbad\n", "REPLACE", "req-late", total=2, number=2,
+                      sourceEndpointID="exchange", sourceSegmentID="S9")
+    assert (staged["replaceCommitted"], committed["replaceCommitted"], late) == (False, True, committed)
+
+    entries = (await history(client, segment_id))["uploads"]
+    assert len(entries) == len(pushes)
+    assert [entry["id"] for entry in entries] == sorted((entry["id"] for entry in entries), reverse=True)
+    for entry, (result, action, total, number, request_id) in zip(entries, reversed(pushes)):
+        assert {key: value for key, value in entry.items() if key in COUNT_KEYS and value is not None} == \
+            counts_of(result), (entry, result)
+        assert (entry["method"], entry["totalBatchCount"], entry["currentBatchNumber"], entry["requestId"]) == \
+            (action, total, number, request_id)
+        assert entry["rejectsStored"] == int(result["numInvalid"]) and entry["rejectsNotStored"] == 0
+        assert entry["durationSeconds"] >= 0 and entry["startedAt"]
+    late_entry, commit_entry, stage_entry, remove_entry, add_entry = entries
+    assert (add_entry["replaceSessionId"], add_entry["replaceCommitted"], add_entry["lateRetry"]) == (None, None, False)
+    assert remove_entry["numRemoved"] == 1 and remove_entry["numAdded"] is None
+    assert stage_entry["replaceSessionId"] == commit_entry["replaceSessionId"] is not None
+    assert (stage_entry["replaceCommitted"], commit_entry["replaceCommitted"]) == (False, True)
+    assert (late_entry["lateRetry"], late_entry["replaceCommitted"], late_entry["replaceSessionId"]) == (True, True, None)
+    assert {(e["sourceEndpointID"], e["sourceSegmentID"]) for e in (stage_entry, commit_entry, late_entry)} == \
+        {("exchange", "S9")}
+    assert (add_entry["sourceEndpointID"], add_entry["sourceSegmentID"]) == ("", "")
+
+
+async def test_history_pages_newest_first_with_a_cursor(client):
+    segment_id = await create_segment(client)
+    for number in range(5):
+        await push_ok(client, segment_id, f"email\nu{number}@x.com\n")
+    everything = (await history(client, segment_id))["uploads"]
+    seen, cursor = [], None
+    while True:
+        page = await history(client, segment_id, limit="2", **({"cursor": cursor} if cursor else {}))
+        assert len(page["uploads"]) <= 2
+        seen += page["uploads"]
+        cursor = page["nextCursor"]
+        if cursor is None:
+            break
+    assert seen == everything and len(seen) == 5
+
+
+def invalid_rows(max_field_bytes: int) -> list[tuple[str, str]]:
+    """(raw text as sent, reason) of rows that are invalid under a 3-column header ``email,name,note``."""
+    long_raw = "x@x.com,name," + "n" * 2000  # over the field limit, and over the raw cap
+    return [
+        ("only@x.com,two", "expected 3 fields, got 2"),
+        ("a@x.com,b,c,d", "expected 3 fields, got 4"),
+        (" ,nobody,here", "empty identity (email)"),
+        ('q@x.com,"multi\nline",x,extra', "expected 3 fields, got 4"),
+        ("nul@x.com,a\x00b,c", "contains a NUL character"),
+        (long_raw, f"field exceeds {max_field_bytes} bytes"),
+    ]
+
+
+async def test_the_rejects_csv_is_every_invalid_row_pushed(aiohttp_client, settings):
+    client = await app_client(aiohttp_client, settings, max_field_bytes=1500)
+    segment_id = await create_segment(client)
+    bad = invalid_rows(1500)
+    lines, expected, line = ["email,name,note"], [], 2
+    for number, (raw, reason) in enumerate(bad * 3):  # valid rows between the invalid ones
+        lines.append(f"ok{number}@x.com,fine,1")
+        line += 1
+        lines.append(raw)
+        expected.append((line, reason, raw))
+        line += raw.count("\n") + 1
+    body = "\n".join(lines) + '\nlast@x.com,"unterminated\n'
+    expected.append((line, "unterminated quoted field", 'last@x.com,"unterminated'))
+    result = await push_ok(client, segment_id, body.encode())
+    assert result["numInvalid"] == str(len(expected))
+    assert result["numAdded"] == str(len(bad) * 3)
+
+    upload_id = (await history(client, segment_id))["uploads"][0]["id"]
+    stored = await reject_rows(client, segment_id, upload_id)
+    want = []
+    for line, reason, raw in expected:
+        raw = raw.replace("\x00", "\ufffd")
+        if len(raw) > rejects.RAW_LIMIT:
+            raw = raw[:rejects.RAW_LIMIT] + rejects.TRUNCATED
+        want.append([str(line), reason, raw])
+    assert stored == want
+    assert [sample["line"] for sample in result["invalidSamples"]] == [int(row[0]) for row in want[:10]]
+
+
+async def test_invalid_utf8_rows_are_stored_with_replacement_characters(client):
+    segment_id = await create_segment(client)
+    result = await push_ok(client, segment_id, b"email,name\nok@x.com,fine\nbad@x.com,caf\xe9\n")
+    assert result["numInvalid"] == "1"
+    upload_id = (await history(client, segment_id))["uploads"][0]["id"]
+    assert await reject_rows(client, segment_id, upload_id) == [["3", "invalid UTF-8", "bad@x.com,caf\ufffd"]]
+
+
+async def test_a_large_all_invalid_body_stores_every_row_in_chunks(client, db):
+    segment_id = await create_segment(client)
+    count = rejects.FLUSH_ROWS * 2 + 123
+    body = "email,name\n" + "".join(f"v{i}@x.com,ok\nbad{i}\n" for i in range(count))
+    result = await push_ok(client, segment_id, body)
+    assert (result["numReceived"], result["numInvalid"], result["numAdded"]) == (str(2 * count), str(count), str(count))
+    entry = (await history(client, segment_id))["uploads"][0]
+    assert (entry["rejectsStored"], entry["rejectsNotStored"]) == (count, 0)
+    stored = await reject_rows(client, segment_id, entry["id"])
+    assert stored == [[str(3 + 2 * i), "expected 2 fields, got 1", f"bad{i}"] for i in range(count)]
+
+
+async def test_rejects_beyond_the_segment_cap_are_only_counted(aiohttp_client, settings):
+    client = await app_client(aiohttp_client, settings, rejects_max_per_segment=5)
+    segment_id = await create_segment(client)
+    await push_ok(client, segment_id, "email,name\nx\ny\nz\n")
+    await push_ok(client, segment_id, "email,name\np\nq\nr\ns\n")
+    second, first = (await history(client, segment_id))["uploads"]
+    assert (first["rejectsStored"], first["rejectsNotStored"]) == (3, 0)
+    assert (second["rejectsStored"], second["rejectsNotStored"], second["numInvalid"]) == (2, 2, 4)
+    assert [row[2] for row in await reject_rows(client, segment_id, second["id"])] == ["p", "q"]
+
+
+async def test_a_valid_body_stores_no_rejects(client, db):
+    segment_id = await create_segment(client)
+    await push_ok(client, segment_id, "email\na@x.com\n")
+    entry = (await history(client, segment_id))["uploads"][0]
+    assert (entry["rejectsStored"], entry["numInvalid"]) == (0, 0)
+    assert await reject_rows(client, segment_id, entry["id"]) == []
+    assert await db.fetchval("SELECT count(*) FROM upload_rejects") == 0
+
+
+async def test_a_refused_push_leaves_no_history_and_no_rejects(aiohttp_client, settings, db):
+    client = await app_client(aiohttp_client, settings, max_body_bytes=2000)
+    segment_id = await create_segment(client)
+    reply = await push(client, segment_id, "email,name\n" + "bad\n" * 1000)
+    reply.assert_failure(413)
+    assert (await history(client, segment_id))["uploads"] == []
+    assert await db.fetchval("SELECT count(*) FROM upload_rejects") == 0
+
+
+async def test_not_found_and_bad_parameters(client, make_key):
+    segment_id = await create_segment(client)
+    await push_ok(client, segment_id, "email\nbad,row\n")
+    upload_id = (await history(client, segment_id))["uploads"][0]["id"]
+    other = await create_segment(client, "other")
+    stranger = await make_key("admin", endpoint="acme")
+
+    async def status(path, headers=AUTH, **params):
+        response = await client.get(path, params=params, headers=headers)
+        body = await response.json()
+        assert body["responseStatus"] == "failure" or response.status == 200
+        return response.status, body.get("error", {}).get("code")
+
+    rejects_path = f"/api/segments/{segment_id}/rejects"
+    assert await status(rejects_path) == (400, "invalid_upload")
+    assert await status(rejects_path, upload="abc") == (400, "invalid_upload")
+    assert await status(rejects_path, upload=str(upload_id + 1000)) == (404, "upload_not_found")
+    assert await status(f"/api/segments/{other}/rejects", upload=str(upload_id)) == (404, "upload_not_found")
+    assert await status(rejects_path, stranger, upload=str(upload_id)) == (404, "segment_not_found")
+    assert await status(f"/api/segments/{segment_id}/uploads", stranger) == (404, "segment_not_found")
+    assert await status("/api/segments/999999/uploads") == (404, "segment_not_found")
+    assert await status(f"/api/segments/{segment_id}/uploads", limit="0") == (400, "invalid_limit")
+    assert await status(f"/api/segments/{segment_id}/uploads", cursor="x") == (400, "invalid_cursor")
+
+
+async def test_reading_history_needs_the_write_scope(client, make_key):
+    segment_id = await create_segment(client)
+    read, write = await make_key("read"), await make_key("write")
+    response = await client.get(f"/api/segments/{segment_id}/uploads", headers=read)
+    assert response.status == 403
+    assert (await client.get(f"/api/segments/{segment_id}/uploads")).status == 401
+    await history(client, segment_id, headers=write)
+
+
+async def test_the_sweeper_drops_old_rejects_then_old_history(client, db):
+    segment_id = await create_segment(client)
+    await push_ok(client, segment_id, "email\nbad,row\n")
+    upload_id = (await history(client, segment_id))["uploads"][0]["id"]
+    pool = client.server.app[state.POOL]
+    assert await sweep_uploads(pool, rejects_ttl=3600, history_ttl=3600) == 0
+    assert len(await reject_rows(client, segment_id, upload_id)) == 1
+    await db.execute("UPDATE uploads SET started_at = started_at - interval '2 hours'")
+    assert await sweep_uploads(pool, rejects_ttl=3600, history_ttl=86400) == 1
+    response = await client.get(f"/api/segments/{segment_id}/rejects", params={"upload": str(upload_id)},
+                                headers=AUTH)
+    assert (response.status, (await response.json())["error"]["code"]) == (410, "rejects_expired")
+    assert (await history(client, segment_id))["uploads"][0]["rejectsExpired"] is True
+    assert await db.fetchval("SELECT count(*) FROM upload_rejects") == 0
+    await sweep_uploads(pool, rejects_ttl=3600, history_ttl=3600)
+    assert (await history(client, segment_id))["uploads"] == []
