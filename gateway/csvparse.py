@@ -322,6 +322,8 @@ class CsvStreamParser:
     def _set_header(self, line: int, names: list[str]) -> None:
         if _has_bad_bytes(names):
             raise CsvHeaderError(f"line {line}: the header row is not valid UTF-8")
+        if any("\x00" in name for name in names):
+            raise CsvHeaderError(f"line {line}: the header row contains a NUL character")
         if _has_long_field(names, self.max_field_bytes):
             raise CsvHeaderError(f"line {line}: a header name exceeds {self.max_field_bytes} bytes")
         seen: dict[str, str] = {}

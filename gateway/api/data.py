@@ -12,6 +12,7 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from gateway import metrics, state
+from gateway.api.requests import storable_text
 from gateway.errors import BadRequest, NotFound, NotImplementedYet, PayloadTooLarge, UnsupportedMediaType
 from gateway.export import columns_sql, stream_csv
 from gateway.ingest import Upload
@@ -29,6 +30,9 @@ routes = web.RouteTableDef()
 CSV_CONTENT_TYPES = frozenset({"text/csv", "text/plain", "application/csv", "application/octet-stream", ""})
 MAX_TOTAL_BATCHES = 1_000_000
 _ACTION_OF_METHOD = {"POST": Operation.ADD, "PUT": Operation.REPLACE, "DELETE": Operation.REMOVE}
+# query parameters recorded with the batch (BatchInfo field: parameter)
+_RECORDED = {"ids": "ids", "source_endpoint_id": "sourceEndpointID", "source_segment_id": "sourceSegmentID",
+             "category": "category"}
 
 
 def parse_batch_info(query: MultiMapping[str], operation: Operation) -> BatchInfo:
@@ -48,9 +52,8 @@ def parse_batch_info(query: MultiMapping[str], operation: Operation) -> BatchInf
     if action is not None and action.strip().upper() != operation.value:
         raise BadRequest(f"shareAction {action!r} does not match this method ({operation.value})",
                          code="share_action_mismatch")
-    return BatchInfo(total=total_count, number=batch_number, ids=query.get("ids", ""),
-                     source_endpoint_id=query.get("sourceEndpointID", ""),
-                     source_segment_id=query.get("sourceSegmentID", ""), category=query.get("category", ""))
+    return BatchInfo(total=total_count, number=batch_number,
+                     **{field: storable_text(query.get(name, ""), name) for field, name in _RECORDED.items()})
 
 
 def _positive(text: str, name: str) -> int:

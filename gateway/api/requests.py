@@ -28,4 +28,11 @@ def optional_string(payload: dict[str, Any], field: str, default: str = "") -> s
         return default
     if not isinstance(value, str):
         raise BadRequest(f"{field} must be a string", code="invalid_field")
+    return storable_text(value, field)
+
+
+def storable_text(value: str, field: str) -> str:
+    """``value``, or 400 if PostgreSQL text cannot hold it (a NUL character)."""
+    if "\x00" in value:
+        raise BadRequest(f"{field} must not contain a NUL character", code="invalid_field")
     return value

@@ -34,6 +34,9 @@ async def test_wheel_install_ships_sql_and_serves(tmp_path, cluster):
         async with aiohttp.ClientSession() as session:
             async with session.get(url + "/readyz") as response:
                 assert response.status == 200
+            async with session.get(url + "/openapi.json") as response:  # shipped in the wheel
+                assert response.status == 200
+                assert (await response.json())["openapi"].startswith("3.1")
         assert process.stop() == 0
     finally:
         await cluster.drop_database(name)
