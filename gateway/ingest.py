@@ -24,6 +24,8 @@ from gateway.errors import BadRequest, PayloadTooLarge
 
 MAX_INVALID_SAMPLES = 10
 _DECOMPRESS_STEP = 1024 * 1024  # inflate at most this much at a time: a gzip bomb stops at the body limit
+# parse at most this much between two looks at ``pause``: bounds the rejected rows gathered in between
+_PARSE_STEP = 64 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +103,7 @@ class Upload:
         self._ahead: list[tuple[int, list[str]]] = []  # rows parsed but not yet turned into records
         self._has_nul = False  # sticky: a row may start before the chunk that completes it
         self._finished = False  # the parser's finish() was called (the body has ended)
+        self._unparsed = memoryview(b"")  # the rest of the chunk being parsed
         self.done = False  # every record has been produced
         self._chunks = self._body_chunks()
         self.body_bytes = 0
@@ -121,13 +124,16 @@ class Upload:
         """Read until the header row is complete; 400 if it is missing, empty or has duplicate names."""
         try:
             while self._parser.header is None:
-                chunk = await anext(self._chunks, None)
-                if chunk is None:
-                    self._finished = True
-                    self._ahead.extend(self._parser.finish())
-                    break
-                self._has_nul |= b"\x00" in chunk
-                self._ahead.extend(self._parser.feed(chunk))
+                if not self._unparsed:
+                    chunk = await anext(self._chunks, None)
+                    if chunk is None:
+                        self._finished = True
+                        self._ahead.extend(self._parser.finish())
+                        break
+                    self._has_nul |= b"\x00" in chunk
+                    self._unparsed = memoryview(chunk)
+                self._ahead.extend(self._parser.feed(self._unparsed[:_PARSE_STEP]))
+                self._unparsed = self._unparsed[_PARSE_STEP:]
         except CsvHeaderError as exc:
             raise BadRequest(str(exc), code="invalid_header") from None
         if self._parser.header is None:
@@ -138,8 +144,9 @@ class Upload:
                       pause: Callable[[], bool] | None = None) -> AsyncIterator[tuple[int | str, ...]]:
         """``(line, field0, field1, …)`` for each valid row (identity normalised), for COPY into ``incoming``.
 
-        Stops early, between chunks, when ``pause()`` says so (the caller stores rejected rows, then calls
-        again to go on); ``done`` tells when the body is through.
+        Stops early, between two pieces of the body (at most ``_PARSE_STEP`` bytes each), when ``pause()``
+        says so (the caller stores the rejected rows, then calls again to go on); ``done`` tells when the
+        body is through.
         """
         while not self.done:
             rows, self._ahead = self._ahead, []
@@ -147,6 +154,10 @@ class Upload:
                 yield record
             if pause is not None and pause():
                 return
+            if self._unparsed:
+                self._ahead = self._parser.feed(self._unparsed[:_PARSE_STEP])
+                self._unparsed = self._unparsed[_PARSE_STEP:]
+                continue
             chunk = await anext(self._chunks, None)
             if chunk is None:
                 if self._finished:
@@ -156,7 +167,7 @@ class Upload:
                     self._finished = True
                 continue
             self._has_nul |= b"\x00" in chunk
-            self._ahead = self._parser.feed(chunk)
+            self._unparsed = memoryview(chunk)
             await asyncio.sleep(0)  # parsing is CPU: let other requests in between chunks
 
     def _records_of(self, rows: list[tuple[int, list[str]]], plan: ColumnPlan, has_nul: bool):

@@ -1,6 +1,7 @@
 """Upload history (``GET /api/segments/{id}/uploads``) and every rejected row
 (``GET /api/segments/{id}/rejects?upload=…``): checked against what was pushed and what the pushes answered."""
 
+import asyncio
 import csv
 import io
 
@@ -9,7 +10,7 @@ import pytest
 from gateway import rejects, state
 from gateway.uploads import sweep_uploads
 from tests.conftest import AUTH
-from tests.integration.push_helpers import app_client, create_segment, push, push_ok
+from tests.integration.push_helpers import app_client, chunked, create_segment, push, push_ok
 
 pytestmark = pytest.mark.pg15
 
@@ -176,12 +177,29 @@ async def test_a_valid_body_stores_no_rejects(client, db):
 
 
 async def test_a_refused_push_leaves_no_history_and_no_rejects(aiohttp_client, settings, db):
-    client = await app_client(aiohttp_client, settings, max_body_bytes=2000)
+    """413 found mid-stream, after chunks of rejected rows were already COPYed: all rolled back."""
+    client = await app_client(aiohttp_client, settings, max_body_bytes=200_000)
     segment_id = await create_segment(client)
-    reply = await push(client, segment_id, "email,name\n" + "bad\n" * 1000)
+    parts = [b"email,name\n"] + [b"bad\n" * rejects.FLUSH_ROWS] * 3 + [b"x" * 100_000]
+    assert len(b"".join(parts)) > 200_000 > len(b"".join(parts[:-1]))
+    reply = await push(client, segment_id, chunked(*parts, pause=0.2))  # read part by part: flushes happen
     reply.assert_failure(413)
     assert (await history(client, segment_id))["uploads"] == []
     assert await db.fetchval("SELECT count(*) FROM upload_rejects") == 0
+
+
+async def test_rows_rejected_under_the_lock_are_stored_too(client):
+    """An upload overtaken by the first upload (which fixes another identity column) finds some of its rows
+    without an identity only once it holds the segment's lock: they are rejected and stored then."""
+    segment_id = await create_segment(client)
+    slow = asyncio.create_task(push(client, segment_id, chunked(b"name,id\nOne,K1\n", b"Two,\n", pause=0.5)))
+    await asyncio.sleep(0.2)  # the slow upload streams with "name" as its identity
+    await push_ok(client, segment_id, "id,name\nK0,Zero\n")  # the first upload applied: identity "id"
+    reply = await slow
+    assert (reply.result["numInvalid"], reply.result["numAdded"]) == ("1", "1")
+    entry = (await history(client, segment_id))["uploads"][0]
+    assert (entry["numInvalid"], entry["rejectsStored"]) == (1, 1)
+    assert await reject_rows(client, segment_id, entry["id"]) == [["3", "empty identity (id)", "Two,"]]
 
 
 async def test_not_found_and_bad_parameters(client, make_key):
