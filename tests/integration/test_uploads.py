@@ -252,3 +252,13 @@ async def test_the_sweeper_drops_old_rejects_then_old_history(client, db):
     assert await db.fetchval("SELECT count(*) FROM upload_rejects") == 0
     await sweep_uploads(pool, rejects_ttl=3600, history_ttl=3600)
     assert (await history(client, segment_id))["uploads"] == []
+
+
+async def test_text_postgresql_cannot_store_is_a_400_not_a_500(client, db):
+    """Found by schemathesis: a NUL in a JSON string, a recorded batch parameter or a header name."""
+    response = await client.post("/v1/segments", json={"name": "a\x00b"}, headers=AUTH)
+    assert (response.status, (await response.json())["error"]["code"]) == (400, "invalid_field")
+    segment_id = await create_segment(client)
+    (await push(client, segment_id, "email\na@x.com\n", sourceSegmentID="S\x001")).assert_failure(400, "invalid_field")
+    (await push(client, segment_id, "em\x00ail\na@x.com\n")).assert_failure(400, "invalid_header")
+    assert await db.fetchval("SELECT count(*) FROM uploads") == 0
