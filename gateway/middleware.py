@@ -22,6 +22,7 @@ _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 
                415: "unsupported_media_type"}
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 ADMIN_PREFIX = "/v1/admin"  # management routes: admin scope whatever the method
+API_PREFIX = "/api/"  # the management API (gateway.api.manage)
 REALM = 'Bearer realm="audience-gateway"'
 METRICS_PATH = "/metrics"
 KNOWN_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "POST", "PUT", "DELETE", "PATCH"})
@@ -114,21 +115,29 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
 
 
 def required_scope(method: str, path: str) -> str:
-    """read for GET/HEAD/OPTIONS, write for anything that changes data, admin for management routes."""
+    """read for GET/HEAD/OPTIONS, write for anything that changes data, admin for management routes.
+
+    ``/api`` (gateway.api.manage): reading needs write and changing needs admin, except the destination
+    mappings, which any key of that endpoint may read (Audience Manager's read-only users).
+    """
     if path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/"):
         return "admin"
+    if path.startswith(API_PREFIX):
+        if method not in READ_METHODS:
+            return "admin"
+        return "read" if path.startswith(API_PREFIX + "destinations/") else "write"
     return "read" if method in READ_METHODS else "write"
 
 
 def _needs_key(request: web.Request) -> bool:
     if request.path == METRICS_PATH:
         return request.app[state.SETTINGS].metrics_require_key
-    return request.path.startswith("/v1/") or request.path == "/v1"
+    return request.path.startswith(("/v1/", API_PREFIX)) or request.path in ("/v1", "/api")
 
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler) -> web.StreamResponse:
-    """Every ``/v1`` call (and ``/metrics`` if GATEWAY_METRICS_REQUIRE_KEY is set) needs a valid key with the scope of the call (401 / 403).
+    """Every ``/v1`` and ``/api`` call (and ``/metrics`` if GATEWAY_METRICS_REQUIRE_KEY is set) needs a valid key with the scope of the call (401 / 403).
 
     A client address with too many recent failures gets 429 before its key is even looked up
     (gateway.throttle), unless the key authenticated recently in this process; keys come from the

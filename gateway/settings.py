@@ -109,6 +109,9 @@ SETTINGS: tuple[Setting, ...] = (
             "An open REPLACE session with no new batch for this long expires; its staged rows are purged."),
     Setting("export_ttl", "GATEWAY_EXPORT_TTL", "7d", parse_duration,
             "How long an export job's data stays downloadable (then 410)."),
+    Setting("delete_grace", "GATEWAY_DELETE_GRACE", "7d", parse_duration,
+            "A deleted segment keeps its members this long (it can be restored meanwhile), then they are "
+            "purged; `DELETE /api/segments/{id}?purge=true` purges at once."),
     Setting("export_workers", "GATEWAY_EXPORT_WORKERS", "2", parse_positive_int,
             "Export jobs one gateway process runs at once."),
     Setting("job_lease", "GATEWAY_JOB_LEASE", "30s", parse_duration,
@@ -136,6 +139,7 @@ class Settings:
     sync_export_max_rows: int
     replace_session_ttl: float
     export_ttl: float
+    delete_grace: float
     export_workers: int
     job_lease: float
     pool_max_size: int

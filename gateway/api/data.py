@@ -19,7 +19,7 @@ from gateway.members import (BatchInfo, Operation, add_members, batch_result, lo
                              remove_members, sql, stream_incoming)
 from gateway.replace import stage_replace_batch
 from gateway.responses import success
-from gateway.segments import get_segment, parse_segment_id
+from gateway.segments import get_pushable_segment, parse_segment_id
 from gateway.sqlfiles import QUERIES
 
 routes = web.RouteTableDef()
@@ -82,7 +82,7 @@ async def push(request: web.Request) -> web.Response:
     gzipped = check_body_headers(request, settings.max_body_bytes)
     endpoint_id = request[state.PRINCIPAL].endpoint_id
     pool = request.app[state.POOL]
-    await get_segment(pool, endpoint_id, segment_id)
+    await get_pushable_segment(pool, endpoint_id, segment_id)
 
     started = time.perf_counter()
     upload = Upload(request.content, gzipped=gzipped, max_body_bytes=settings.max_body_bytes,
