@@ -143,7 +143,7 @@ async def upsert(conn: asyncpg.Connection, record: dict[str, Any]) -> list[str]:
 
 async def _import(args: argparse.Namespace, settings: Settings) -> int:
     records = read_records(args.file)
-    changed = 0
+    changed, report = 0, []
     async with migrated_connection(settings) as conn:
         transaction = conn.transaction()
         await transaction.start()
@@ -151,8 +151,7 @@ async def _import(args: argparse.Namespace, settings: Settings) -> int:
             for record in records:
                 lines = await upsert(conn, record)
                 changed += bool(lines)
-                for line in lines:
-                    print(line)
+                report += lines
             if not args.dry_run:  # setval is not transactional: only when committing
                 await conn.execute(QUERIES["meta_segment_sequence"])
         except BaseException:
@@ -162,6 +161,8 @@ async def _import(args: argparse.Namespace, settings: Settings) -> int:
             await transaction.rollback()
         else:
             await transaction.commit()
+    for line in report:  # only once it is done: a failed import prints nothing but its error
+        print(line)
     verb = "would change" if args.dry_run else "changed"
     print(f"{verb} {changed} of {len(records)} segment(s){' (dry run: nothing was changed)' if args.dry_run else ''}")
     return 0
