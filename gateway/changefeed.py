@@ -22,6 +22,7 @@ import base64
 import binascii
 import dataclasses
 import datetime as dt
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -34,6 +35,7 @@ from gateway.sqlfiles import QUERIES
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 _MAX_ID = 2**63 - 1
+_UNENCODED_PLUS = re.compile(r" (\d\d:?\d\d)$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,11 +57,13 @@ class Page:
 
 
 def iso(at: dt.datetime | None) -> str | None:
-    return at.isoformat() if at is not None else None
+    """Always with microseconds, so that times of one zone also compare as strings."""
+    return at.isoformat(timespec="microseconds") if at is not None else None
 
 
 def parse_time(text: str, name: str) -> dt.datetime:
     """An ISO 8601 date-time with its offset (``Z`` or ``±hh:mm``); 400 otherwise."""
+    text = _UNENCODED_PLUS.sub(r"+\1", text)  # "+00:00" sent without URL-encoding arrives as " 00:00"
     try:
         at = dt.datetime.fromisoformat(text)
     except ValueError:

@@ -8,6 +8,7 @@ from urllib.parse import quote
 
 import pytest
 
+from gateway.changefeed import iso
 from gateway.sqlfiles import QUERIES
 from tests.integration.manage_helpers import api, ids_of, list_all, segment_row, set_status
 from tests.integration.push_helpers import create_segment, push_ok
@@ -96,11 +97,11 @@ async def test_mappings_view(client, make_key, db):
         rows = {row["id"]: row for row in await db.fetch("SELECT id, metadata_updated_at FROM segments")}
         assert mappings == [
             {"destinationMappingId": int(active), "elementName": "Active one", "elementDescription": "bought",
-             "elementStatus": "active", "updatedAt": rows[int(active)]["metadata_updated_at"].isoformat()},
+             "elementStatus": "active", "updatedAt": iso(rows[int(active)]["metadata_updated_at"])},
             {"destinationMappingId": int(inactive), "elementName": "Resting", "elementDescription": "",
-             "elementStatus": "inactive", "updatedAt": rows[int(inactive)]["metadata_updated_at"].isoformat()},
+             "elementStatus": "inactive", "updatedAt": iso(rows[int(inactive)]["metadata_updated_at"])},
             {"destinationMappingId": int(deleted), "elementName": "Gone", "elementDescription": "",
-             "elementStatus": "deleted", "updatedAt": rows[int(deleted)]["metadata_updated_at"].isoformat()},
+             "elementStatus": "deleted", "updatedAt": iso(rows[int(deleted)]["metadata_updated_at"])},
         ]
     paged, _ = await list_all(client, headers=reader, limit=1, path=MAPPINGS.format("default"), items="mappings")
     assert [m["destinationMappingId"] for m in paged] == [int(active), int(inactive), int(deleted)]
@@ -131,3 +132,9 @@ async def test_mappings_of_another_endpoint_look_missing(client, make_key):
                                          ("status=active", "unknown_parameter")])
 async def test_bad_mapping_parameters_are_400(client, query, code):
     (await api(client, "GET", MAPPINGS.format("default") + "?" + query)).assert_failure(400, code)
+
+
+async def test_an_offset_sent_without_url_encoding_is_understood(client):
+    await create_segment(client, "x")
+    raw = "2000-01-01T00:00:00+00:00"  # the + arrives as a space
+    assert await ids_of(client, f"updatedSince={raw}") == await ids_of(client, since(raw)) != []

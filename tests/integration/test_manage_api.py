@@ -8,6 +8,8 @@ import base64
 
 import pytest
 
+from gateway.changefeed import iso
+
 from tests.conftest import AUTH
 from tests.integration.manage_helpers import api, ids_of, list_all, segment_row, set_status
 from tests.integration.pull_helpers import (create_job, eventually, export_table, members_table, table_exists,
@@ -32,9 +34,9 @@ async def test_one_segment_in_full(client, db):
         "id": segment_id, "endpoint": "default", "name": "Buyers", "description": "Bought twice",
         "category": "retail", "type": "Databases", "status": "active", "identityAttribute": "Email",
         "attributes": ["Email", "First"], "memberCount": 2,
-        "createdAt": stored["created_at"].isoformat(), "updatedAt": stored["updated_at"].isoformat(),
-        "metadataUpdatedAt": stored["metadata_updated_at"].isoformat(),
-        "lastUploadAt": stored["last_upload_at"].isoformat(), "deletedAt": None, "purgedAt": None}
+        "createdAt": iso(stored["created_at"]), "updatedAt": iso(stored["updated_at"]),
+        "metadataUpdatedAt": iso(stored["metadata_updated_at"]),
+        "lastUploadAt": iso(stored["last_upload_at"]), "deletedAt": None, "purgedAt": None}
     assert await db.fetchval(f"SELECT count(*) FROM {members_table(segment_id)}") == result["memberCount"]
 
 
