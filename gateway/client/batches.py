@@ -63,14 +63,11 @@ class Plan:
 def open_csv(path: Path) -> BinaryIO:
     """The file's bytes, gunzipped when it starts with the gzip magic (whatever its name)."""
     try:
-        raw = open(path, "rb")  # noqa: SIM115 (returned)
+        with open(path, "rb") as sniff:
+            packed = sniff.read(2) == GZIP_MAGIC
+        return gzip.open(path, "rb") if packed else open(path, "rb")  # type: ignore[return-value]
     except OSError as exc:
         raise FileProblem(f"cannot read {path}: {exc.strerror}") from None
-    if raw.read(2) == GZIP_MAGIC:
-        raw.seek(0)
-        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
-    raw.seek(0)
-    return raw
 
 
 def read_chunks(path: Path) -> Iterator[bytes]:

@@ -172,6 +172,8 @@ class _Pusher:
                     group.create_task(self._send(segment_id, number, body, slots))
         except BaseExceptionGroup as group:
             raise _first(group) from None
+        finally:
+            bodies.close()  # closes the file
         return self.totals
 
     async def _send(self, segment_id: str, number: int, body: bytes, slots: asyncio.Semaphore) -> None:
