@@ -1,7 +1,8 @@
 """What the push and pull clients share: the session, retries with backoff and jitter, and failures.
 
-A call that may be retried is an ``attempt`` coroutine function: it raises ``Retryable`` (429, 5xx) or a
-connection/payload error to be tried again, ``ServerRefused`` (another 4xx: fail fast) to stop, or returns.
+A call that may be retried is an ``attempt`` coroutine function: it raises ``Retryable`` (429, 5xx but
+501) or a connection/payload error to be tried again, ``ServerRefused`` (another 4xx, 501: fail fast) to
+stop, or returns.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import orjson
 
 T = TypeVar("T")
 MAX_ERROR_BYTES = 65536  # of a failure body kept for the message
+FINAL_5XX = frozenset({501, 505})  # not implemented / HTTP version: asking again cannot help
 RETRIED_ERRORS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError)
 
 
@@ -25,7 +27,7 @@ class ClientFailure(Exception):
 
 
 class ServerRefused(ClientFailure):
-    """A 4xx other than 429: retrying the same request cannot help."""
+    """A 4xx other than 429 (or a 501): retrying the same request cannot help."""
 
     def __init__(self, message: str, status: int, code: str) -> None:
         super().__init__(message)
@@ -97,7 +99,7 @@ async def failure(response: aiohttp.ClientResponse, what: str) -> Exception:
     except (orjson.JSONDecodeError, KeyError, TypeError):
         pass
     text = f"HTTP {response.status}{' ' + code if code else ''}: {message or response.reason}"
-    if response.status == 429 or response.status >= 500:
+    if response.status == 429 or (response.status >= 500 and response.status not in FINAL_5XX):
         return Retryable(text, _retry_after(response.headers.get("Retry-After")))
     return ServerRefused(f"{what}: {text}", response.status, code)
 
