@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from gateway.client.http import RetryPolicy
 from gateway.client.pull import PullOptions, pull
 from gateway.client.push import METHOD_OF, PushOptions, push
 from gateway.settings import Settings, parse_positive_int
+
+EXIT_INTERRUPTED = 130
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -55,12 +61,22 @@ def _add_connection(parser: argparse.ArgumentParser) -> None:
 
 
 async def _push(args: argparse.Namespace, settings: Settings) -> int:
-    return await push(PushOptions(
+    return await _interruptible(push(PushOptions(
         url=args.url, key=args.key, path=args.file, segment=args.segment, create=args.create, mode=args.mode,
         batch_rows=args.batch_rows, concurrency=args.concurrency, ids=args.ids, strict=args.strict,
-        source_segment=args.source_segment, retry=RetryPolicy(attempts=args.retries), timeout=args.timeout))
+        source_segment=args.source_segment, retry=RetryPolicy(attempts=args.retries), timeout=args.timeout)))
 
 
 async def _pull(args: argparse.Namespace, settings: Settings) -> int:
-    return await pull(PullOptions(url=args.url, key=args.key, segment=args.segment, output=args.output,
-                                  retry=RetryPolicy(attempts=args.retries), timeout=args.timeout))
+    return await _interruptible(pull(PullOptions(url=args.url, key=args.key, segment=args.segment,
+                                                 output=args.output, retry=RetryPolicy(attempts=args.retries),
+                                                 timeout=args.timeout)))
+
+
+async def _interruptible(run: Coroutine[Any, Any, int]) -> int:
+    """Ctrl-C cancels the run: exit 130, not the 0 that ``serve`` and ``top`` answer to it."""
+    try:
+        return await run
+    except asyncio.CancelledError:
+        print("audience-gateway: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -73,6 +73,7 @@ async def pull(options: PullOptions, out: TextIO | None = None, err: TextIO | No
         os.replace(part, options.output)
     except ClientFailure as exc:
         progress.note(f"audience-gateway pull: {exc}")
+        part.unlink(missing_ok=True)  # nothing resumes it in a later run
         return EXIT_FAILED
     except OSError as exc:
         progress.note(f"audience-gateway pull: cannot write {exc.filename or options.output}: {exc.strerror}")

@@ -5,8 +5,11 @@ import csv
 import gzip
 import io
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -73,3 +76,21 @@ def test_usage_and_unreachable_server_exit_codes(tmp_path, unused_tcp_port):
     assert "gave up after 2 attempts" in unreachable.stderr
     missing = run_cli("pull", "--url", f"http://127.0.0.1:{unused_tcp_port}", "--key", KEY, "--segment", "1")
     assert missing.returncode == 2 and "--output" in missing.stderr
+
+
+def test_ctrl_c_exits_130(tmp_path):
+    path = tmp_path / "people.csv"
+    path.write_text("Email\na@x.com\n")
+    with socket.socket() as silent:  # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        process = subprocess.Popen([sys.executable, "-m", "gateway", "push", str(path), "--url",
+                                    f"http://127.0.0.1:{silent.getsockname()[1]}", "--key", KEY, "--segment", "1"],
+                                   stderr=subprocess.PIPE, text=True)
+        assert process.stderr is not None
+        assert process.stderr.readline().startswith("count people.csv")  # counted; now waiting for the server
+        time.sleep(0.5)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(30) == 130
+        assert "interrupted" in process.stderr.read()
+        process.stderr.close()
