@@ -23,6 +23,7 @@ import asyncio
 import dataclasses
 import io
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any, TextIO
@@ -82,6 +83,7 @@ class Totals:
 async def push(options: PushOptions, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Run one push; the exit code."""
     out, err = out or sys.stdout, err or sys.stderr
+    started = time.monotonic()
     try:
         plan = await _count(options, err)
     except FileProblem as exc:
@@ -111,7 +113,7 @@ async def push(options: PushOptions, out: TextIO | None = None, err: TextIO | No
         progress.note(f"audience-gateway push: {exc}")
         return EXIT_USAGE
     progress.finish()
-    _summary(options, plan, segment_id, totals, progress.elapsed, out)
+    _summary(options, plan, segment_id, totals, progress.elapsed, time.monotonic() - started, out)
     if options.mode == "replace" and not totals.committed:
         print("audience-gateway push: every batch was sent but the server did not report the REPLACE as "
               "committed", file=err)
@@ -197,11 +199,12 @@ def _first(group: BaseExceptionGroup) -> BaseException:
     return group.exceptions[0]
 
 
-def _summary(options: PushOptions, plan: Plan, segment_id: str, totals: Totals, seconds: float,
+def _summary(options: PushOptions, plan: Plan, segment_id: str, totals: Totals, sending: float, total: float,
              out: TextIO) -> None:
-    rate = plan.bytes / MB / max(seconds, 1e-9)
+    rate = plan.bytes / MB / max(sending, 1e-9)
     print(f"segment {segment_id}: {options.mode.upper()} of {options.path} in {plan.total} batch(es): "
-          f"{plan.records:,} rows ({plan.bytes / MB:,.1f} MB) in {seconds:.1f} s ({rate:,.1f} MB/s)", file=out)
+          f"{plan.records:,} rows ({plan.bytes / MB:,.1f} MB) in {total:.1f} s (counting {total - sending:.1f} s, "
+          f"sending {sending:.1f} s at {rate:,.1f} MB/s)", file=out)
     counts = f"received {totals.received}, invalid {totals.invalid}, " + (
         f"removed {totals.removed}" if options.mode == "remove" else f"added {totals.added}")
     if totals.committed:
