@@ -100,14 +100,21 @@ async def push(options: PushOptions, out: TextIO | None = None, err: TextIO | No
         return EXIT_INVALID
 
     progress = Progress(f"push {options.path.name}", total_rows=plan.records, stream=err)
+    client: _Pusher | None = None
     try:
         async with new_session(options.key, options.timeout) as session:
             client = _Pusher(session, options, plan, progress)
-            segment_id = options.segment or await client.create_segment()
-            await client.check_segment(segment_id)
+            if options.segment is None:
+                segment_id = await client.create_segment()
+            else:
+                segment_id = options.segment
+                await client.check_segment(segment_id)
             totals = await client.send_all(segment_id)
     except ClientFailure as exc:
         progress.note(f"audience-gateway push: {exc}")
+        if client is not None and client.applied:
+            progress.note(f"{client.applied} of {plan.total} batch(es) had been accepted"
+                          + ("; the REPLACE was not committed" if options.mode == "replace" else ""))
         return EXIT_FAILED
     except FileProblem as exc:
         progress.note(f"audience-gateway push: {exc}")
@@ -137,6 +144,7 @@ class _Pusher:
         self.progress = progress
         self.base = options.url.rstrip("/")
         self.totals = Totals()
+        self.applied = 0  # batches the server accepted
         self.params = {"totalBatchCount": str(plan.total), "shareAction": options.mode.upper(),
                        "sourceEndpointID": options.source_endpoint,
                        "sourceSegmentID": options.source_segment or f"push-{uuid.uuid4().hex[:16]}"}
@@ -184,6 +192,7 @@ class _Pusher:
                                       f"/v1/segments/{segment_id}/data", body, headers=CSV,
                                       params={**self.params, "currentBatchNumber": str(number)})
             self.totals.add(self.plan, number, result)
+            self.applied += 1
             self.progress.advance(len(body), self.plan.rows_in(number))
         finally:
             slots.release()

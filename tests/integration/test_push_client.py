@@ -204,6 +204,11 @@ async def test_other_4xx_fail_fast_with_the_servers_error(proxy, client, setting
     assert len(proxy.data_requests()) == 1
     assert "batch 1/3: HTTP 400 injected" in refused.err
 
+    proxy.fail(400, when=lambda request: request.query.get("currentBatchNumber") == "3")
+    partly = await run_push(proxy.url, path, segment=segment_id, batch_rows=10, concurrency=1)
+    assert partly.code == 3, partly
+    assert "2 of 3 batch(es) had been accepted" in partly.err
+
 
 async def test_unreachable_gateway_exits_3(unused_tcp_port, tmp_path):
     path = write_csv(tmp_path / "people.csv", HEADER, noted(3))
