@@ -23,6 +23,7 @@ import asyncio
 import dataclasses
 import io
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -130,7 +131,18 @@ async def push(options: PushOptions, out: TextIO | None = None, err: TextIO | No
 
 async def _count(options: PushOptions, err: TextIO) -> Plan:
     progress = Progress(f"count {options.path.name}", stream=err)
-    plan = await asyncio.to_thread(scan, options.path, options.batch_rows, progress.advance)
+    stop = threading.Event()  # a thread cannot be cancelled: it checks this between chunks
+
+    def on_chunk(nbytes: int) -> None:
+        if stop.is_set():
+            raise FileProblem("interrupted")
+        progress.advance(nbytes)
+
+    try:
+        plan = await asyncio.to_thread(scan, options.path, options.batch_rows, on_chunk)
+    except asyncio.CancelledError:
+        stop.set()
+        raise
     progress.rows = plan.records
     progress.finish()
     return plan
