@@ -1,7 +1,6 @@
 """``audience-gateway push``: a file (plain or gzip, quoted newlines, CRLF) sent as exact batches to the
 real app on a real port, through a proxy that records the requests and injects faults."""
 
-import dataclasses
 import gzip
 
 import pytest
@@ -190,7 +189,7 @@ async def test_a_server_that_keeps_failing_ends_with_exit_3(proxy, client, db, t
     assert await identities(db, segment_id) == set()
 
 
-async def test_other_4xx_fail_fast_with_the_servers_error(proxy, client, settings, tmp_path):
+async def test_other_4xx_fail_fast_with_the_servers_error(proxy, client, tmp_path):
     path = write_csv(tmp_path / "people.csv", HEADER, noted(30))
     unknown = await run_push(proxy.url, path, segment="999999")
     assert unknown.code == 3, unknown
