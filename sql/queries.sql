@@ -362,6 +362,14 @@ SELECT {columns} FROM {members}
 -- name: export_job_rows
 SELECT {columns} FROM {export_table}
 
+-- name: export_job_scan_in_order
+-- A job's download must be the same bytes every time (byte ranges resume it, its length is measured once):
+-- the snapshot table never changes, so a plain sequential scan from its first block, without parallel
+-- workers, yields its rows in the same order each time. (synchronize_seqscans would let a scan start where
+-- another concurrent one is; parallel workers would interleave their blocks.)
+SET LOCAL synchronize_seqscans = off;
+SET LOCAL max_parallel_workers_per_gather = 0;
+
 -- name: segment_export_info
 -- FOR SHARE: waits for a push applying to the segment (a REPLACE swapping its table) and keeps the next
 -- one from starting until this transaction ends; the COPY that follows then gets a snapshot taken after
@@ -380,7 +388,7 @@ SELECT job.id, job.data_id, pg_notify('audience_gateway_jobs', job.id::text) FRO
 
 -- name: job_get
 SELECT id, data_id, segment_id, status, reason, row_count, created_at, started_at, finished_at, expires_at,
-       expires_at IS NOT NULL AND expires_at <= now() AS expired, attributes, data_dropped_at
+       expires_at IS NOT NULL AND expires_at <= now() AS expired, attributes, data_dropped_at, data_bytes
 FROM jobs
 WHERE id = $1 AND endpoint_id = $2
   AND EXISTS (SELECT 1 FROM segments s WHERE s.id = jobs.segment_id AND s.status <> 'deleted');
@@ -422,7 +430,7 @@ SELECT to_regclass($1) IS NOT NULL;
 -- name: job_complete
 -- Only while this worker still holds the job (not canceled, lease not taken over).
 UPDATE jobs SET status = 'complete', finished_at = now(), lease_owner = NULL, lease_expires_at = NULL,
-                attributes = $3, row_count = $4, expires_at = now() + make_interval(secs => $5)
+                attributes = $3, row_count = $4, expires_at = now() + make_interval(secs => $5), data_bytes = $6
 WHERE id = $1 AND lease_owner = $2 AND status = 'running'
 RETURNING id;
 
