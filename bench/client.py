@@ -44,7 +44,7 @@ async def push_stream(session: aiohttp.ClientSession, url: str, segment_id: str,
     async with session.put(f"{url}/v1/segments/{segment_id}/data", headers=CSV,
                            data=data.stream(rows, seed=seed, start=start)) as response:
         payload = await response.json()
-        if response.status != 200 or payload["result"].get("audienceSize") != rows:
+        if response.status != 200 or payload["result"].get("numReceived") != str(rows):
             raise RuntimeError(f"streamed REPLACE of {rows} rows: {response.status} {payload}")
         return payload["result"]
 

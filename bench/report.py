@@ -36,6 +36,8 @@ def _naive_cell(figures: dict) -> str:
     naive = figures.get("naive")
     if not naive:
         return ""
+    if "rss_peak_mb" in naive:
+        return f"{naive['rows']:,} rows in one request: {naive['seconds']:.1f} s, peak RSS {naive['rss_peak_mb']} MB"
     capped = f", capped at {naive['rows_done']:,} rows → projected {naive['projected_s']:.0f} s" \
         if naive["capped"] else ""
     return f"{naive['seconds']:.1f} s{capped} ({_rate(naive['rows_per_s'])}); gateway {figures['vs_naive_speedup']}× faster"
@@ -68,7 +70,7 @@ def charts(report: dict, out_dir: Path, stamp: str) -> list[Path]:
     if measured:
         series = {"gateway": [scenarios[n]["rows_per_s"] for n in measured],
                   "psql \\copy": [scenarios[n].get("psql_rows_per_s", 0) for n in measured],
-                  "naive peer": [scenarios[n].get("naive", {}).get("rows_per_s", 0) for n in measured]}
+                  "naive peer": [scenarios[n]["naive"]["rows_per_s"] if n == "replace" else 0 for n in measured]}
         figure, axes = pyplot.subplots(figsize=(8, 4))
         width = 0.8 / len(series)
         for i, (label, values) in enumerate(series.items()):
@@ -81,12 +83,15 @@ def charts(report: dict, out_dir: Path, stamp: str) -> list[Path]:
     if "big" in scenarios:
         big = scenarios["big"]
         figure, axes = pyplot.subplots(figsize=(8, 3))
-        axes.plot([t for t, _ in big["rss_series_mb"]], [mb for _, mb in big["rss_series_mb"]], label="gateway RSS")
+        for label, figures in ((f"gateway, {big['rows']:,} rows", big),
+                               (f"naive peer, {big['naive']['rows']:,} rows", big["naive"])):
+            axes.plot([t for t, _ in figures["rss_series_mb"]], [mb for _, mb in figures["rss_series_mb"]],
+                      label=f"{label} (peak {figures['rss_peak_mb']} MB)")
         axes.axhline(150, color="red", linestyle="--", label="target 150 MB")
         axes.set_xlabel("seconds")
-        axes.set_ylabel("MB")
+        axes.set_ylabel("RSS (MB)")
         axes.set_ylim(bottom=0)
-        axes.set_title(f"one REPLACE request of {big['rows']:,} rows: peak {big['rss_peak_mb']} MB")
+        axes.set_title("RSS during one REPLACE request")
         axes.legend()
         written.append(_save(figure, out_dir / f"{stamp}-rss.png"))
     return written

@@ -51,27 +51,37 @@ class Run:
         """A new segment, loaded (untimed) with ``load`` rows by one streamed REPLACE."""
         segment_id = await create_segment(self.session, self.gateway.url, name)
         if load:
-            await client.push_stream(self.session, self.gateway.url, segment_id, load, seed=seed)
+            await self.load(self.gateway.url, segment_id, load, seed=seed)
         return segment_id
+
+    async def load(self, url: str, segment_id: str, rows: int, *, seed: int, start: int = 0) -> None:
+        result = await client.push_stream(self.session, url, segment_id, rows, seed=seed, start=start)
+        if result.get("audienceSize") != rows:
+            raise RuntimeError(f"a streamed REPLACE of {rows} rows left {result.get('audienceSize')} members")
 
     def naive_peer(self) -> anchors.NaivePeer:
         if self.naive is None:
             self.naive = anchors.NaivePeer(self.dsn)
         return self.naive
 
-    async def repeat(self, measure: Callable[[int], Awaitable[float]]) -> list[float]:
-        return [await measure(repeat) for repeat in range(self.args.repeats)]
+    async def repeat(self, measure: Callable[[int], Awaitable[tuple[float, float]]]) -> tuple[list[float], list[float]]:
+        """``measure(repeat)`` → (gateway seconds, psql seconds), ``--repeats`` times: the anchor is
+        measured beside each gateway run, so that a change in the machine's load shows in both."""
+        pairs = [await measure(repeat) for repeat in range(self.args.repeats)]
+        return [gateway for gateway, _ in pairs], [psql for _, psql in pairs]
 
 
 def _median(values: list[float]) -> float:
     return round(statistics.median(values), 3)
 
 
-def _figures(rows: int, runs: list[float], psql_runs: list[float], **more: object) -> dict:
+def _figures(rows: int, runs: tuple[list[float], list[float]], **more: object) -> dict:
     """Gateway time and rows/s beside the psql anchor's; ``vs_psql`` = gateway time / psql time."""
-    seconds, psql = _median(runs), _median(psql_runs)
-    return {"rows": rows, "seconds": seconds, "runs_s": [round(r, 3) for r in runs],
-            "rows_per_s": round(rows / seconds), "psql_s": psql, "psql_rows_per_s": round(rows / psql),
+    gateway_runs, psql_runs = runs
+    seconds, psql = _median(gateway_runs), _median(psql_runs)
+    return {"rows": rows, "seconds": seconds, "runs_s": [round(r, 3) for r in gateway_runs],
+            "rows_per_s": round(rows / seconds), "psql_s": psql, "psql_runs_s": [round(r, 3) for r in psql_runs],
+            "psql_rows_per_s": round(rows / psql),
             "vs_psql": round(seconds / psql, 2), **more}
 
 
@@ -116,16 +126,16 @@ async def replace(run: Run) -> dict:
     """REPLACE of N rows in batches, committed atomically at the last one."""
     lines = run.lines(run.rows, seed=1)
     batches = data.batches(lines, run.batch_rows)
-    psql_runs = [anchors.copy_in_seconds(run.dsn, run.csv("replace", lines)) for _ in range(run.args.repeats)]
+    csv_path = run.csv("replace", lines)
 
-    async def once(repeat: int) -> float:
+    async def once(repeat: int) -> tuple[float, float]:
+        psql = anchors.copy_in_seconds(run.dsn, csv_path)
         segment_id = await run.segment(f"replace-{repeat}")
         seconds, results = await _timed_push(run, run.gateway, segment_id, "PUT", batches)
         _committed_once(results, run.rows)
-        return seconds
+        return seconds, psql
 
-    runs = await run.repeat(once)
-    figures = _figures(run.rows, runs, psql_runs, batches=len(batches))
+    figures = _figures(run.rows, await run.repeat(once), batches=len(batches))
     naive = await _naive_replace(run, lines)
     figures["naive"] = naive
     figures["vs_naive_speedup"] = round(naive["projected_s"] / figures["seconds"], 1)
@@ -138,16 +148,17 @@ async def add(run: Run) -> dict:
     """ADD of N new rows in batches into an N-member segment."""
     lines = run.lines(run.rows, seed=2, start=ADD_START)
     batches = data.batches(lines, run.batch_rows)
-    psql_runs = [anchors.copy_in_seconds(run.dsn, run.csv("add", lines)) for _ in range(run.args.repeats)]
+    csv_path = run.csv("add", lines)
 
-    async def once(repeat: int) -> float:
+    async def once(repeat: int) -> tuple[float, float]:
+        psql = anchors.copy_in_seconds(run.dsn, csv_path)
         segment_id = await run.segment(f"add-{repeat}", load=run.rows)
         seconds, _ = await _timed_push(run, run.gateway, segment_id, "POST", batches)
         if anchors.member_count(run.dsn, segment_id) != 2 * run.rows:
             raise RuntimeError("ADD did not add every row")
-        return seconds
+        return seconds, psql
 
-    figures = _figures(run.rows, await run.repeat(once), psql_runs, batches=len(batches),
+    figures = _figures(run.rows, await run.repeat(once), batches=len(batches),
                        anchor="psql \\copy of the N rows into an empty keyed table")
     figures["targets"] = [_target("≤ 1.5× psql \\copy", figures["vs_psql"] <= 1.5)]
     return figures
@@ -159,16 +170,16 @@ async def remove(run: Run) -> dict:
     gone = everyone[:max(1, run.rows // 10)]
     batches = data.batches(gone, run.batch_rows)
     full, gone_csv = run.csv("replace", everyone), run.csv("remove", gone)
-    psql_runs = [anchors.remove_seconds(run.dsn, full, gone_csv) for _ in range(run.args.repeats)]
 
-    async def once(repeat: int) -> float:
+    async def once(repeat: int) -> tuple[float, float]:
+        psql = anchors.remove_seconds(run.dsn, full, gone_csv)
         segment_id = await run.segment(f"remove-{repeat}", load=run.rows)
         seconds, _ = await _timed_push(run, run.gateway, segment_id, "DELETE", batches)
         if anchors.member_count(run.dsn, segment_id) != run.rows - len(gone):
             raise RuntimeError("REMOVE did not remove every row")
-        return seconds
+        return seconds, psql
 
-    return _figures(len(gone), await run.repeat(once), psql_runs, batches=len(batches), segment_rows=run.rows,
+    return _figures(len(gone), await run.repeat(once), batches=len(batches), segment_rows=run.rows,
                     anchor="psql: \\copy into a temporary table, DELETE … USING, one transaction")
 
 
@@ -176,9 +187,14 @@ async def export(run: Run) -> dict:
     """The Exchange job flow (create, poll, download) against ``psql \\copy (SELECT …) TO``."""
     segment_id = await run.segment("export", load=run.rows, seed=7)
     out = run.work / "export-psql.csv"
-    psql_runs = [anchors.copy_out_seconds(run.dsn, segment_id, ATTRIBUTES, out) for _ in range(run.args.repeats)]
-    flows = [await client.job_flow(run.session, run.gateway.url, segment_id) for _ in range(run.args.repeats)]
-    figures = _figures(run.rows, [f["job_s"] + f["download_s"] for f in flows], psql_runs,
+    flows: list[dict] = []
+
+    async def once(repeat: int) -> tuple[float, float]:
+        psql = anchors.copy_out_seconds(run.dsn, segment_id, ATTRIBUTES, out)
+        flows.append(await client.job_flow(run.session, run.gateway.url, segment_id))
+        return flows[-1]["job_s"] + flows[-1]["download_s"], psql
+
+    figures = _figures(run.rows, await run.repeat(once),
                        job_s=_median([f["job_s"] for f in flows]),
                        download_s=_median([f["download_s"] for f in flows]),
                        download_mb=round(flows[0]["bytes"] / 2**20, 1),
@@ -191,14 +207,25 @@ async def export(run: Run) -> dict:
 
 
 async def big(run: Run) -> dict:
-    """One REPLACE request of 10·N rows generated on the fly; the gateway's RSS meanwhile."""
+    """One REPLACE request of 10·N rows generated on the fly; the gateway's RSS meanwhile. Beside it,
+    the naive peer on one request of N rows (a tenth: it holds the whole body and every row)."""
     rows = 10 * run.rows
     segment_id = await run.segment("big")
     started = time.perf_counter()
     async with RssSampler(run.gateway.pid) as rss:
-        await client.push_stream(run.session, run.gateway.url, segment_id, rows, seed=3, start=BIG_START)
+        await run.load(run.gateway.url, segment_id, rows, seed=3, start=BIG_START)
     seconds = time.perf_counter() - started
     figures = {"rows": rows, "seconds": round(seconds, 3), "rows_per_s": round(rows / seconds), **rss.figures()}
+
+    peer = run.naive_peer()
+    started = time.perf_counter()
+    async with RssSampler(peer.pid) as naive_rss:
+        await client.push_stream(run.session, peer.url, "1", run.rows, seed=3, start=BIG_START)
+    naive_seconds = time.perf_counter() - started
+    if peer.count() != run.rows:
+        raise RuntimeError("the naive peer lost rows")
+    figures["naive"] = {"rows": run.rows, "seconds": round(naive_seconds, 3),
+                        "rows_per_s": round(run.rows / naive_seconds), **naive_rss.figures()}
     figures["targets"] = [_target("peak RSS ≤ 150 MB", figures["rss_peak_mb"] <= 150)]
     return figures
 
@@ -226,11 +253,12 @@ async def two_serve(run: Run) -> dict:
     half of one REPLACE's batches (odd / even); the audience must commit exactly once."""
     lines = run.lines(run.rows, seed=1)
     batches = data.batches(lines, run.batch_rows)
-    psql_runs = [anchors.copy_in_seconds(run.dsn, run.csv("replace", lines)) for _ in range(run.args.repeats)]
+    csv_path = run.csv("replace", lines)
     second = Gateway(run.work / "data-second", database_url=run.dsn)
     each = max(1, run.args.concurrency // 2)
     try:
-        async def once(repeat: int) -> float:
+        async def once(repeat: int) -> tuple[float, float]:
+            psql = anchors.copy_in_seconds(run.dsn, csv_path)
             segment_id = await run.segment(f"two-serve-{repeat}")
             started = time.perf_counter()
             halves = await asyncio.gather(*(
@@ -240,12 +268,12 @@ async def two_serve(run: Run) -> dict:
             _committed_once(halves[0] + halves[1], run.rows)
             if anchors.member_count(run.dsn, segment_id) != run.rows:
                 raise RuntimeError("the two-process REPLACE did not leave exactly N members")
-            return seconds
+            return seconds, psql
 
         runs = await run.repeat(once)
     finally:
         second.stop()
-    return _figures(run.rows, runs, psql_runs, batches=len(batches), processes=2, committed_once=True)
+    return _figures(run.rows, runs, batches=len(batches), processes=2, committed_once=True)
 
 
 SCENARIOS: dict[str, Callable[[Run], Awaitable[dict]]] = {
