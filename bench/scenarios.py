@@ -89,17 +89,16 @@ def _target(text: str, met: bool) -> dict:
     return {"target": text, "met": met}
 
 
-def _committed_once(results: list[dict], rows: int) -> dict:
+def _committed_once(results: list[dict], rows: int) -> None:
     committed = [r for r in results if r.get("replaceCommitted")]
     if len(committed) != 1 or committed[0].get("audienceSize") != rows:
         raise RuntimeError(f"REPLACE did not commit once with {rows} members: {committed}")
-    return committed[0]
 
 
-async def _timed_push(run: Run, gateway: Gateway, segment_id: str, method: str,
+async def _timed_push(run: Run, segment_id: str, method: str,
                       batches: list[tuple[int, bytes]]) -> tuple[float, list[dict]]:
     started = time.perf_counter()
-    results = await client.push_batches(run.session, gateway.url, segment_id, method, batches, len(batches),
+    results = await client.push_batches(run.session, run.gateway.url, segment_id, method, batches, len(batches),
                                         run.args.concurrency)
     return time.perf_counter() - started, results
 
@@ -131,7 +130,7 @@ async def replace(run: Run) -> dict:
     async def once(repeat: int) -> tuple[float, float]:
         psql = anchors.copy_in_seconds(run.dsn, csv_path)
         segment_id = await run.segment(f"replace-{repeat}")
-        seconds, results = await _timed_push(run, run.gateway, segment_id, "PUT", batches)
+        seconds, results = await _timed_push(run, segment_id, "PUT", batches)
         _committed_once(results, run.rows)
         return seconds, psql
 
@@ -153,7 +152,7 @@ async def add(run: Run) -> dict:
     async def once(repeat: int) -> tuple[float, float]:
         psql = anchors.copy_in_seconds(run.dsn, csv_path)
         segment_id = await run.segment(f"add-{repeat}", load=run.rows)
-        seconds, _ = await _timed_push(run, run.gateway, segment_id, "POST", batches)
+        seconds, _ = await _timed_push(run, segment_id, "POST", batches)
         if anchors.member_count(run.dsn, segment_id) != 2 * run.rows:
             raise RuntimeError("ADD did not add every row")
         return seconds, psql
@@ -174,7 +173,7 @@ async def remove(run: Run) -> dict:
     async def once(repeat: int) -> tuple[float, float]:
         psql = anchors.remove_seconds(run.dsn, full, gone_csv)
         segment_id = await run.segment(f"remove-{repeat}", load=run.rows)
-        seconds, _ = await _timed_push(run, run.gateway, segment_id, "DELETE", batches)
+        seconds, _ = await _timed_push(run, segment_id, "DELETE", batches)
         if anchors.member_count(run.dsn, segment_id) != run.rows - len(gone):
             raise RuntimeError("REMOVE did not remove every row")
         return seconds, psql
@@ -236,7 +235,7 @@ async def latency(run: Run) -> dict:
     segment_id = await run.segment("latency")
     stop = asyncio.Event()
     probe = asyncio.create_task(client.latency_probe(run.session, run.gateway.url, stop))
-    seconds, results = await _timed_push(run, run.gateway, segment_id, "PUT", batches)
+    seconds, results = await _timed_push(run, segment_id, "PUT", batches)
     stop.set()
     samples = sorted(await probe)
     _committed_once(results, run.rows)
