@@ -30,3 +30,13 @@ DELETE FROM naive_members WHERE identity = $1
 
 -- name: naive_count
 SELECT count(*) FROM naive_members
+
+-- name: log_statements_on
+-- bench.profile: every statement's duration in the server log (no restart needed)
+ALTER SYSTEM SET log_min_duration_statement = 0
+
+-- name: log_statements_off
+ALTER SYSTEM RESET log_min_duration_statement
+
+-- name: reload_configuration
+SELECT pg_reload_conf()

@@ -54,3 +54,13 @@ def test_every_scenario_runs_and_reports_its_figures(tmp_path):
     else:
         assert [c.name.rsplit("-", 1)[1] for c in charts] == ["rss.png", "throughput.png"]
         assert all(c.read_bytes().startswith(b"\x89PNG") for c in charts)
+
+
+def test_the_replace_profile_runs():
+    result = subprocess.run([sys.executable, "-m", "bench.profile", "--rows", "2000"], cwd=REPO,
+                            capture_output=True, text=True, timeout=100)
+    assert result.returncode == 0, result.stderr
+    assert "measured REPLACE of 2,000 rows" in result.stdout
+    statements = result.stdout.split("statements by total time")[1]
+    assert "COPY" in statements and "COMMIT" in statements
+    assert "share of the gateway's busy samples" in result.stdout or "py-spy is not installed" in result.stdout
