@@ -10,7 +10,8 @@ from tests.acceptance.cli_process import GatewayProcess
 from tests.conftest import REPO
 
 
-async def test_wheel_install_ships_sql_and_serves(tmp_path, cluster):
+async def test_wheel_install_ships_sql_and_serves(tmp_path, cluster, monkeypatch):
+    monkeypatch.delenv("PYTHONPATH", raising=False)  # a checkout on PYTHONPATH would shadow the wheel
     env_dir = tmp_path / "venv"
     # System site packages provide the dependencies (already installed for the tests); the gateway itself
     # is built into a wheel and installed into the venv, where it shadows the editable checkout.
