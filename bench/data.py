@@ -1,9 +1,10 @@
-"""Seeded audience data: Email,FirstName,LastName,Sex rows, as a file or as batches."""
+"""Seeded audience data: Email,FirstName,LastName,Sex rows, as a file, as batches or as a stream."""
 
 from __future__ import annotations
 
+import math
 import random
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 HEADER = "Email,FirstName,LastName,Sex\n"
@@ -11,24 +12,47 @@ FIRST = ["Irene", "Jimmy", "Pamela", "Jerry", "Howard", "Tina", "James", "Joan",
 LAST = ["Ferguson", "Cox", "Williams", "Campbell", "Bennett", "Jones", "Smith", "O'Neil", "García", "Ng"]
 
 
-def rows(count: int, *, seed: int = 1, start: int = 0) -> Iterator[str]:
-    """``count`` CSV lines with unique emails (numbered from ``start``) in a seeded random order."""
+def _scrambled(count: int, seed: int) -> Iterator[int]:
+    """0..count-1 in a seeded, unsorted order, without holding a list (10M rows stay cheap):
+    a multiplicative permutation i → (a·i + b) mod count with a coprime to count."""
     rng = random.Random(seed)
-    numbers = list(range(start, start + count))
-    rng.shuffle(numbers)
-    for n in numbers:
+    a = rng.randrange(count // 3 + 1, count + 2) | 1
+    while math.gcd(a, count) != 1:
+        a += 2
+    b = rng.randrange(count) if count else 0
+    return ((a * i + b) % count for i in range(count))
+
+
+def rows(count: int, *, seed: int = 1, start: int = 0) -> Iterator[str]:
+    """``count`` CSV lines with unique emails (numbered from ``start``) in a seeded order."""
+    rng = random.Random(seed)
+    for i in _scrambled(count, seed):
+        n = start + i
         first, last = rng.choice(FIRST), rng.choice(LAST)
         yield f"{first.lower()}.{n}@example{n % 97}.com,{first},{last},{'FM'[n % 2]}\n"
 
 
-def write_csv(path: Path, count: int, *, seed: int = 1, start: int = 0) -> Path:
+def write_csv(path: Path, lines: list[str]) -> Path:
     with path.open("w", encoding="utf-8") as out:
         out.write(HEADER)
-        out.writelines(rows(count, seed=seed, start=start))
+        out.writelines(lines)
     return path
 
 
-def batches(count: int, batch_rows: int, *, seed: int = 1, start: int = 0) -> list[bytes]:
-    """The rows split Exchange-style: each batch a CSV body with its own header."""
-    lines = list(rows(count, seed=seed, start=start))
-    return [(HEADER + "".join(lines[i:i + batch_rows])).encode() for i in range(0, len(lines), batch_rows)]
+def batches(lines: list[str], batch_rows: int) -> list[tuple[int, bytes]]:
+    """The lines split Exchange-style: (batch number from 1, a CSV body with its own header)."""
+    return [(number, (HEADER + "".join(lines[i:i + batch_rows])).encode())
+            for number, i in enumerate(range(0, len(lines), batch_rows), start=1)]
+
+
+async def stream(count: int, *, seed: int = 1, start: int = 0, chunk_rows: int = 5000) -> AsyncIterator[bytes]:
+    """One CSV body generated on the fly, in chunks: a request of any size without holding it."""
+    yield HEADER.encode()
+    lines: list[str] = []
+    for line in rows(count, seed=seed, start=start):
+        lines.append(line)
+        if len(lines) == chunk_rows:
+            yield "".join(lines).encode()
+            lines = []
+    if lines:
+        yield "".join(lines).encode()

@@ -78,7 +78,7 @@ def _positive_int(text: str) -> int:
 
 
 @asynccontextmanager
-async def _migrated_connection(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
+async def migrated_connection(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
     async with database_connection(settings) as conn:
         await apply_migrations(conn)
         yield conn
@@ -99,7 +99,7 @@ def _columns(*values: object) -> str:
 
 
 async def _endpoints_create(args: argparse.Namespace, settings: Settings) -> int:
-    async with _migrated_connection(settings) as conn:
+    async with migrated_connection(settings) as conn:
         new_id = await create_endpoint(conn, args.name)
     if new_id is None:
         raise CommandFailed(f"an endpoint named {args.name!r} exists already")
@@ -108,7 +108,7 @@ async def _endpoints_create(args: argparse.Namespace, settings: Settings) -> int
 
 
 async def _endpoints_list(args: argparse.Namespace, settings: Settings) -> int:
-    async with _migrated_connection(settings) as conn:
+    async with migrated_connection(settings) as conn:
         rows = await list_endpoints(conn)
     for row in rows:
         print(_columns(row["id"], row["name"], _time(row["created_at"]), f"{row['active_keys']} active key(s)",
@@ -121,7 +121,7 @@ async def _keys_create(args: argparse.Namespace, settings: Settings) -> int:
     if args.expires_days is not None:
         expires_at = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=args.expires_days)
     secret = generate_key()
-    async with _migrated_connection(settings) as conn:
+    async with migrated_connection(settings) as conn:
         await _require_endpoint(conn, args.endpoint)
         key_id = await insert_key(conn, secret, endpoint=args.endpoint, scope=args.scope, label=args.label,
                                   expires_at=expires_at)
@@ -132,7 +132,7 @@ async def _keys_create(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _keys_list(args: argparse.Namespace, settings: Settings) -> int:
-    async with _migrated_connection(settings) as conn:
+    async with migrated_connection(settings) as conn:
         if args.endpoint is not None:
             await _require_endpoint(conn, args.endpoint)
         rows = await list_keys(conn, args.endpoint)
@@ -150,7 +150,7 @@ async def _keys_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
-    async with _migrated_connection(settings) as conn:
+    async with migrated_connection(settings) as conn:
         row = await revoke_key(conn, args.key_id)
     if row is None:
         raise CommandFailed(f"there is no key with id {args.key_id} (see: audience-gateway keys list)")

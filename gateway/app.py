@@ -10,7 +10,7 @@ import asyncpg
 from aiohttp import web
 
 from gateway import metrics, state
-from gateway.api import data, health, jobs, openapi, segments, uploads
+from gateway.api import data, health, jobs, manage, openapi, segments, uploads
 from gateway.api import metrics as metrics_api
 from gateway.auth import ensure_bootstrap_key
 from gateway.database import CONNECTION_ERRORS, create_pool
@@ -20,6 +20,7 @@ from gateway.keycache import LAST_USED_FLUSH_SECONDS, KeyCache
 from gateway.middleware import auth_middleware, echo_request_id, error_middleware, request_middleware
 from gateway.migrations import apply_migrations
 from gateway.jobs import ExportWorkers, drop_expired_exports
+from gateway.metadata import purge_deleted
 from gateway.replace import expire_idle_sessions
 from gateway.settings import Settings
 from gateway.throttle import FailureThrottle
@@ -50,6 +51,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(segments.routes)
     app.add_routes(data.routes)
     app.add_routes(jobs.routes)
+    app.add_routes(manage.routes)
     app.add_routes(metrics_api.routes)
     app.add_routes(uploads.routes)
     app.add_routes(openapi.routes)
@@ -135,8 +137,9 @@ async def keys_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def replace_sweeper_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Expire idle REPLACE sessions, expired export data and old upload rejects and history in the
-    background (every process runs this; the work is locked in SQL)."""
+    """Expire idle REPLACE sessions and expired export data, purge deleted segments after their grace,
+    and drop old upload rejects and history, in the background (every process runs this; the work
+    is locked in SQL)."""
     settings = app[state.SETTINGS]
     pool = app[state.POOL]
     tasks = [
@@ -144,6 +147,8 @@ async def replace_sweeper_ctx(app: web.Application) -> AsyncIterator[None]:
                                            lambda: expire_idle_sessions(pool, settings.replace_session_ttl))),
         asyncio.create_task(_sweep_forever("export data sweep", sweep_interval(settings.export_ttl),
                                            lambda: drop_expired_exports(pool))),
+        asyncio.create_task(_sweep_forever("deleted segment purge", sweep_interval(settings.delete_grace),
+                                           lambda: purge_deleted(pool, settings.delete_grace))),
         asyncio.create_task(_sweep_forever("upload rejects sweep", sweep_interval(settings.rejects_ttl),
                                            lambda: sweep_uploads(pool, settings.rejects_ttl,
                                                                  settings.upload_history_ttl))),

@@ -1,4 +1,4 @@
-"""``audience-gateway`` command line: serve, migrate, endpoints, keys."""
+"""``audience-gateway`` command line: serve, migrate, endpoints, keys, segments, push, pull."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from collections.abc import Awaitable, Callable
 import uvloop
 from aiohttp import web
 
-from gateway import __version__, admin_cli, state, top
+from gateway import __version__, admin_cli, segments_cli, state, top
+from gateway.client import cli as client_cli
 from gateway.app import create_app
 from gateway.database import database_connection
 from gateway.drain import drain
@@ -53,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_database_flag(migrate)
     migrate.set_defaults(run=_migrate)
     admin_cli.add_commands(commands, _add_database_flag)  # endpoints, keys
+    segments_cli.add_commands(commands, _add_database_flag)  # segments export, import
+    client_cli.add_commands(commands)  # push, pull
     return parser
 
 

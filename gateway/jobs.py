@@ -24,6 +24,7 @@ import asyncpg
 from gateway import metrics
 from gateway.database import CONNECTION_ERRORS
 from gateway.errors import NotFound
+from gateway.export import columns_sql, header_line
 from gateway.members import table_names
 from gateway.sqlfiles import QUERIES
 
@@ -96,6 +97,20 @@ async def drop_expired_exports(pool: asyncpg.Pool) -> int:
             await conn.execute(QUERIES["job_mark_dropped"], row["id"])
         dropped += 1
     return dropped
+
+
+async def _download_length(conn: asyncpg.Connection, job_id: int, attributes: list[str]) -> int:
+    """The exact bytes of the job's download: one COPY of the snapshot, as the download runs it, counted."""
+    counted = 0
+
+    async def count(chunk: bytes) -> None:
+        nonlocal counted
+        counted += len(chunk)
+
+    await conn.execute(QUERIES["export_job_scan_in_order"])
+    await conn.copy_from_query(job_sql("export_job_rows", job_id, columns=columns_sql(len(attributes))),
+                               output=count, format="csv")
+    return len(header_line(attributes)) + counted
 
 
 class ExportWorkers:
@@ -204,8 +219,9 @@ class ExportWorkers:
             else:
                 await conn.execute(job_sql("job_snapshot_empty", job_id))
                 rows = 0
+            data_bytes = await _download_length(conn, job_id, attributes or [])
             done = await conn.fetchval(QUERIES["job_complete"], job_id, self.owner, attributes or [], rows,
-                                       self.export_ttl)
+                                       self.export_ttl, data_bytes)
             if done is None:
                 raise JobLost()  # canceled or taken over meanwhile: roll the snapshot back
         log.info("job %d complete: %d rows of segment %d", job_id, rows, segment_id)

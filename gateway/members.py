@@ -17,6 +17,7 @@ import asyncpg
 from gateway.errors import NotFound
 from gateway.ingest import ColumnPlan, Upload, plan_columns
 from gateway.rejects import RejectSink
+from gateway.segments import require_pushable
 from gateway.sqlfiles import QUERIES
 
 if TYPE_CHECKING:
@@ -101,6 +102,7 @@ async def lock_segment(conn: asyncpg.Connection, endpoint_id: int, segment_id: i
     row = await conn.fetchrow(QUERIES["segment_lock"], segment_id, endpoint_id)
     if row is None:
         raise NotFound(f"segment {segment_id} does not exist", code="segment_not_found")
+    require_pushable(segment_id, row["status"])  # it may have been made inactive while the body streamed
     return row
 
 
@@ -117,16 +119,18 @@ async def stream_incoming(conn: asyncpg.Connection, upload: Upload, plan: Column
 async def add_members(conn: asyncpg.Connection, segment_id: int, plan: ColumnPlan, entry: UploadEntry) -> int:
     """Merge ``incoming`` into the segment: new identities are added, known ones get the new attributes."""
     await conn.execute(sql("members_create", segment_id))
-    added = await conn.fetchval(sql("members_add", segment_id, plan=plan))
-    await conn.execute(QUERIES["segment_record_upload"], segment_id, added, entry.row({"numAdded": added}))
-    return added
+    merged = await conn.fetchrow(sql("members_add", segment_id, plan=plan))
+    await conn.execute(QUERIES["segment_record_upload"], segment_id, merged["added"], merged["changed"] > 0,
+                       entry.row({"numAdded": merged["added"]}))
+    return merged["added"]
 
 
 async def remove_members(conn: asyncpg.Connection, segment_id: int, plan: ColumnPlan, entry: UploadEntry) -> int:
     await conn.execute(sql("members_create", segment_id))
     status = await conn.execute(sql("members_remove", segment_id, plan=plan))
     removed = int(status.split()[-1])
-    await conn.execute(QUERIES["segment_record_upload"], segment_id, -removed, entry.row({"numRemoved": removed}))
+    await conn.execute(QUERIES["segment_record_upload"], segment_id, -removed, removed > 0,
+                       entry.row({"numRemoved": removed}))
     return removed
 
 

@@ -66,9 +66,24 @@ async def list_segments(conn: asyncpg.Connection | asyncpg.Pool, endpoint_id: in
     return [{"id": row["id"], "name": row["name"], "type": row["type"]} for row in rows]
 
 
+def require_pushable(segment_id: int, status: str) -> None:
+    """An inactive segment takes no data (409) until it is active again; reads still answer."""
+    if status == "inactive":
+        raise Conflict(f"segment {segment_id} is inactive: it takes no data until it is active again",
+                       code="segment_inactive")
+
+
 async def get_segment(conn: asyncpg.Connection | asyncpg.Pool, endpoint_id: int, segment_id: int) -> asyncpg.Record:
     """The segment's row, or NotFound (another endpoint's segment is answered exactly like a missing one)."""
     row = await conn.fetchrow(QUERIES["segment_get"], segment_id, endpoint_id)
     if row is None:
         raise NotFound(f"segment {segment_id} does not exist", code="segment_not_found")
+    return row
+
+
+async def get_pushable_segment(conn: asyncpg.Connection | asyncpg.Pool, endpoint_id: int,
+                               segment_id: int) -> asyncpg.Record:
+    """The segment, checked before a push reads its body: 404 if missing or deleted, 409 if inactive."""
+    row = await get_segment(conn, endpoint_id, segment_id)
+    require_pushable(segment_id, row["status"])
     return row

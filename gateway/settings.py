@@ -116,6 +116,9 @@ SETTINGS: tuple[Setting, ...] = (
             "uploads only count them (`rejectsNotStored` in the upload history)."),
     Setting("upload_history_ttl", "GATEWAY_UPLOAD_HISTORY_TTL", "90d", parse_duration,
             "How long the upload history (`/api/segments/{id}/uploads`) keeps an upload."),
+    Setting("delete_grace", "GATEWAY_DELETE_GRACE", "7d", parse_duration,
+            "A deleted segment keeps its members this long (it can be restored meanwhile), then they are "
+            "purged; `DELETE /api/segments/{id}?purge=true` purges at once."),
     Setting("export_workers", "GATEWAY_EXPORT_WORKERS", "2", parse_positive_int,
             "Export jobs one gateway process runs at once."),
     Setting("job_lease", "GATEWAY_JOB_LEASE", "30s", parse_duration,
@@ -146,6 +149,7 @@ class Settings:
     rejects_ttl: float
     rejects_max_per_segment: int
     upload_history_ttl: float
+    delete_grace: float
     export_workers: int
     job_lease: float
     pool_max_size: int

@@ -48,8 +48,9 @@ VALUES ($1, $2, $3, $4, $5)
 RETURNING id;
 
 -- name: segment_list
+-- Inactive and deleted segments are not listed to Exchange.
 SELECT id, name, type FROM segments
-WHERE endpoint_id = $1 AND status <> 'deleted'
+WHERE endpoint_id = $1 AND status = 'active'
 ORDER BY id;
 
 -- name: segment_get
@@ -84,11 +85,112 @@ ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name
 RETURNING id;
 
 -- ---------------------------------------------------------------------------------------------------
+-- Segment metadata (/api routes, segments CLI): every status, deleted ones included. Change times are
+-- clock_timestamp() under the segment's row lock (see gateway.changefeed).
+
+-- name: clock_now
+SELECT clock_timestamp();
+
+-- name: change_feed_watermark
+-- $1: clock_timestamp() read by an earlier statement. Every change of this role's transactions that hold
+-- a transaction id now is no earlier than its transaction's start; so each change before the result is
+-- committed and visible to any later snapshot.
+SELECT least($1::timestamptz, min(coalesce(xact_start, backend_start, '-infinity'))) - interval '1 microsecond'
+FROM pg_stat_activity
+WHERE datname = current_database() AND usename = current_user AND backend_xid IS NOT NULL
+  AND pid <> pg_backend_pid();
+
+-- name: meta_segment_page
+-- Keyset page in id order; NULL filters are off. $4: a substring of the name or description (any case).
+SELECT s.*, e.name AS endpoint_name FROM segments s JOIN endpoints e ON e.id = s.endpoint_id
+WHERE s.endpoint_id = $1
+  AND ($2::text IS NULL OR s.status = $2)
+  AND ($3::text IS NULL OR s.type = $3)
+  AND ($4::text IS NULL OR strpos(lower(s.name), lower($4)) > 0 OR strpos(lower(s.description), lower($4)) > 0)
+  AND ($5::timestamptz IS NULL OR s.updated_at > $5)
+  AND s.id > $6
+ORDER BY s.id
+LIMIT $7;
+
+-- name: meta_mapping_page
+SELECT s.id, s.name, s.description, s.status, s.metadata_updated_at FROM segments s
+WHERE s.endpoint_id = $1
+  AND ($2::timestamptz IS NULL OR s.metadata_updated_at > $2)
+  AND s.id > $3
+ORDER BY s.id
+LIMIT $4;
+
+-- name: meta_all_segments
+-- $1: an endpoint name, or NULL for all.
+SELECT s.*, e.name AS endpoint_name FROM segments s JOIN endpoints e ON e.id = s.endpoint_id
+WHERE $1::text IS NULL OR e.name = $1
+ORDER BY s.id;
+
+-- name: meta_segment_get
+SELECT s.*, e.name AS endpoint_name FROM segments s JOIN endpoints e ON e.id = s.endpoint_id
+WHERE s.id = $1 AND s.endpoint_id = $2;
+
+-- name: meta_segment_lock
+-- $2 NULL: whatever its endpoint (the CLI).
+SELECT s.*, e.name AS endpoint_name FROM segments s JOIN endpoints e ON e.id = s.endpoint_id
+WHERE s.id = $1 AND ($2::bigint IS NULL OR s.endpoint_id = $2)
+FOR UPDATE OF s;
+
+-- name: meta_segment_update
+-- Under meta_segment_lock. Leaving 'deleted' clears deleted_at; entering it starts the grace period.
+UPDATE segments SET name = $2, description = $3, category = $4, status = $5,
+                    deleted_at = CASE WHEN $5 <> 'deleted' THEN NULL ELSE coalesce(deleted_at, clock_timestamp()) END,
+                    updated_at = clock_timestamp(), metadata_updated_at = clock_timestamp()
+WHERE id = $1;
+
+-- name: meta_segment_insert
+-- A segment created by import with its id; the identity sequence is moved past it (meta_segment_sequence).
+INSERT INTO segments (id, endpoint_id, name, description, category, type, status, identity_attribute,
+                      attributes, deleted_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, CASE WHEN $7 = 'deleted' THEN clock_timestamp() END)
+ON CONFLICT (id) DO NOTHING
+RETURNING id;
+
+-- name: meta_segment_sequence
+-- Never backwards: a concurrent POST /v1/segments may hold a value above max(id), not yet committed.
+SELECT setval(pg_get_serial_sequence('segments', 'id'),
+              greatest((SELECT max(id) FROM segments),
+                       pg_sequence_last_value(pg_get_serial_sequence('segments', 'id')::regclass), 1));
+
+-- name: purge_candidates
+SELECT id FROM segments
+WHERE status = 'deleted' AND purged_at IS NULL AND deleted_at <= clock_timestamp() - make_interval(secs => $1)
+ORDER BY deleted_at
+LIMIT 100;
+
+-- name: purge_lock
+-- Waits for a push applying to it, a sync export or a job snapshot reading it (they lock the row too).
+SELECT id FROM segments
+WHERE id = $1 AND status = 'deleted' AND purged_at IS NULL
+  AND deleted_at <= clock_timestamp() - make_interval(secs => $2)
+FOR UPDATE;
+
+-- name: purge_open_sessions
+UPDATE replace_sessions SET status = 'expired', ended_at = now()
+WHERE segment_id = $1 AND status = 'open'
+RETURNING id;
+
+-- name: purge_jobs
+UPDATE jobs SET status = CASE WHEN status IN ('error', 'canceled') THEN status ELSE 'canceled' END,
+                finished_at = coalesce(finished_at, now()), lease_owner = NULL, lease_expires_at = NULL,
+                data_dropped_at = coalesce(data_dropped_at, now())
+WHERE segment_id = $1
+RETURNING id;
+
+-- name: purge_mark
+UPDATE segments SET member_count = 0, purged_at = clock_timestamp() WHERE id = $1;
+
+-- ---------------------------------------------------------------------------------------------------
 -- Members and pushes. {members} and {staging} are table names made by gateway.members from integer
 -- ids only (audience.members_<segment id>, staging.replace_<session id>); never from request text.
 
 -- name: segment_lock
-SELECT identity_attribute, attributes, member_count FROM segments
+SELECT identity_attribute, attributes, member_count, status FROM segments
 WHERE id = $1 AND endpoint_id = $2 AND status <> 'deleted'
 FOR UPDATE;
 
@@ -97,18 +199,20 @@ SELECT identity_attribute, attributes FROM segments
 WHERE id = $1 AND endpoint_id = $2 AND status <> 'deleted';
 
 -- name: segment_set_columns
-UPDATE segments SET identity_attribute = $2, attributes = $3, updated_at = now()
+UPDATE segments SET identity_attribute = $2, attributes = $3, updated_at = clock_timestamp()
 WHERE id = $1;
 
 -- name: segment_record_upload
--- $3: the batch's upload history row (gateway.uploads), written by the same statement.
-UPDATE segments SET member_count = member_count + $2, last_upload_at = now(), updated_at = now()
-FROM (SELECT record_upload($3::jsonb)) AS history
+-- $3: whether the batch changed the membership (only then does the change feed see the segment move).
+-- $4: the batch's upload history row (gateway.uploads), written by the same statement.
+UPDATE segments SET member_count = member_count + $2, last_upload_at = now(),
+                    updated_at = CASE WHEN $3 THEN clock_timestamp() ELSE updated_at END
+FROM (SELECT record_upload($4::jsonb)) AS history
 WHERE id = $1
 RETURNING member_count;
 
 -- name: segment_set_member_count
-UPDATE segments SET member_count = $2, last_upload_at = now(), updated_at = now()
+UPDATE segments SET member_count = $2, last_upload_at = now(), updated_at = clock_timestamp()
 WHERE id = $1;
 
 -- name: incoming_create
@@ -138,13 +242,14 @@ CREATE TABLE IF NOT EXISTS {members} (
 
 -- name: members_add
 -- The last row of the batch wins for an identity sent twice; xmax = 0 marks rows that were inserted.
+-- A member whose attributes are unchanged is not rewritten; every returned row is a change.
 WITH merged AS (
     INSERT INTO {members} AS m (identity, attrs)
     SELECT DISTINCT ON ({identity}) {identity}, {attrs} FROM incoming ORDER BY {identity}, ord DESC
-    ON CONFLICT (identity) DO UPDATE SET attrs = EXCLUDED.attrs
+    ON CONFLICT (identity) DO UPDATE SET attrs = EXCLUDED.attrs WHERE m.attrs IS DISTINCT FROM EXCLUDED.attrs
     RETURNING (xmax = 0) AS inserted
 )
-SELECT count(*) FILTER (WHERE inserted) FROM merged;
+SELECT count(*) FILTER (WHERE inserted) AS added, count(*) AS changed FROM merged;
 
 -- name: members_remove
 DELETE FROM {members} m USING (SELECT DISTINCT {identity} AS identity FROM incoming) i
@@ -267,6 +372,14 @@ SELECT {columns} FROM {members}
 -- name: export_job_rows
 SELECT {columns} FROM {export_table}
 
+-- name: export_job_scan_in_order
+-- A job's download must be the same bytes every time (byte ranges resume it, its length is measured once):
+-- the snapshot table never changes, so a plain sequential scan from its first block, without parallel
+-- workers, yields its rows in the same order each time. (synchronize_seqscans would let a scan start where
+-- another concurrent one is; parallel workers would interleave their blocks.)
+SET LOCAL synchronize_seqscans = off;
+SET LOCAL max_parallel_workers_per_gather = 0;
+
 -- name: segment_export_info
 -- FOR SHARE: waits for a push applying to the segment (a REPLACE swapping its table) and keeps the next
 -- one from starting until this transaction ends; the COPY that follows then gets a snapshot taken after
@@ -285,9 +398,10 @@ SELECT job.id, job.data_id, pg_notify('audience_gateway_jobs', job.id::text) FRO
 
 -- name: job_get
 SELECT id, data_id, segment_id, status, reason, row_count, created_at, started_at, finished_at, expires_at,
-       expires_at IS NOT NULL AND expires_at <= now() AS expired, attributes, data_dropped_at
+       expires_at IS NOT NULL AND expires_at <= now() AS expired, attributes, data_dropped_at, data_bytes
 FROM jobs
-WHERE id = $1 AND endpoint_id = $2;
+WHERE id = $1 AND endpoint_id = $2
+  AND EXISTS (SELECT 1 FROM segments s WHERE s.id = jobs.segment_id AND s.status <> 'deleted');
 
 -- name: job_claim
 -- The oldest waiting job, or a running one whose worker stopped renewing its lease.
@@ -326,7 +440,7 @@ SELECT to_regclass($1) IS NOT NULL;
 -- name: job_complete
 -- Only while this worker still holds the job (not canceled, lease not taken over).
 UPDATE jobs SET status = 'complete', finished_at = now(), lease_owner = NULL, lease_expires_at = NULL,
-                attributes = $3, row_count = $4, expires_at = now() + make_interval(secs => $5)
+                attributes = $3, row_count = $4, expires_at = now() + make_interval(secs => $5), data_bytes = $6
 WHERE id = $1 AND lease_owner = $2 AND status = 'running'
 RETURNING id;
 
@@ -338,6 +452,7 @@ WHERE id = $1 AND lease_owner = $2 AND status = 'running';
 UPDATE jobs SET status = 'canceled', finished_at = coalesce(finished_at, now()), lease_owner = NULL,
                 lease_expires_at = NULL
 WHERE id = $1 AND endpoint_id = $2 AND status IN ('waiting', 'running', 'complete')
+  AND EXISTS (SELECT 1 FROM segments s WHERE s.id = jobs.segment_id AND s.status <> 'deleted')
 RETURNING id;
 
 -- name: jobs_release

@@ -21,7 +21,7 @@ from gateway.members import (BatchInfo, Operation, add_members, batch_result, lo
 from gateway.rejects import RejectSink
 from gateway.replace import stage_replace_batch
 from gateway.responses import success
-from gateway.segments import get_segment, parse_segment_id
+from gateway.segments import get_pushable_segment, parse_segment_id
 from gateway.sqlfiles import QUERIES
 from gateway.uploads import UploadEntry
 
@@ -87,7 +87,7 @@ async def push(request: web.Request) -> web.Response:
     gzipped = check_body_headers(request, settings.max_body_bytes)
     endpoint_id = request[state.PRINCIPAL].endpoint_id
     pool = request.app[state.POOL]
-    await get_segment(pool, endpoint_id, segment_id)
+    await get_pushable_segment(pool, endpoint_id, segment_id)
 
     started = time.perf_counter()
     rejects = RejectSink(segment_id, settings.rejects_max_per_segment)

@@ -9,10 +9,11 @@ from aiohttp import web
 from gateway import state
 from gateway.api.requests import read_json_object
 from gateway.errors import BadRequest, Conflict, GatewayError, NotFound
-from gateway.export import columns_sql, stream_csv
+from gateway.export import KnownLength, columns_sql, stream_csv
 from gateway.jobs import JOB_TYPE, cancel_job, create_job, get_job, job_sql, parse_job_id
 from gateway.responses import success
 from gateway.segments import get_segment, parse_segment_id
+from gateway.sqlfiles import QUERIES
 
 routes = web.RouteTableDef()
 
@@ -78,4 +79,9 @@ async def get_job_data(request: web.Request) -> web.StreamResponse:
             raise Gone(f"the data of job {job_id} is no longer available")
         attributes = row["attributes"]
         query = job_sql("export_job_rows", job_id, columns=columns_sql(len(attributes)))
-        return await stream_csv(request, conn, query, attributes, filename=f"job-{job_id}.csv")
+        known = None
+        if row["data_bytes"] is not None:  # jobs completed before it was measured serve no ranges
+            known = KnownLength(row["data_bytes"], f'"job-{job_id}-{row["data_id"]}-{row["data_bytes"]}"')
+        async with conn.transaction():
+            await conn.execute(QUERIES["export_job_scan_in_order"])  # the same bytes as when measured
+            return await stream_csv(request, conn, query, attributes, filename=f"job-{job_id}.csv", known=known)

@@ -6,11 +6,13 @@ from aiohttp import web
 
 from gateway import state
 from gateway.api.jobs import Gone
+from gateway.api.manage import check_parameters
 from gateway.errors import BadRequest, NotFound
 from gateway.export import stream_csv
 from gateway.rejects import CSV_HEADER
 from gateway.responses import success
-from gateway.segments import get_segment, parse_segment_id
+from gateway.metadata import get_any_segment
+from gateway.segments import parse_segment_id
 from gateway.sqlfiles import QUERIES
 from gateway.uploads import entry_json, list_uploads
 
@@ -33,12 +35,14 @@ def _query_int(request: web.Request, name: str, default: int | None, low: int, h
 
 @routes.get("/api/segments/{segment_id}/uploads")
 async def get_uploads(request: web.Request) -> web.Response:
-    """One entry per applied batch, newest first; ``cursor`` is the ``nextCursor`` of the previous page."""
+    """One entry per applied batch, newest first; ``cursor`` is the ``nextCursor`` of the previous page.
+    Like every ``/api`` route, it shows a segment whatever its status (a deleted one too)."""
+    check_parameters(request.query, ("limit", "cursor"))
     segment_id = parse_segment_id(request.match_info["segment_id"])
     limit = _query_int(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
     before = _query_int(request, "cursor", _MAX_ID, 1, _MAX_ID)
     pool = request.app[state.POOL]
-    await get_segment(pool, request[state.PRINCIPAL].endpoint_id, segment_id)
+    await get_any_segment(pool, request[state.PRINCIPAL].endpoint_id, segment_id)
     rows = await list_uploads(pool, segment_id, before, limit + 1)
     page = rows[:limit]
     next_cursor = str(page[-1]["id"]) if len(rows) > limit else None
@@ -48,11 +52,12 @@ async def get_uploads(request: web.Request) -> web.Response:
 @routes.get("/api/segments/{segment_id}/rejects")
 async def get_rejects(request: web.Request) -> web.StreamResponse:
     """Every stored rejected row of one upload (``?upload=ID``, required) as CSV ``line,reason,raw``."""
+    check_parameters(request.query, ("upload",))
     segment_id = parse_segment_id(request.match_info["segment_id"])
     upload_id = _query_int(request, "upload", None, 1, _MAX_ID)
     endpoint_id = request[state.PRINCIPAL].endpoint_id
     async with request.app[state.POOL].acquire() as conn:
-        await get_segment(conn, endpoint_id, segment_id)
+        await get_any_segment(conn, endpoint_id, segment_id)
         row = await conn.fetchrow(QUERIES["upload_get"], upload_id, segment_id, endpoint_id)
         if row is None:
             raise NotFound(f"segment {segment_id} has no upload {upload_id}", code="upload_not_found")

@@ -1,0 +1,42 @@
+-- SQL of the benchmark's anchors (psql on the gateway's server) and of the naive peer.
+-- Named blocks, split by gateway.sqlfiles.parse_queries like sql/queries.sql.
+
+-- name: anchor_create
+-- The limit: the same rows loaded by psql \copy into a table keyed like the gateway's member tables.
+SET client_min_messages = warning;
+DROP TABLE IF EXISTS bench_anchor;
+CREATE TABLE bench_anchor (email text COLLATE "C" PRIMARY KEY, first_name text, last_name text, sex text)
+
+-- name: anchor_gone_create
+CREATE TEMPORARY TABLE bench_gone (email text, first_name text, last_name text, sex text)
+
+-- name: anchor_remove
+DELETE FROM bench_anchor AS a USING bench_gone AS g WHERE a.email = g.email
+
+-- name: member_count
+SELECT count(*) FROM audience.members_{segment_id}
+
+-- name: naive_create
+CREATE TABLE IF NOT EXISTS naive_members (identity text PRIMARY KEY, attrs text[])
+
+-- name: naive_clear
+DELETE FROM naive_members
+
+-- name: naive_upsert
+INSERT INTO naive_members VALUES ($1, $2) ON CONFLICT (identity) DO UPDATE SET attrs = EXCLUDED.attrs
+
+-- name: naive_delete
+DELETE FROM naive_members WHERE identity = $1
+
+-- name: naive_count
+SELECT count(*) FROM naive_members
+
+-- name: log_statements_on
+-- bench.profile: every statement's duration in the server log (no restart needed)
+ALTER SYSTEM SET log_min_duration_statement = 0
+
+-- name: log_statements_off
+ALTER SYSTEM RESET log_min_duration_statement
+
+-- name: reload_configuration
+SELECT pg_reload_conf()

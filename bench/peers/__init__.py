@@ -1,0 +1,1 @@
+"""Peers the gateway is measured against (anchors), each a small program of its own."""

@@ -1,0 +1,280 @@
+"""The scenarios: each measures the gateway and, in the same run, its anchors; returns its figures.
+
+Sizes scale with ``--rows`` (N): replace, add, export, latency and two-serve use N rows, remove N/10,
+big 10·N in one request. Pushes go in ``--batches`` batches (100 × 10k at N = 1M) with
+``--concurrency`` in flight, as Exchange sends them. Times are medians over ``--repeats``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+
+from bench import anchors, client, data
+from bench.common import Gateway, RssSampler, create_segment
+
+ATTRIBUTES = len(data.HEADER.split(","))
+ADD_START = 10_000_000  # ADD's new identities are numbered from here, the big request's from 50M
+BIG_START = 50_000_000
+
+
+class Run:
+    """One benchmark run: its options, scratch dir, gateway, HTTP session and generated data."""
+
+    def __init__(self, args: argparse.Namespace, work: Path, gateway: Gateway,
+                 session: aiohttp.ClientSession) -> None:
+        self.args, self.work, self.gateway, self.session = args, work, gateway, session
+        self.rows: int = args.rows
+        self.batch_rows = max(1, math.ceil(self.rows / args.batches))
+        self.dsn = gateway.dsn()
+        self.naive: anchors.NaivePeer | None = None
+        self._lines: dict[tuple[int, int, int], list[str]] = {}
+
+    def lines(self, count: int, seed: int, start: int = 0) -> list[str]:
+        key = (count, seed, start)
+        if key not in self._lines:
+            self._lines[key] = list(data.rows(count, seed=seed, start=start))
+        return self._lines[key]
+
+    def csv(self, name: str, lines: list[str]) -> Path:
+        path = self.work / f"{name}.csv"
+        return path if path.exists() else data.write_csv(path, lines)
+
+    async def segment(self, name: str, *, load: int = 0, seed: int = 1) -> str:
+        """A new segment, loaded (untimed) with ``load`` rows by one streamed REPLACE."""
+        segment_id = await create_segment(self.session, self.gateway.url, name)
+        if load:
+            await self.load(self.gateway.url, segment_id, load, seed=seed)
+        return segment_id
+
+    async def load(self, url: str, segment_id: str, rows: int, *, seed: int, start: int = 0) -> None:
+        result = await client.push_stream(self.session, url, segment_id, rows, seed=seed, start=start)
+        if result.get("audienceSize") != rows:
+            raise RuntimeError(f"a streamed REPLACE of {rows} rows left {result.get('audienceSize')} members")
+
+    def naive_peer(self) -> anchors.NaivePeer:
+        if self.naive is None:
+            self.naive = anchors.NaivePeer(self.dsn)
+        return self.naive
+
+    async def repeat(self, measure: Callable[[int], Awaitable[tuple[float, float]]]) -> tuple[list[float], list[float]]:
+        """``measure(repeat)`` → (gateway seconds, psql seconds), ``--repeats`` times: the anchor is
+        measured beside each gateway run, so that a change in the machine's load shows in both."""
+        pairs = [await measure(repeat) for repeat in range(self.args.repeats)]
+        return [gateway for gateway, _ in pairs], [psql for _, psql in pairs]
+
+
+def _median(values: list[float]) -> float:
+    return round(statistics.median(values), 3)
+
+
+def _figures(rows: int, runs: tuple[list[float], list[float]], **more: object) -> dict:
+    """Gateway time and rows/s beside the psql anchor's; ``vs_psql`` = gateway time / psql time."""
+    gateway_runs, psql_runs = runs
+    seconds, psql = _median(gateway_runs), _median(psql_runs)
+    return {"rows": rows, "seconds": seconds, "runs_s": [round(r, 3) for r in gateway_runs],
+            "rows_per_s": round(rows / seconds), "psql_s": psql, "psql_runs_s": [round(r, 3) for r in psql_runs],
+            "psql_rows_per_s": round(rows / psql),
+            "vs_psql": round(seconds / psql, 2), **more}
+
+
+def _target(text: str, met: bool) -> dict:
+    return {"target": text, "met": met}
+
+
+def _committed_once(results: list[dict], rows: int) -> None:
+    committed = [r for r in results if r.get("replaceCommitted")]
+    if len(committed) != 1 or committed[0].get("audienceSize") != rows:
+        raise RuntimeError(f"REPLACE did not commit once with {rows} members: {committed}")
+
+
+async def _timed_push(run: Run, segment_id: str, method: str,
+                      batches: list[tuple[int, bytes]]) -> tuple[float, list[dict]]:
+    started = time.perf_counter()
+    results = await client.push_batches(run.session, run.gateway.url, segment_id, method, batches, len(batches),
+                                        run.args.concurrency)
+    return time.perf_counter() - started, results
+
+
+async def _naive_replace(run: Run, lines: list[str]) -> dict:
+    """The naive peer on the same REPLACE (batch 1 first: it clears the table), capped in time."""
+    peer = run.naive_peer()
+    batches = data.batches(lines, run.batch_rows)
+    started = time.perf_counter()
+    deadline = started + run.args.naive_cap
+    results = await client.push_batches(run.session, peer.url, "1", "PUT", batches[:1], len(batches), 1)
+    results += await client.push_batches(run.session, peer.url, "1", "PUT", batches[1:], len(batches),
+                                         run.args.concurrency, deadline=deadline)
+    seconds = time.perf_counter() - started
+    done = sum(int(r["numReceived"]) for r in results)
+    if done == len(lines) and peer.count() != done:
+        raise RuntimeError("the naive peer lost rows")
+    rate = done / seconds
+    return {"rows_done": done, "seconds": round(seconds, 3), "rows_per_s": round(rate),
+            "capped": done < len(lines), "projected_s": round(len(lines) / rate, 3)}
+
+
+async def replace(run: Run) -> dict:
+    """REPLACE of N rows in batches, committed atomically at the last one."""
+    lines = run.lines(run.rows, seed=1)
+    batches = data.batches(lines, run.batch_rows)
+    csv_path = run.csv("replace", lines)
+
+    async def once(repeat: int) -> tuple[float, float]:
+        psql = anchors.copy_in_seconds(run.dsn, csv_path)
+        segment_id = await run.segment(f"replace-{repeat}")
+        seconds, results = await _timed_push(run, segment_id, "PUT", batches)
+        _committed_once(results, run.rows)
+        return seconds, psql
+
+    figures = _figures(run.rows, await run.repeat(once), batches=len(batches))
+    naive = await _naive_replace(run, lines)
+    figures["naive"] = naive
+    figures["vs_naive_speedup"] = round(naive["projected_s"] / figures["seconds"], 1)
+    figures["targets"] = [_target("≤ 1.0× psql \\copy", figures["vs_psql"] <= 1.0),
+                          _target("≥ 10× faster than the naive peer", figures["vs_naive_speedup"] >= 10)]
+    return figures
+
+
+async def add(run: Run) -> dict:
+    """ADD of N new rows in batches into an N-member segment."""
+    lines = run.lines(run.rows, seed=2, start=ADD_START)
+    batches = data.batches(lines, run.batch_rows)
+    csv_path = run.csv("add", lines)
+
+    async def once(repeat: int) -> tuple[float, float]:
+        psql = anchors.copy_in_seconds(run.dsn, csv_path)
+        segment_id = await run.segment(f"add-{repeat}", load=run.rows)
+        seconds, _ = await _timed_push(run, segment_id, "POST", batches)
+        if anchors.member_count(run.dsn, segment_id) != 2 * run.rows:
+            raise RuntimeError("ADD did not add every row")
+        return seconds, psql
+
+    figures = _figures(run.rows, await run.repeat(once), batches=len(batches),
+                       anchor="psql \\copy of the N rows into an empty keyed table")
+    figures["targets"] = [_target("≤ 1.5× psql \\copy", figures["vs_psql"] <= 1.5)]
+    return figures
+
+
+async def remove(run: Run) -> dict:
+    """REMOVE of N/10 identities in batches from an N-member segment."""
+    everyone = run.lines(run.rows, seed=1)
+    gone = everyone[:max(1, run.rows // 10)]
+    batches = data.batches(gone, run.batch_rows)
+    full, gone_csv = run.csv("replace", everyone), run.csv("remove", gone)
+
+    async def once(repeat: int) -> tuple[float, float]:
+        psql = anchors.remove_seconds(run.dsn, full, gone_csv)
+        segment_id = await run.segment(f"remove-{repeat}", load=run.rows)
+        seconds, _ = await _timed_push(run, segment_id, "DELETE", batches)
+        if anchors.member_count(run.dsn, segment_id) != run.rows - len(gone):
+            raise RuntimeError("REMOVE did not remove every row")
+        return seconds, psql
+
+    return _figures(len(gone), await run.repeat(once), batches=len(batches), segment_rows=run.rows,
+                    anchor="psql: \\copy into a temporary table, DELETE … USING, one transaction")
+
+
+async def export(run: Run) -> dict:
+    """The Exchange job flow (create, poll, download) against ``psql \\copy (SELECT …) TO``."""
+    segment_id = await run.segment("export", load=run.rows, seed=7)
+    out = run.work / "export-psql.csv"
+    flows: list[dict] = []
+
+    async def once(repeat: int) -> tuple[float, float]:
+        psql = anchors.copy_out_seconds(run.dsn, segment_id, ATTRIBUTES, out)
+        flows.append(await client.job_flow(run.session, run.gateway.url, segment_id))
+        return flows[-1]["job_s"] + flows[-1]["download_s"], psql
+
+    figures = _figures(run.rows, await run.repeat(once),
+                       job_s=_median([f["job_s"] for f in flows]),
+                       download_s=_median([f["download_s"] for f in flows]),
+                       download_mb=round(flows[0]["bytes"] / 2**20, 1),
+                       download_client="curl" if client.CURL else "aiohttp")
+    figures["throughput_vs_psql"] = round(figures["psql_s"] / figures["seconds"], 2)
+    figures["download_throughput_vs_psql"] = round(figures["psql_s"] / figures["download_s"], 2)
+    figures["targets"] = [_target("throughput ≥ 0.8× psql \\copy … TO (job + download)",
+                                  figures["throughput_vs_psql"] >= 0.8)]
+    return figures
+
+
+async def big(run: Run) -> dict:
+    """One REPLACE request of 10·N rows generated on the fly; the gateway's RSS meanwhile. Beside it,
+    the naive peer on one request of N rows (a tenth: it holds the whole body and every row)."""
+    rows = 10 * run.rows
+    segment_id = await run.segment("big")
+    started = time.perf_counter()
+    async with RssSampler(run.gateway.pid) as rss:
+        await run.load(run.gateway.url, segment_id, rows, seed=3, start=BIG_START)
+    seconds = time.perf_counter() - started
+    figures = {"rows": rows, "seconds": round(seconds, 3), "rows_per_s": round(rows / seconds), **rss.figures()}
+
+    peer = run.naive_peer()
+    started = time.perf_counter()
+    async with RssSampler(peer.pid) as naive_rss:
+        await client.push_stream(run.session, peer.url, "1", run.rows, seed=3, start=BIG_START)
+    naive_seconds = time.perf_counter() - started
+    if peer.count() != run.rows:
+        raise RuntimeError("the naive peer lost rows")
+    figures["naive"] = {"rows": run.rows, "seconds": round(naive_seconds, 3),
+                        "rows_per_s": round(run.rows / naive_seconds), **naive_rss.figures()}
+    figures["targets"] = [_target("peak RSS ≤ 150 MB", figures["rss_peak_mb"] <= 150)]
+    return figures
+
+
+async def latency(run: Run) -> dict:
+    """``GET /v1/segments`` every 10 ms while a REPLACE of N rows is pushed."""
+    batches = data.batches(run.lines(run.rows, seed=1), run.batch_rows)
+    segment_id = await run.segment("latency")
+    stop = asyncio.Event()
+    probe = asyncio.create_task(client.latency_probe(run.session, run.gateway.url, stop))
+    seconds, results = await _timed_push(run, segment_id, "PUT", batches)
+    stop.set()
+    samples = sorted(await probe)
+    _committed_once(results, run.rows)
+    ms = [1000 * s for s in samples]
+    figures = {"rows": run.rows, "push_s": round(seconds, 3), "samples": len(ms),
+               "p50_ms": round(ms[len(ms) // 2], 1), "p99_ms": round(ms[min(len(ms) - 1, int(len(ms) * 0.99))], 1),
+               "max_ms": round(ms[-1], 1)}
+    figures["targets"] = [_target("p99 ≤ 50 ms", figures["p99_ms"] <= 50)]
+    return figures
+
+
+async def two_serve(run: Run) -> dict:
+    """Two ``serve`` processes on one database (the second on the first's embedded server) each take
+    half of one REPLACE's batches (odd / even); the audience must commit exactly once."""
+    lines = run.lines(run.rows, seed=1)
+    batches = data.batches(lines, run.batch_rows)
+    csv_path = run.csv("replace", lines)
+    second = Gateway(run.work / "data-second", database_url=run.dsn)
+    each = max(1, run.args.concurrency // 2)
+    try:
+        async def once(repeat: int) -> tuple[float, float]:
+            psql = anchors.copy_in_seconds(run.dsn, csv_path)
+            segment_id = await run.segment(f"two-serve-{repeat}")
+            started = time.perf_counter()
+            halves = await asyncio.gather(*(
+                client.push_batches(run.session, gateway.url, segment_id, "PUT", batches[i::2], len(batches), each)
+                for i, gateway in enumerate((run.gateway, second))))
+            seconds = time.perf_counter() - started
+            _committed_once(halves[0] + halves[1], run.rows)
+            if anchors.member_count(run.dsn, segment_id) != run.rows:
+                raise RuntimeError("the two-process REPLACE did not leave exactly N members")
+            return seconds, psql
+
+        runs = await run.repeat(once)
+    finally:
+        second.stop()
+    return _figures(run.rows, runs, batches=len(batches), processes=2, committed_once=True)
+
+
+SCENARIOS: dict[str, Callable[[Run], Awaitable[dict]]] = {
+    "replace": replace, "add": add, "remove": remove, "export": export, "big": big, "latency": latency,
+    "two-serve": two_serve}

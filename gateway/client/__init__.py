@@ -1,0 +1,1 @@
+"""Command-line clients of a gateway's API: ``push`` (a CSV file as Exchange-style batches) and ``pull``."""

@@ -1,0 +1,89 @@
+"""Splitting a file into batches (gateway.client.batches): whatever the records (quoted newlines, CRLF,
+blank lines, invalid rows, a missing final newline) and however the file is read in chunks, the batches
+are the header + the file's own bytes, hold ``batch_rows`` records each as the server's parser counts
+them, and there are exactly as many as the scan announced."""
+
+import gzip
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.client import batches
+from gateway.client.batches import FileProblem, cut, scan
+from gateway.csvparse import CsvStreamParser
+
+FIELD = st.text(alphabet='ab,"\n\r é', max_size=6)
+ROW = st.lists(FIELD, min_size=1, max_size=3)
+
+
+def quoted(field: str) -> str:
+    return '"' + field.replace('"', '""') + '"' if any(c in field for c in ',"\n\r') else field
+
+
+def render(rows: list[list[str]], newline: str, blank_every: int, final_newline: bool) -> bytes:
+    lines = ["h1,h2"]
+    for number, row in enumerate(rows, 1):
+        lines.append(",".join(map(quoted, row)))
+        if blank_every and number % blank_every == 0:
+            lines.append("")
+    text = newline.join(lines) + (newline if final_newline else "")
+    return text.encode()
+
+
+def records_in(body: bytes) -> int:
+    """Rows the server would count in this body: valid and invalid."""
+    invalid = []
+    parser = CsvStreamParser(on_invalid=lambda line, reason, raw: invalid.append(line))
+    rows = parser.feed(body) + parser.finish()
+    return len(rows) + len(invalid)
+
+
+@settings(max_examples=150, deadline=None)
+@given(rows=st.lists(ROW, max_size=25), newline=st.sampled_from(["\n", "\r\n"]), blank_every=st.integers(0, 4),
+       final_newline=st.booleans(), batch_rows=st.integers(1, 7), chunk=st.sampled_from([1, 3, 64, 1 << 20]),
+       packed=st.booleans())
+def test_batches_are_the_files_bytes_in_counted_records(tmp_path_factory, rows, newline, blank_every,
+                                                        final_newline, batch_rows, chunk, packed):
+    content = render(rows, newline, blank_every, final_newline)
+    path = tmp_path_factory.mktemp("batches") / "f.csv"
+    path.write_bytes(gzip.compress(content) if packed else content)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(batches, "CHUNK_BYTES", chunk)
+        plan = scan(path, batch_rows)
+        bodies = list(cut(path, plan))
+
+    assert plan.records == records_in(content)
+    assert plan.total == len(bodies) == max(1, math.ceil(plan.records / batch_rows))
+    assert [records_in(body) for body in bodies] == [plan.rows_in(k) for k in range(1, plan.total + 1)]
+    # The header part: the lines before the first record (the header row and any blank lines after it).
+    header = b"".join(line + b"\n" for line in content.split(b"\n")[:plan.starts[0] - 1]) if plan.records else content
+    assert all(body.startswith(header) for body in bodies)
+    assert header + b"".join(body[len(header):] for body in bodies) == content
+
+
+def test_a_file_without_records_is_one_header_only_batch(tmp_path):
+    path = tmp_path / "f.csv"
+    path.write_bytes(b"Email,Name\n\n")
+    plan = scan(path, 10)
+    assert (plan.records, plan.total, list(cut(path, plan))) == (0, 1, [b"Email,Name\n\n"])
+
+
+def test_invalid_lines_are_found_before_sending_and_mapped_back(tmp_path):
+    path = tmp_path / "f.csv"
+    path.write_bytes(b'a,b\n1,"x\ny"\n2\n3,z\n4,"open\n')
+    plan = scan(path, 2)
+    assert plan.invalid == 2
+    assert plan.invalid_samples == [(4, "expected 2 fields, got 1"), (6, "unterminated quoted field")]
+    assert plan.starts == [2, 5]
+    assert plan.file_line(2, 2) == 5 and plan.file_line(2, 3) == 6  # body line 2 of batch 2 is file line 5
+
+
+@pytest.mark.parametrize("content, message", [(b"", "empty body"), (b'a,A\n1,2\n', "duplicate"),
+                                              (b"\x1f\x8bnot gzip", "cannot read")])
+def test_files_that_cannot_be_pushed(tmp_path, content, message):
+    path = tmp_path / "f.csv"
+    path.write_bytes(content)
+    with pytest.raises(FileProblem, match=message):
+        scan(path, 10)
