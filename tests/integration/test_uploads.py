@@ -262,3 +262,20 @@ async def test_text_postgresql_cannot_store_is_a_400_not_a_500(client, db):
     (await push(client, segment_id, "email\na@x.com\n", sourceSegmentID="S\x001")).assert_failure(400, "invalid_field")
     (await push(client, segment_id, "em\x00ail\na@x.com\n")).assert_failure(400, "invalid_header")
     assert await db.fetchval("SELECT count(*) FROM uploads") == 0
+    for method, path, options in (("PATCH", f"/api/segments/{segment_id}", {"json": {"name": "a\x00b"}}),
+                                  ("GET", "/api/segments", {"params": {"q": "a\x00b"}})):
+        response = await client.request(method, path, headers=AUTH, **options)
+        assert (response.status, (await response.json())["error"]["code"]) == (400, "invalid_field")
+
+
+async def test_a_deleted_segment_keeps_its_history_and_rejects_readable(client):
+    """Like every /api route, the upload routes show a segment whatever its status."""
+    segment_id = await create_segment(client)
+    await push_ok(client, segment_id, "email\nbad,row\n")
+    response = await client.delete(f"/api/segments/{segment_id}", headers=AUTH)
+    assert response.status == 200, await response.text()
+    entry = (await history(client, segment_id))["uploads"][0]
+    assert await reject_rows(client, segment_id, entry["id"]) == [["2", "expected 1 fields, got 2", "bad,row"]]
+    response = await client.get(f"/api/segments/{segment_id}/uploads", params={"limit": "5", "page": "2"},
+                                headers=AUTH)
+    assert (response.status, (await response.json())["error"]["code"]) == (400, "unknown_parameter")
