@@ -254,9 +254,17 @@ DELETE FROM {members} m USING (SELECT DISTINCT {identity} AS identity FROM incom
 WHERE m.identity = i.identity;
 
 -- name: replace_find_open
+-- KEY SHARE: batches stage side by side, while a commit or an expiry (FOR UPDATE) waits for them to end;
+-- a batch that waited for one finds no open session.
 SELECT id FROM replace_sessions
 WHERE segment_id = $1 AND total_batches = $2 AND ids = $3 AND source_endpoint_id = $4
-  AND source_segment_id = $5 AND status = 'open';
+  AND source_segment_id = $5 AND status = 'open'
+FOR KEY SHARE;
+
+-- name: replace_segment_columns
+-- Unlocked: a batch whose header adds nothing to the segment stages without the segment's lock.
+SELECT identity_attribute, attributes, status FROM segments
+WHERE id = $1 AND endpoint_id = $2 AND status <> 'deleted';
 
 -- name: replace_find_committed_batch
 -- A late retry: the same batch, same body, of a share that committed within the session TTL.
@@ -281,9 +289,6 @@ CREATE TABLE {staging} (
     attrs     text[] NOT NULL
 );
 
--- name: replace_batch_staged
-SELECT true FROM replace_batches WHERE session_id = $1 AND batch_number = $2;
-
 -- name: staging_clear_batch
 DELETE FROM {staging} WHERE batch = $1;
 
@@ -295,20 +300,39 @@ SELECT $1, ord, {identity}, {attrs} FROM incoming;
 DROP TABLE IF EXISTS {staging};
 
 -- name: replace_record_batch
-INSERT INTO replace_batches (session_id, batch_number, body_hash, response)
+-- The row lock on (session, k) orders two copies of batch k: the second waits for the first to end,
+-- then finds its row (resent = true) and deletes what it staged.
+INSERT INTO replace_batches AS b (session_id, batch_number, body_hash, response)
 VALUES ($1, $2, $3, $4)
 ON CONFLICT (session_id, batch_number)
-DO UPDATE SET body_hash = EXCLUDED.body_hash, response = EXCLUDED.response, staged_at = now();
+DO UPDATE SET body_hash = EXCLUDED.body_hash, response = EXCLUDED.response, staged_at = now()
+RETURNING b.xmax <> 0 AS resent;
 
 -- name: replace_touch
-UPDATE replace_sessions SET last_batch_at = now() WHERE id = $1
-RETURNING (SELECT count(*) FROM replace_batches WHERE session_id = $1) AS staged, total_batches;
+-- Only when the last touch is older than $2 seconds: concurrent batches would queue on the row otherwise.
+UPDATE replace_sessions SET last_batch_at = now()
+WHERE id = $1 AND last_batch_at < now() - make_interval(secs => $2);
+
+-- name: replace_progress
+SELECT (SELECT count(*) FROM replace_batches WHERE session_id = $1) AS staged, total_batches
+FROM replace_sessions WHERE id = $1 AND status = 'open';
+
+-- name: replace_lock_for_commit
+-- Under the segment's lock; waits for batches still staging into this session.
+SELECT (SELECT count(*) FROM replace_batches WHERE session_id = $1) = total_batches AS complete
+FROM replace_sessions WHERE id = $1 AND status = 'open'
+FOR UPDATE;
 
 -- name: replace_build_begin
 SET LOCAL work_mem = '256MB';
 
 -- name: replace_build_members
--- The new audience: the union of the staged batches; a later batch (then a later row) wins.
+-- The new audience when no identity repeats (its primary key then succeeds): no sort before the index.
+CREATE TABLE {members_new} AS
+SELECT identity, attrs FROM {staging};
+
+-- name: replace_build_members_distinct
+-- The new audience when identities repeat: the union of the staged batches; a later batch (then row) wins.
 CREATE TABLE {members_new} AS
 SELECT DISTINCT ON (identity) identity, attrs FROM {staging}
 ORDER BY identity, batch DESC, ord DESC;

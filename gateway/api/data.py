@@ -17,7 +17,7 @@ from gateway.export import columns_sql, stream_csv
 from gateway.ingest import Upload
 from gateway.members import (BatchInfo, Operation, add_members, batch_result, lock_and_register, plan_upload,
                              remove_members, sql, stream_incoming)
-from gateway.replace import stage_replace_batch
+from gateway.replace import push_replace
 from gateway.responses import success
 from gateway.segments import get_pushable_segment, parse_segment_id
 from gateway.sqlfiles import QUERIES
@@ -92,17 +92,19 @@ async def push(request: web.Request) -> web.Response:
         ids = batch.ids or None
         async with pool.acquire() as conn:
             plan = await plan_upload(conn, endpoint_id, segment_id, header, ids)
-            async with conn.transaction():
-                await stream_incoming(conn, upload, plan)
-                plan = await lock_and_register(conn, endpoint_id, segment_id, header, ids, plan, upload)
-                if operation is Operation.ADD:
-                    result = batch_result(segment_id, upload, numAdded=await add_members(conn, segment_id, plan))
-                elif operation is Operation.REMOVE:
-                    result = batch_result(segment_id, upload,
-                                          numRemoved=await remove_members(conn, segment_id, plan))
-                else:
-                    result = await stage_replace_batch(conn, segment_id, batch, upload, plan,
-                                                       settings.replace_session_ttl)
+            if operation is Operation.REPLACE:
+                result = await push_replace(conn, endpoint_id, segment_id, batch, upload, header, plan,
+                                            settings.replace_session_ttl)
+            else:
+                async with conn.transaction():
+                    await stream_incoming(conn, upload, plan)
+                    plan = await lock_and_register(conn, endpoint_id, segment_id, header, ids, plan, upload)
+                    if operation is Operation.ADD:
+                        result = batch_result(segment_id, upload,
+                                              numAdded=await add_members(conn, segment_id, plan))
+                    else:
+                        result = batch_result(segment_id, upload,
+                                              numRemoved=await remove_members(conn, segment_id, plan))
     metrics.record_push(request.method, upload.received, upload.invalid, upload.body_bytes, result,
                         time.perf_counter() - started)
     stats = request[state.STATS]
