@@ -103,16 +103,21 @@ async def _stage(conn: asyncpg.Connection, endpoint_id: int, segment_id: int, ba
 async def _commit(conn: asyncpg.Connection, segment_id: int, session_id: int) -> int:
     """Build the new audience from the staged batches and swap it in; returns its size.
 
-    Most shares repeat no identity: the table is then copied as is and its primary key succeeds. When the
-    key fails, the build starts again with DISTINCT ON (a later batch, then a later row, wins).
+    Most shares repeat no identity: the staging table then takes the primary key and becomes the members
+    table itself. When the key fails, the members table is built with DISTINCT ON (a later batch, then a
+    later row, wins).
     """
     started = time.perf_counter()
     await conn.execute(QUERIES["replace_build_begin"])
     try:
         async with conn.transaction():
-            size = await _build(conn, segment_id, session_id, "replace_build_members")
+            for step in ("replace_adopt_staging", "replace_adopt_staging_move", "replace_adopt_staging_rename"):
+                await conn.execute(sql(step, segment_id, session_id))
+        size = await conn.fetchval(sql("replace_count_members", segment_id, session_id))
     except asyncpg.UniqueViolationError:
-        size = await _build(conn, segment_id, session_id, "replace_build_members_distinct")
+        status = await conn.execute(sql("replace_build_members", segment_id, session_id))
+        await conn.execute(sql("replace_index_members", segment_id, session_id))
+        size = int(status.split()[-1])
     await conn.execute(sql("replace_drop_members", segment_id, session_id))
     await conn.execute(sql("replace_swap_members", segment_id, session_id))
     await conn.execute(sql("replace_rename_pkey", segment_id, session_id))
@@ -123,12 +128,6 @@ async def _commit(conn: asyncpg.Connection, segment_id: int, session_id: int) ->
     log.info("replace session %d committed: segment %d now has %d members (built in %.2f s)", session_id,
              segment_id, size, time.perf_counter() - started)
     return size
-
-
-async def _build(conn: asyncpg.Connection, segment_id: int, session_id: int, query: str) -> int:
-    status = await conn.execute(sql(query, segment_id, session_id))
-    await conn.execute(sql("replace_index_members", segment_id, session_id))
-    return int(status.split()[-1])
 
 
 async def expire_idle_sessions(pool: asyncpg.Pool, session_ttl: float) -> int:

@@ -326,12 +326,21 @@ FOR UPDATE;
 -- name: replace_build_begin
 SET LOCAL work_mem = '256MB';
 
--- name: replace_build_members
--- The new audience when no identity repeats (its primary key then succeeds): no sort before the index.
-CREATE TABLE {members_new} AS
-SELECT identity, attrs FROM {staging};
+-- name: replace_adopt_staging
+-- When no identity repeats (the primary key then succeeds), the staging table becomes the new audience:
+-- no copy. Dropping a column only hides it (the rows keep 8 bytes each until they are rewritten).
+ALTER TABLE {staging} DROP COLUMN batch, DROP COLUMN ord, ADD CONSTRAINT {members_new_pkey} PRIMARY KEY (identity);
 
--- name: replace_build_members_distinct
+-- name: replace_adopt_staging_move
+ALTER TABLE {staging} SET SCHEMA audience;
+
+-- name: replace_adopt_staging_rename
+ALTER TABLE {staging_moved} RENAME TO {members_new_name};
+
+-- name: replace_count_members
+SELECT count(*) FROM {members_new};
+
+-- name: replace_build_members
 -- The new audience when identities repeat: the union of the staged batches; a later batch (then row) wins.
 CREATE TABLE {members_new} AS
 SELECT DISTINCT ON (identity) identity, attrs FROM {staging}
