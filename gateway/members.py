@@ -49,11 +49,13 @@ def table_names(segment_id: int, session_id: int | None = None) -> dict[str, str
         "members_name": f"members_{segment_id}",
         "members_pkey": f"members_{segment_id}_pkey",
         "members_new": f"audience.members_{segment_id}_new",
+        "members_new_name": f"members_{segment_id}_new",
         "members_new_pkey": f"members_{segment_id}_new_pkey",
         "members_new_pkey_qualified": f"audience.members_{segment_id}_new_pkey",
     }
     if session_id is not None:
         names["staging"] = f"staging.replace_{int(session_id)}"
+        names["staging_moved"] = f"audience.replace_{int(session_id)}"
     return names
 
 

@@ -134,7 +134,7 @@ WHERE s.id = $1 AND s.endpoint_id = $2;
 -- $2 NULL: whatever its endpoint (the CLI).
 SELECT s.*, e.name AS endpoint_name FROM segments s JOIN endpoints e ON e.id = s.endpoint_id
 WHERE s.id = $1 AND ($2::bigint IS NULL OR s.endpoint_id = $2)
-FOR UPDATE OF s;
+FOR NO KEY UPDATE OF s;
 
 -- name: meta_segment_update
 -- Under meta_segment_lock. Leaving 'deleted' clears deleted_at; entering it starts the grace period.
@@ -190,9 +190,11 @@ UPDATE segments SET member_count = 0, purged_at = clock_timestamp() WHERE id = $
 -- ids only (audience.members_<segment id>, staging.replace_<session id>); never from request text.
 
 -- name: segment_lock
+-- NO KEY UPDATE: excludes other writers and the readers' FOR SHARE, but not the foreign key checks
+-- (KEY SHARE) of rows that merely reference the segment (upload history, jobs).
 SELECT identity_attribute, attributes, member_count, status FROM segments
 WHERE id = $1 AND endpoint_id = $2 AND status <> 'deleted'
-FOR UPDATE;
+FOR NO KEY UPDATE;
 
 -- name: segment_columns
 SELECT identity_attribute, attributes FROM segments
@@ -256,9 +258,17 @@ DELETE FROM {members} m USING (SELECT DISTINCT {identity} AS identity FROM incom
 WHERE m.identity = i.identity;
 
 -- name: replace_find_open
+-- KEY SHARE: batches stage side by side, while a commit or an expiry (FOR UPDATE) waits for them to end;
+-- a batch that waited for one finds no open session.
 SELECT id FROM replace_sessions
 WHERE segment_id = $1 AND total_batches = $2 AND ids = $3 AND source_endpoint_id = $4
-  AND source_segment_id = $5 AND status = 'open';
+  AND source_segment_id = $5 AND status = 'open'
+FOR KEY SHARE;
+
+-- name: replace_segment_columns
+-- Unlocked: a batch whose header adds nothing to the segment stages without the segment's lock.
+SELECT identity_attribute, attributes, status FROM segments
+WHERE id = $1 AND endpoint_id = $2 AND status <> 'deleted';
 
 -- name: replace_find_committed_batch
 -- A late retry: the same batch, same body, of a share that committed within the session TTL.
@@ -283,9 +293,6 @@ CREATE TABLE {staging} (
     attrs     text[] NOT NULL
 );
 
--- name: replace_batch_staged
-SELECT true FROM replace_batches WHERE session_id = $1 AND batch_number = $2;
-
 -- name: staging_clear_batch
 DELETE FROM {staging} WHERE batch = $1;
 
@@ -297,28 +304,54 @@ SELECT $1, ord, {identity}, {attrs} FROM incoming;
 DROP TABLE IF EXISTS {staging};
 
 -- name: replace_record_batch
-INSERT INTO replace_batches (session_id, batch_number, body_hash, response)
+-- The row lock on (session, k) orders two copies of batch k: the second waits for the first to end,
+-- then finds its row (resent = true) and deletes what it staged.
+INSERT INTO replace_batches AS b (session_id, batch_number, body_hash, response)
 VALUES ($1, $2, $3, $4)
 ON CONFLICT (session_id, batch_number)
-DO UPDATE SET body_hash = EXCLUDED.body_hash, response = EXCLUDED.response, staged_at = now();
+DO UPDATE SET body_hash = EXCLUDED.body_hash, response = EXCLUDED.response, staged_at = now()
+RETURNING b.xmax <> 0 AS resent;
 
 -- name: replace_touch
--- $2: the batch's upload history row (gateway.uploads), completed here with its session and whether it
--- completes the share (the commit follows in this transaction).
-WITH progress AS (
-    UPDATE replace_sessions SET last_batch_at = now() WHERE id = $1
-    RETURNING (SELECT count(*) FROM replace_batches WHERE session_id = $1) AS staged, total_batches
+-- The session's last batch time moves only when the last touch is older than $2 seconds: concurrent
+-- batches would queue on the row otherwise. $3: the batch's upload history row (gateway.uploads), written
+-- here with its session; the batch that commits the share marks it later (upload_mark_committed).
+WITH touched AS (
+    UPDATE replace_sessions SET last_batch_at = now()
+    WHERE id = $1 AND last_batch_at < now() - make_interval(secs => $2)
 )
-SELECT staged, total_batches,
-       record_upload($2::jsonb || jsonb_build_object('replace_session_id', $1::bigint,
-                                                     'replace_committed', staged >= total_batches)) AS upload_id
-FROM progress;
+SELECT record_upload($3::jsonb || jsonb_build_object('replace_session_id', $1::bigint,
+                                                     'replace_committed', false)) AS upload_id;
+
+-- name: replace_progress
+SELECT (SELECT count(*) FROM replace_batches WHERE session_id = $1) AS staged, total_batches
+FROM replace_sessions WHERE id = $1 AND status = 'open';
+
+-- name: replace_lock_for_commit
+-- Under the segment's lock; waits for batches still staging into this session.
+SELECT (SELECT count(*) FROM replace_batches WHERE session_id = $1) = total_batches AS complete
+FROM replace_sessions WHERE id = $1 AND status = 'open'
+FOR UPDATE;
 
 -- name: replace_build_begin
 SET LOCAL work_mem = '256MB';
 
+-- name: replace_adopt_staging
+-- When no identity repeats (the primary key then succeeds), the staging table becomes the new audience:
+-- no copy. Dropping a column only hides it (the rows keep 8 bytes each until they are rewritten).
+ALTER TABLE {staging} DROP COLUMN batch, DROP COLUMN ord, ADD CONSTRAINT {members_new_pkey} PRIMARY KEY (identity);
+
+-- name: replace_adopt_staging_move
+ALTER TABLE {staging} SET SCHEMA audience;
+
+-- name: replace_adopt_staging_rename
+ALTER TABLE {staging_moved} RENAME TO {members_new_name};
+
+-- name: replace_count_members
+SELECT count(*) FROM {members_new};
+
 -- name: replace_build_members
--- The new audience: the union of the staged batches; a later batch (then a later row) wins.
+-- The new audience when identities repeat: the union of the staged batches; a later batch (then row) wins.
 CREATE TABLE {members_new} AS
 SELECT DISTINCT ON (identity) identity, attrs FROM {staging}
 ORDER BY identity, batch DESC, ord DESC;
@@ -352,7 +385,7 @@ LIMIT 100;
 -- Under the segment's lock, so no batch of this session is being staged meanwhile.
 SELECT s.id FROM replace_sessions s JOIN segments g ON g.id = s.segment_id
 WHERE s.id = $1 AND s.status = 'open' AND s.last_batch_at < now() - make_interval(secs => $2)
-FOR UPDATE OF g, s;
+FOR NO KEY UPDATE OF g FOR UPDATE OF s;
 
 -- name: replace_mark_expired
 UPDATE replace_sessions SET status = 'expired', ended_at = now() WHERE id = $1;
@@ -571,3 +604,6 @@ SELECT count(*) FROM expired;
 -- name: uploads_forget_old
 -- History older than GATEWAY_UPLOAD_HISTORY_TTL ($1 seconds); the trigger drops any rejects left.
 DELETE FROM uploads WHERE started_at < now() - make_interval(secs => $1);
+
+-- name: upload_mark_committed
+UPDATE uploads SET replace_committed = true WHERE id = $1;

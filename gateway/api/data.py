@@ -19,7 +19,7 @@ from gateway.ingest import Upload
 from gateway.members import (BatchInfo, Operation, add_members, batch_result, lock_and_register, plan_upload,
                              remove_members, sql, stream_incoming)
 from gateway.rejects import RejectSink
-from gateway.replace import stage_replace_batch
+from gateway.replace import push_replace
 from gateway.responses import success
 from gateway.segments import get_pushable_segment, parse_segment_id
 from gateway.sqlfiles import QUERIES
@@ -99,19 +99,20 @@ async def push(request: web.Request) -> web.Response:
         ids = batch.ids or None
         async with pool.acquire() as conn:
             plan = await plan_upload(conn, endpoint_id, segment_id, header, ids)
-            async with conn.transaction():
-                await stream_incoming(conn, upload, plan, rejects)
-                plan = await lock_and_register(conn, endpoint_id, segment_id, header, ids, plan, upload)
-                await rejects.flush(conn)  # rows rejected under the lock (see lock_and_register)
-                if operation is Operation.ADD:
-                    result = batch_result(segment_id, upload,
-                                          numAdded=await add_members(conn, segment_id, plan, entry))
-                elif operation is Operation.REMOVE:
-                    result = batch_result(segment_id, upload,
-                                          numRemoved=await remove_members(conn, segment_id, plan, entry))
-                else:
-                    result = await stage_replace_batch(conn, segment_id, batch, upload, plan,
-                                                       settings.replace_session_ttl, entry)
+            if operation is Operation.REPLACE:
+                result = await push_replace(conn, endpoint_id, segment_id, batch, upload, header, plan,
+                                            settings.replace_session_ttl, entry)
+            else:
+                async with conn.transaction():
+                    await stream_incoming(conn, upload, plan, rejects)
+                    plan = await lock_and_register(conn, endpoint_id, segment_id, header, ids, plan, upload)
+                    await rejects.flush(conn)  # rows rejected under the lock (see lock_and_register)
+                    if operation is Operation.ADD:
+                        result = batch_result(segment_id, upload,
+                                              numAdded=await add_members(conn, segment_id, plan, entry))
+                    else:
+                        result = batch_result(segment_id, upload,
+                                              numRemoved=await remove_members(conn, segment_id, plan, entry))
     metrics.record_push(request.method, upload.received, upload.invalid, upload.body_bytes, result,
                         time.perf_counter() - started)
     stats = request[state.STATS]

@@ -206,3 +206,40 @@ async def test_two_instances_share_one_database(aiohttp_client, settings, db):
     assert [s["status"] for s in await sessions(db, segment_id) if s["source_segment_id"] == "concurrent"] == [
         "committed"]
     assert await staging_tables(db) == []
+
+
+async def test_batches_stage_without_the_segment_lock_and_the_commit_waits_for_it(client, db):
+    segment_id, before = await old_segment(client, db)
+    await replace_batch(client, segment_id, rows_body("p1"), 3, 1)
+    transaction = db.transaction()
+    await transaction.start()
+    await db.execute("SELECT 1 FROM segments WHERE id = $1 FOR NO KEY UPDATE", int(segment_id))
+    try:
+        staged = await asyncio.wait_for(replace_batch(client, segment_id, rows_body("p2"), 3, 2), 10)
+        assert staged["replaceCommitted"] is False
+        completing = asyncio.ensure_future(replace_batch(client, segment_id, rows_body("p3"), 3, 3))
+        await asyncio.sleep(1.0)
+        assert not completing.done()  # batch 3 is staged, its commit waits for the segment's lock
+    finally:
+        await transaction.rollback()
+    done = await asyncio.wait_for(completing, 10)
+    assert (done["replaceCommitted"], done["audienceSize"]) == (True, 3)
+    assert await identities(db, segment_id) == {"p1@x.com", "p2@x.com", "p3@x.com"}
+    assert (await snapshot(db, segment_id))["members"] != before["members"]
+
+
+async def test_two_copies_of_a_batch_at_once_stage_one_body(client, db):
+    segment_id, _ = await old_segment(client, db)
+    for attempt in range(3):
+        share = f"copies{attempt}"
+        first, second = await asyncio.gather(
+            push(client, segment_id, rows_body("a1", "a2", value="a"), "REPLACE", total=2, number=1,
+                 sourceSegmentID=share),
+            push(client, segment_id, rows_body("b1", value="b"), "REPLACE", total=2, number=1,
+                 sourceSegmentID=share))
+        assert (first.status, second.status) == (200, 200)
+        done = await replace_batch(client, segment_id, rows_body("last"), 2, 2, sourceSegmentID=share)
+        assert done["replaceCommitted"] is True
+        assert await identities(db, segment_id) in (
+            {"a1@x.com", "a2@x.com", "last@x.com"}, {"b1@x.com", "last@x.com"})
+        assert done["audienceSize"] == len(await identities(db, segment_id))
