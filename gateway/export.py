@@ -4,11 +4,13 @@ Memory stays constant for any size: asyncpg hands each chunk to ``write``, which
 (back-pressure all the way to PostgreSQL). If the client goes away, the write raises, asyncpg cancels the
 COPY on the server, and the connection goes back to the pool.
 
-When the caller knows the exact length of the whole CSV (a job's static snapshot, scanned in a fixed
-order), the identity answer has ``Content-Length``, ``ETag`` and ``Accept-Ranges: bytes``, and a single
-byte range is served as 206 (``gateway.ranges``): the COPY runs from the start, bytes before the range are
-dropped, and it is cancelled once the range is sent. A compressed answer (the client asked for gzip and
-no range) offers no ranges: they would be over the gzip bytes.
+A job's download is the same bytes every time (a static snapshot scanned in a fixed order): it has a
+strong ``ETag`` and ``Accept-Ranges: bytes``, and its exact length is learnt lazily. A full download that
+streams to its end reports the bytes it sent (``StaticCsv.remember_length``); later ones then carry
+``Content-Length``. A single byte range needs the length first (the caller measures it with
+``csv_length`` when it is not known yet) and is served as 206 (``gateway.ranges``): the COPY runs from the
+start, bytes before the range are dropped, and it is cancelled once the range is sent. A compressed answer
+(the client asked for gzip and no range) offers no ranges: they would be over the gzip bytes.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import csv
 import dataclasses
 import io
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
 from aiohttp import web
@@ -30,11 +32,27 @@ CSV_CONTENT_TYPE = "text/csv"
 
 
 @dataclasses.dataclass(frozen=True)
-class KnownLength:
-    """The exact bytes of the whole CSV answer (header row included) and the ETag naming them."""
+class StaticCsv:
+    """A CSV answer that is the same bytes on every request, named by a strong ETag. ``length`` (header row
+    included) is None until known; a full download that streamed to its end passes the bytes it sent to
+    ``remember_length``."""
 
-    length: int
     etag: str  # quoted, strong
+    length: int | None
+    remember_length: Callable[[int], Awaitable[None]]
+
+
+class _Counted:
+    """Counts the bytes written, passing them on to ``write`` if given."""
+
+    def __init__(self, write: Callable[[bytes], Awaitable[None]] | None = None) -> None:
+        self._write = write
+        self.bytes = 0
+
+    async def write(self, data: bytes) -> None:
+        self.bytes += len(data)
+        if self._write is not None:
+            await self._write(data)
 
 
 def columns_sql(width: int) -> str:
@@ -49,6 +67,15 @@ def header_line(attributes: Sequence[str]) -> bytes:
     return out.getvalue().encode()
 
 
+async def csv_length(conn: asyncpg.Connection, query: str, attributes: Sequence[str],
+                     args: Sequence[object] = ()) -> int:
+    """The exact bytes of ``stream_csv``'s uncompressed answer: one COPY of the query, counted and dropped."""
+    counted = _Counted()
+    await counted.write(header_line(attributes))
+    await conn.copy_from_query(query, *args, output=counted.write, format="csv")
+    return counted.bytes
+
+
 def _asks_compression(request: web.Request) -> bool:
     """What ``enable_compression()`` looks for in Accept-Encoding."""
     accepted = request.headers.get("Accept-Encoding", "").lower()
@@ -57,19 +84,22 @@ def _asks_compression(request: web.Request) -> bool:
 
 async def stream_csv(request: web.Request, conn: asyncpg.Connection, query: str,
                      attributes: Sequence[str], *, filename: str, args: Sequence[object] = (),
-                     known: KnownLength | None = None) -> web.StreamResponse:
+                     static: StaticCsv | None = None) -> web.StreamResponse:
     """Answer 200 with the header row, then every row the query (with ``args``) yields, as CSV (gzip if the
-    client asks); with ``known``, 206 for a byte range (416 if it cannot be satisfied)."""
+    client asks); with ``static``, 206 for a byte range (416 if it cannot be satisfied) once its length is
+    known: a range asked for while it is not is ignored, so the caller measures it first."""
     response = web.StreamResponse(headers={"Content-Disposition": f'attachment; filename="{filename}"'})
     response.content_type = CSV_CONTENT_TYPE
     response.charset = "utf-8"
-    wanted = requested_range(request.headers, known.etag, known.length) if known is not None else None
-    if known is not None and (wanted is not None or not _asks_compression(request)):
-        response.headers.update({"Accept-Ranges": "bytes", "ETag": known.etag})
-        response.content_length = known.length
+    length = static.length if static is not None else None
+    wanted = requested_range(request.headers, static.etag, length) if static and length is not None else None
+    if static is not None and (wanted is not None or not _asks_compression(request)):
+        response.headers.update({"Accept-Ranges": "bytes", "ETag": static.etag})
+        if length is not None:
+            response.content_length = length
         if wanted is not None:
             response.set_status(206)
-            response.headers["Content-Range"] = wanted.content_range(known.length)
+            response.headers["Content-Range"] = wanted.content_range(length)
             response.content_length = wanted.length
     if request.method == "HEAD":  # the headers a GET would get, and no body (nor any COPY)
         await response.prepare(request)
@@ -78,11 +108,14 @@ async def stream_csv(request: web.Request, conn: asyncpg.Connection, query: str,
     if wanted is None:
         response.enable_compression()  # only when the request's Accept-Encoding names gzip or deflate
     await response.prepare(request)
-    write = response.write if wanted is None else RangeWriter(response.write, wanted, known.length).write
+    whole = _Counted(response.write)  # counts the uncompressed bytes, gzip or not
+    write = whole.write if wanted is None else RangeWriter(response.write, wanted, length).write
     try:
         await write(header_line(attributes))
         await conn.copy_from_query(query, *args, output=write, format="csv")
     except RangeSent:
         pass  # asyncpg has cancelled the rest of the COPY
     await response.write_eof()
+    if static is not None and length is None and wanted is None:  # streamed to its end: now it is known
+        await static.remember_length(whole.bytes)
     return response

@@ -24,7 +24,7 @@ import asyncpg
 from gateway import metrics
 from gateway.database import CONNECTION_ERRORS
 from gateway.errors import NotFound
-from gateway.export import columns_sql, header_line
+from gateway.export import csv_length
 from gateway.members import table_names
 from gateway.sqlfiles import QUERIES
 
@@ -99,18 +99,19 @@ async def drop_expired_exports(pool: asyncpg.Pool) -> int:
     return dropped
 
 
-async def _download_length(conn: asyncpg.Connection, job_id: int, attributes: list[str]) -> int:
-    """The exact bytes of the job's download: one COPY of the snapshot, as the download runs it, counted."""
-    counted = 0
+async def store_job_data_length(conn: asyncpg.Connection, job_id: int, length: int) -> None:
+    """Record the exact bytes of the job's download (the first value stays: every download is the same)."""
+    await conn.execute(QUERIES["job_store_data_bytes"], job_id, length)
 
-    async def count(chunk: bytes) -> None:
-        nonlocal counted
-        counted += len(chunk)
 
-    await conn.execute(QUERIES["export_job_scan_in_order"])
-    await conn.copy_from_query(job_sql("export_job_rows", job_id, columns=columns_sql(len(attributes))),
-                               output=count, format="csv")
-    return len(header_line(attributes)) + counted
+async def measure_job_data(conn: asyncpg.Connection, job_id: int, query: str, attributes: list[str]) -> int:
+    """The exact bytes of the job's download (its rows ``query``): one COPY, as the download runs it,
+    counted and stored in a transaction of its own, so the length stays known if the download then breaks."""
+    async with conn.transaction():
+        await conn.execute(QUERIES["export_job_scan_in_order"])
+        length = await csv_length(conn, query, attributes)
+        await store_job_data_length(conn, job_id, length)
+    return length
 
 
 class ExportWorkers:
@@ -219,9 +220,8 @@ class ExportWorkers:
             else:
                 await conn.execute(job_sql("job_snapshot_empty", job_id))
                 rows = 0
-            data_bytes = await _download_length(conn, job_id, attributes or [])
             done = await conn.fetchval(QUERIES["job_complete"], job_id, self.owner, attributes or [], rows,
-                                       self.export_ttl, data_bytes)
+                                       self.export_ttl)
             if done is None:
                 raise JobLost()  # canceled or taken over meanwhile: roll the snapshot back
         log.info("job %d complete: %d rows of segment %d", job_id, rows, segment_id)

@@ -1,4 +1,4 @@
-"""Byte ranges (RFC 9110 §14) of a representation whose exact length is known in advance.
+"""Byte ranges (RFC 9110 §14) of a representation whose exact length is known (or measured) first.
 
 One range per request: ``bytes=a-b``, ``bytes=a-`` and ``bytes=-n``. A Range header the server may
 ignore (another unit, several ranges, bad syntax) is ignored: the whole representation is sent (200), as
@@ -39,8 +39,8 @@ class ByteRange:
         return f"bytes {self.start}-{self.end}/{total}"
 
 
-def requested_range(headers: Mapping[str, str], etag: str, length: int) -> ByteRange | None:
-    """The range to send, or None for the whole representation; raises ``RangeNotSatisfiable``."""
+def _range_spec(headers: Mapping[str, str], etag: str) -> tuple[str, str] | None:
+    """The first and last positions (digits or "") of the one range to honour, or None to send it whole."""
     value = headers.get("Range")
     if value is None:
         return None
@@ -50,7 +50,20 @@ def requested_range(headers: Mapping[str, str], etag: str, length: int) -> ByteR
     match = _SINGLE_RANGE.fullmatch(value)
     if match is None or match.group(1) == match.group(2) == "":
         return None
-    first, last = match.groups()
+    return match.group(1), match.group(2)
+
+
+def range_asked(headers: Mapping[str, str], etag: str) -> bool:
+    """Whether the answer depends on the length: a range to honour (206 or 416) rather than the whole."""
+    return _range_spec(headers, etag) is not None
+
+
+def requested_range(headers: Mapping[str, str], etag: str, length: int) -> ByteRange | None:
+    """The range to send, or None for the whole representation; raises ``RangeNotSatisfiable``."""
+    spec = _range_spec(headers, etag)
+    if spec is None:
+        return None
+    first, last = spec
     if first == "":  # the last n bytes
         suffix = int(last)
         if suffix == 0 or length == 0:

@@ -406,7 +406,7 @@ SELECT {columns} FROM {members}
 SELECT {columns} FROM {export_table}
 
 -- name: export_job_scan_in_order
--- A job's download must be the same bytes every time (byte ranges resume it, its length is measured once):
+-- A job's download must be the same bytes every time (byte ranges resume it, its length is stored once):
 -- the snapshot table never changes, so a plain sequential scan from its first block, without parallel
 -- workers, yields its rows in the same order each time. (synchronize_seqscans would let a scan start where
 -- another concurrent one is; parallel workers would interleave their blocks.)
@@ -473,9 +473,14 @@ SELECT to_regclass($1) IS NOT NULL;
 -- name: job_complete
 -- Only while this worker still holds the job (not canceled, lease not taken over).
 UPDATE jobs SET status = 'complete', finished_at = now(), lease_owner = NULL, lease_expires_at = NULL,
-                attributes = $3, row_count = $4, expires_at = now() + make_interval(secs => $5), data_bytes = $6
+                attributes = $3, row_count = $4, expires_at = now() + make_interval(secs => $5)
 WHERE id = $1 AND lease_owner = $2 AND status = 'running'
 RETURNING id;
+
+-- name: job_store_data_bytes
+-- The download's exact length, learnt lazily: from a full download that streamed to its end, or measured
+-- for the first range request. Every download is the same bytes, so the first value stored stays.
+UPDATE jobs SET data_bytes = $2 WHERE id = $1 AND data_bytes IS NULL;
 
 -- name: job_fail
 UPDATE jobs SET status = 'error', reason = $3, finished_at = now(), lease_owner = NULL, lease_expires_at = NULL

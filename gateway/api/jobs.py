@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from aiohttp import web
@@ -9,8 +10,10 @@ from aiohttp import web
 from gateway import state
 from gateway.api.requests import read_json_object
 from gateway.errors import BadRequest, Conflict, GatewayError, NotFound
-from gateway.export import KnownLength, columns_sql, stream_csv
-from gateway.jobs import JOB_TYPE, cancel_job, create_job, get_job, job_sql, parse_job_id
+from gateway.export import StaticCsv, columns_sql, stream_csv
+from gateway.jobs import (JOB_TYPE, cancel_job, create_job, get_job, job_sql, measure_job_data, parse_job_id,
+                          store_job_data_length)
+from gateway.ranges import range_asked
 from gateway.responses import success
 from gateway.segments import get_segment, parse_segment_id
 from gateway.sqlfiles import QUERIES
@@ -79,9 +82,12 @@ async def get_job_data(request: web.Request) -> web.StreamResponse:
             raise Gone(f"the data of job {job_id} is no longer available")
         attributes = row["attributes"]
         query = job_sql("export_job_rows", job_id, columns=columns_sql(len(attributes)))
-        known = None
-        if row["data_bytes"] is not None:  # jobs completed before it was measured serve no ranges
-            known = KnownLength(row["data_bytes"], f'"job-{job_id}-{row["data_id"]}-{row["data_bytes"]}"')
+        etag = f'"job-{job_id}-{row["data_id"]}"'  # a data id names one snapshot, which never changes
+        length = row["data_bytes"]  # NULL until a full download streamed to its end or a range measured it
+        if length is None and range_asked(request.headers, etag):
+            length = await measure_job_data(conn, job_id, query, attributes)
+        static = StaticCsv(etag, length, functools.partial(store_job_data_length, conn, job_id))
         async with conn.transaction():
-            await conn.execute(QUERIES["export_job_scan_in_order"])  # the same bytes as when measured
-            return await stream_csv(request, conn, query, attributes, filename=f"job-{job_id}.csv", known=known)
+            await conn.execute(QUERIES["export_job_scan_in_order"])  # the same bytes every time
+            return await stream_csv(request, conn, query, attributes, filename=f"job-{job_id}.csv",
+                                    static=static)

@@ -1,11 +1,13 @@
-"""Byte ranges on job data (RFC 9110): the download's length is measured when the job completes, so the
-identity answer has Content-Length, a strong ETag and Accept-Ranges, and one range is served as 206."""
+"""Byte ranges on job data (RFC 9110): the download's length is learnt lazily, from the first full download
+that streams to its end or measured for the first range request; every answer has a strong ETag and
+Accept-Ranges, identity answers have Content-Length once the length is known, and one range is served as 206."""
 
 import gzip
 
 import pytest
 
-from tests.integration.pull_helpers import create_job, download, fetch, people, segment_with, wait_for_status
+from tests.integration.pull_helpers import (create_job, download, eventually, fetch, people, segment_with,
+                                           wait_for_status)
 
 
 @pytest.fixture
@@ -22,20 +24,67 @@ async def whole(client, job) -> bytes:
     return answer.body
 
 
-async def test_the_whole_download_has_its_length_etag_and_accepts_ranges(client, job):
+async def stored_length(db, job) -> int | None:
+    return await db.fetchval("SELECT data_bytes FROM jobs WHERE id = $1", job.id)
+
+
+async def length_stored(db, job) -> int:
+    """The stored length, once there (a full download stores it after its last byte is sent)."""
+    return await eventually(lambda: stored_length(db, job), "the download's length to be stored")
+
+
+async def test_the_first_full_download_stores_its_length_and_later_ones_carry_it(client, db, job):
+    assert await stored_length(db, job) is None  # the worker does not count the snapshot
+    head = await fetch(client, "HEAD", job.data_path, {"Accept-Encoding": "identity"})
+    etag = head.headers["ETag"]
+    assert etag.startswith('"') and etag.endswith('"') and head.headers["Accept-Ranges"] == "bytes"
+    assert "Content-Length" not in head.headers and head.body == b""
+
     first = await download(client, job, headers={"Accept-Encoding": "identity"})
     assert first.status == 200
-    assert first.headers["Accept-Ranges"] == "bytes"
-    assert int(first.headers["Content-Length"]) == len(first.body) > 600_000
-    etag = first.headers["ETag"]
-    assert etag.startswith('"') and etag.endswith('"')
+    assert "Content-Length" not in first.headers and first.headers["Transfer-Encoding"] == "chunked"
+    assert (first.headers["ETag"], first.headers["Accept-Ranges"]) == (etag, "bytes")
     assert first.body.startswith(b"email,name\n") and first.body.count(b"\n") == 20_001
-    assert await whole(client, job) == first.body  # the same bytes every time
+    assert await length_stored(db, job) == len(first.body) > 600_000
 
+    second = await download(client, job, headers={"Accept-Encoding": "identity"})
+    assert second.status == 200
+    assert int(second.headers["Content-Length"]) == len(second.body)
+    assert (second.body, second.headers["ETag"]) == (first.body, etag)  # the same bytes every time
     head = await fetch(client, "HEAD", job.data_path, {"Accept-Encoding": "identity"})
-    assert head.status == 200
     assert (head.headers["Content-Length"], head.headers["ETag"]) == (str(len(first.body)), etag)
-    assert head.body == b""
+
+
+async def test_a_gzip_download_stores_the_uncompressed_length(client, db, job):
+    packed = await download(client, job, headers={"Accept-Encoding": "gzip"}, auto_decompress=False)
+    assert packed.headers["Content-Encoding"] == "gzip"
+    assert await length_stored(db, job) == len(gzip.decompress(packed.body)) == len(await whole(client, job))
+
+
+@pytest.mark.parametrize("header", ["bytes=300000-300100", "bytes=-10", "bytes=1000000-"])
+async def test_a_range_before_any_full_download_measures_the_length_first(client, db, job, header):
+    assert await stored_length(db, job) is None
+    ranged = await download(client, job, headers={"Range": header})
+    size = await stored_length(db, job)  # stored before the answer started
+    body = await whole(client, job)
+    assert size == len(body)
+    if header == "bytes=1000000-":  # past the end
+        ranged.assert_failure(416, "range_not_satisfiable")
+        assert ranged.headers["Content-Range"] == f"bytes */{size}"
+        return
+    start, end = (300_000, 300_100) if header == "bytes=300000-300100" else (size - 10, size - 1)
+    assert ranged.status == 206
+    assert ranged.headers["Content-Range"] == f"bytes {start}-{end}/{size}"
+    assert int(ranged.headers["Content-Length"]) == end - start + 1
+    assert ranged.body == body[start:end + 1]
+
+
+async def test_an_if_range_mismatch_before_any_full_download_sends_it_whole(client, db, job):
+    answer = await download(client, job, headers={"Range": "bytes=10-", "If-Range": '"job-0-0"',
+                                                  "Accept-Encoding": "identity"})
+    assert answer.status == 200 and "Content-Length" not in answer.headers
+    assert answer.body == await whole(client, job)
+    assert await length_stored(db, job) == len(answer.body)
 
 
 @pytest.mark.pg15
@@ -95,11 +144,3 @@ async def test_gzip_answers_offer_no_ranges_and_a_range_is_sent_as_is(client, jo
                             auto_decompress=False)
     assert (ranged.status, ranged.body) == (206, body[10:])
     assert "Content-Encoding" not in ranged.headers
-
-
-async def test_a_job_without_a_measured_length_serves_no_ranges(client, db, job):
-    body = await whole(client, job)
-    await db.execute("UPDATE jobs SET data_bytes = NULL WHERE id = $1", job.id)
-    answer = await download(client, job, headers={"Range": "bytes=10-", "Accept-Encoding": "identity"})
-    assert (answer.status, answer.body) == (200, body)
-    assert "Accept-Ranges" not in answer.headers and "ETag" not in answer.headers

@@ -87,5 +87,10 @@ async def test_hanging_up_mid_download_releases_everything(aiohttp_client, setti
                              (job.data_path, lambda: download(client, job))):
         await hang_up_mid_download(client, db, path)
         await assert_all_released(client, db)
-        header, rows = (await read_whole()).table()  # and it still serves, the whole export
+        # A broken job download stores no length: only one that streamed to its end does.
+        assert await db.fetchval("SELECT data_bytes FROM jobs WHERE id = $1", job.id) is None
+        whole = await read_whole()
+        header, rows = whole.table()  # and it still serves, the whole export
         assert (header, len(rows), len({row[0] for row in rows})) == (HEADER, ROWS, ROWS)
+    stored = await eventually(lambda: db.fetchval("SELECT data_bytes FROM jobs WHERE id = $1", job.id), "the length")
+    assert stored == len(whole.body)
