@@ -4,6 +4,9 @@ Memory stays constant for any size: asyncpg hands each chunk to ``write``, which
 (back-pressure all the way to PostgreSQL). If the client goes away, the write raises, asyncpg cancels the
 COPY on the server, and the connection goes back to the pool.
 
+A COPY that its sink stops (the client went away, a byte range is complete, a write timed out) closes
+its connection instead of returning it to the pool: see ``copy_csv_out``.
+
 A job's download is the same bytes every time (a static snapshot scanned in a fixed order): it has a
 strong ``ETag`` and ``Accept-Ranges: bytes``, and its exact length is learnt lazily. A full download that
 streams to its end reports the bytes it sent (``StaticCsv.remember_length``); later ones then carry
@@ -19,7 +22,8 @@ import csv
 import dataclasses
 import io
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 
 import asyncpg
 from aiohttp import web
@@ -67,12 +71,63 @@ def header_line(attributes: Sequence[str]) -> bytes:
     return out.getvalue().encode()
 
 
+async def copy_csv_out(conn: asyncpg.Connection, query: str, sink: Callable[[bytes], Awaitable[None]],
+                       args: Sequence[object] = ()) -> None:
+    """``COPY (query) TO STDOUT`` as CSV, each chunk handed to ``sink``; a sink that raises stops the COPY.
+
+    When the sink raises, asyncpg asks the server to cancel the COPY and waits for the cancelled
+    command's answer before the connection can run anything again (even a ROLLBACK, even its release to
+    the pool). If the sink raised on the COPY's *last* chunk the command is already over, no answer ever
+    comes, and the connection hangs for good (asyncpg 0.32). So a COPY stopped by its sink terminates its
+    connection: the transaction ends with it on the server, and the pool replaces it.
+    """
+    stopped = False
+
+    async def guarded(data: bytes) -> None:
+        nonlocal stopped
+        try:
+            await sink(data)
+        except BaseException:
+            stopped = True
+            raise
+
+    try:
+        await conn.copy_from_query(query, *args, output=guarded, format="csv")
+    except BaseException:
+        if stopped:
+            conn.terminate()
+        raise
+
+
+@asynccontextmanager
+async def streaming_transaction(conn: asyncpg.Connection) -> AsyncIterator[None]:
+    """A transaction around a streamed answer: committed when the block ends normally, rolled back when
+    it raises, and simply over when ``copy_csv_out`` had to terminate the connection."""
+    transaction = conn.transaction()
+    await transaction.start()
+    try:
+        yield
+    except BaseException:
+        if not _terminated(conn):
+            await transaction.rollback()
+        raise
+    if not _terminated(conn):
+        await transaction.commit()
+
+
+def _terminated(conn: asyncpg.Connection) -> bool:
+    try:
+        return conn.is_closed()
+    except asyncpg.InterfaceError:  # a pool's proxy is detached once its connection is terminated
+        return True
+
+
 async def csv_length(conn: asyncpg.Connection, query: str, attributes: Sequence[str],
                      args: Sequence[object] = ()) -> int:
     """The exact bytes of ``stream_csv``'s uncompressed answer: one COPY of the query, counted and dropped."""
     counted = _Counted()
     await counted.write(header_line(attributes))
-    await conn.copy_from_query(query, *args, output=counted.write, format="csv")
+    await copy_csv_out(conn, query, counted.write, args)
     return counted.bytes
 
 
@@ -112,7 +167,7 @@ async def stream_csv(request: web.Request, conn: asyncpg.Connection, query: str,
     write = whole.write if wanted is None else RangeWriter(response.write, wanted, length).write
     try:
         await write(header_line(attributes))
-        await conn.copy_from_query(query, *args, output=write, format="csv")
+        await copy_csv_out(conn, query, write, args)
     except RangeSent:
         pass  # asyncpg has cancelled the rest of the COPY
     await response.write_eof()

@@ -30,6 +30,7 @@ class RequestStats:
 
     rows: int | None = None
     bytes_received: int = 0
+    cut_short: str | None = None  # why the answer ended early: "client_gone", or what failed mid-answer
 
 
 def request_id_from(header: str | None) -> str:

@@ -54,15 +54,19 @@ async def request_middleware(request: web.Request, handler) -> web.StreamRespons
         status = CLIENT_GONE
         raise
     finally:
+        if request[state.STATS].cut_short == "client_gone":
+            status = CLIENT_GONE
         _observe(request, response, status, time.perf_counter() - started)
         REQUEST_ID.reset(token)
 
 
-async def echo_request_id(request: web.Request, response: web.StreamResponse) -> None:
-    """``on_response_prepare``: every answer carries the request's id, streamed ones included."""
+async def on_answer_prepare(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: every answer carries the request's id, streamed ones included; the request
+    remembers that its answer has started (a failure after this point cannot be a new answer)."""
     request_id = request.get(state.REQUEST_ID)
     if request_id:
         response.headers[REQUEST_ID_HEADER] = request_id
+    request[state.ANSWER] = response
 
 
 def route_of(request: web.Request) -> str:
@@ -86,32 +90,72 @@ def _observe(request: web.Request, response: web.StreamResponse | None, status: 
               "rows": stats.rows, "bytes_in": stats.bytes_received, "bytes_out": sent,
               "segment": int(segment) if segment.isascii() and segment.isdigit() and len(segment) < 19 else None,
               "endpoint": principal.endpoint_name if principal else None}
+    if stats.cut_short:
+        fields["cut_short"] = stats.cut_short
     level = logging.DEBUG if route in QUIET_ROUTES and status < 400 else logging.INFO
     access_log.log(level, "%s %s %d", method, route, status, extra={"fields": fields})
 
 
 @web.middleware
 async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
-    """Every failure leaves as the Exchange failure envelope; never an HTML page or a traceback."""
+    """Every failure leaves as the Exchange failure envelope; never an HTML page or a traceback.
+
+    Two failures get no envelope: one after the answer has started (its status line is sent: the
+    connection is aborted so that the client sees an incomplete transfer, never a second answer inside
+    the body), and one caused by the client going away (nobody is left to answer; logged as such).
+    """
     try:
         return await handler(request)
-    except GatewayError as exc:
+    except Exception as exc:
+        answer = request.get(state.ANSWER)
+        if answer is not None:
+            return _cut_short(request, answer, exc)
+        if _client_gone(request):
+            request[state.STATS].cut_short = "client_gone"
+            log.info("client closed the connection during %s %s (%s)", request.method, request.path,
+                     type(exc).__name__)
+            return web.Response(status=400)  # for the access line only: there is no one to send it to
+        return _failure(request, exc)
+
+
+def _client_gone(request: web.Request) -> bool:
+    return request.transport is None or request.transport.is_closing()
+
+
+def _cut_short(request: web.Request, answer: web.StreamResponse, exc: Exception) -> web.StreamResponse:
+    """End an answer that failed after its status line: aiohttp then only tries to finish it."""
+    stats = request[state.STATS]
+    if _client_gone(request):
+        stats.cut_short = "client_gone"
+        log.info("client closed the connection after %d bytes of the answer to %s %s", answer.body_length,
+                 request.method, request.path)
+        return answer
+    stats.cut_short = "database_unavailable" if isinstance(exc, CONNECTION_ERRORS) else "internal_error"
+    log.error("answer to %s %s cut short after %d bytes (%s): connection aborted", request.method, request.path,
+              answer.body_length, stats.cut_short, exc_info=exc)
+    assert request.transport is not None
+    request.transport.abort()
+    return answer
+
+
+def _failure(request: web.Request, exc: Exception) -> web.StreamResponse:
+    """The failure envelope for an error raised before the answer started."""
+    if isinstance(exc, GatewayError):
         headers = dict(exc.headers)
         if isinstance(exc, Unauthorized):
             headers["WWW-Authenticate"] = REALM + (', error="invalid_token"' if exc.code == "invalid_token" else "")
         return failure(exc.status, exc.code, exc.message, extra=exc.extra, headers=headers)
-    except web.HTTPException as exc:
+    if isinstance(exc, web.HTTPException):
         if exc.status < 400:
-            raise
+            raise exc
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         code = _HTTP_CODES.get(exc.status, exc.reason.lower().replace(" ", "_"))
         return failure(exc.status, code, exc.reason, headers=headers)
-    except CONNECTION_ERRORS:
-        log.warning("database unavailable during %s %s", request.method, request.path, exc_info=True)
+    if isinstance(exc, CONNECTION_ERRORS):
+        log.warning("database unavailable during %s %s", request.method, request.path, exc_info=exc)
         return failure(503, "database_unavailable", "the database is unavailable; try again shortly")
-    except Exception:
-        log.exception("unhandled error in %s %s", request.method, request.path)
-        return failure(500, "internal_error", "internal error; the gateway's log has the details")
+    log.error("unhandled error in %s %s", request.method, request.path, exc_info=exc)
+    return failure(500, "internal_error", "internal error; the gateway's log has the details")
 
 
 def required_scope(method: str, path: str) -> str:

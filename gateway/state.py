@@ -25,3 +25,4 @@ IN_FLIGHT = web.AppKey("in_flight", InFlight)  # requests being handled, for the
 PRINCIPAL = web.RequestKey("principal", Principal)
 REQUEST_ID = web.RequestKey("request_id", str)
 STATS = web.RequestKey("stats", RequestStats)  # what the handler moved, for the access log line
+ANSWER = web.RequestKey("answer", web.StreamResponse)  # set once the answer's status line has been sent

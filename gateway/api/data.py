@@ -14,7 +14,7 @@ from multidict import MultiMapping
 from gateway import metrics, state
 from gateway.api.requests import storable_text
 from gateway.errors import BadRequest, NotFound, NotImplementedYet, PayloadTooLarge, UnsupportedMediaType
-from gateway.export import columns_sql, stream_csv
+from gateway.export import columns_sql, stream_csv, streaming_transaction
 from gateway.ingest import Upload
 from gateway.members import (BatchInfo, Operation, add_members, batch_result, lock_and_register, plan_upload,
                              remove_members, sql, stream_incoming)
@@ -130,7 +130,7 @@ async def pull(request: web.Request) -> web.StreamResponse:
     segment_id = parse_segment_id(request.match_info["segment_id"])
     endpoint_id = request[state.PRINCIPAL].endpoint_id
     limit = request.app[state.SETTINGS].sync_export_max_rows
-    async with request.app[state.POOL].acquire() as conn, conn.transaction():
+    async with request.app[state.POOL].acquire() as conn, streaming_transaction(conn):
         row = await conn.fetchrow(QUERIES["segment_export_info"], segment_id, endpoint_id)
         if row is None:
             raise NotFound(f"segment {segment_id} does not exist", code="segment_not_found")

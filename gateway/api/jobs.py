@@ -10,7 +10,7 @@ from aiohttp import web
 from gateway import state
 from gateway.api.requests import read_json_object
 from gateway.errors import BadRequest, Conflict, GatewayError, NotFound
-from gateway.export import StaticCsv, columns_sql, stream_csv
+from gateway.export import StaticCsv, columns_sql, stream_csv, streaming_transaction
 from gateway.jobs import (JOB_TYPE, cancel_job, create_job, get_job, job_sql, measure_job_data, parse_job_id,
                           store_job_data_length)
 from gateway.ranges import range_asked
@@ -87,7 +87,7 @@ async def get_job_data(request: web.Request) -> web.StreamResponse:
         if length is None and range_asked(request.headers, etag):
             length = await measure_job_data(conn, job_id, query, attributes)
         static = StaticCsv(etag, length, functools.partial(store_job_data_length, conn, job_id))
-        async with conn.transaction():
+        async with streaming_transaction(conn):
             await conn.execute(QUERIES["export_job_scan_in_order"])  # the same bytes every time
             return await stream_csv(request, conn, query, attributes, filename=f"job-{job_id}.csv",
                                     static=static)
