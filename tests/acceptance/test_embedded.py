@@ -4,12 +4,14 @@ import asyncio
 import os
 import stat
 import subprocess
+import tempfile
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 import pytest
 
-from gateway.embedded import PORT, EmbeddedPostgres
+from gateway.embedded import PORT, EmbeddedPostgres, EmbeddedPostgresError
 
 
 def running(server: EmbeddedPostgres) -> bool:
@@ -87,3 +89,20 @@ async def test_a_data_dir_of_an_earlier_version_that_trusted_everyone_is_upgrade
         assert stat.S_IMODE(os.stat(socket_dir(upgraded)).st_mode) == 0o700
     finally:
         await asyncio.to_thread(upgraded.stop)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making a directory another user owns needs root")
+def test_a_socket_directory_someone_else_made_first_is_refused(tmp_path):
+    """A data dir path too long for a socket puts it in /tmp, where another account could have made the
+    directory first to reach the socket: such a directory is refused, not used."""
+    server = EmbeddedPostgres(tmp_path / ("d" * 100))
+    squatted = server._socket_dir()
+    assert squatted.parent == Path(tempfile.gettempdir())
+    squatted.mkdir(mode=0o777)
+    try:
+        os.chown(squatted, 65534, 65534)  # nobody
+        with pytest.raises(EmbeddedPostgresError, match="not a directory of ours"):
+            server.start()
+        assert not running(server)
+    finally:
+        squatted.rmdir()
