@@ -11,12 +11,15 @@ import dataclasses
 import datetime as dt
 import hashlib
 import hmac
+import logging
 import secrets
 
 import asyncpg
 
 from gateway.errors import Forbidden, Unauthorized
 from gateway.sqlfiles import QUERIES
+
+log = logging.getLogger(__name__)
 
 KEY_PREFIX = "agw_"
 SCOPES = ("read", "write", "admin")  # each includes the ones before it
@@ -96,10 +99,12 @@ def check_key(record: KeyRecord | None, secret_hash: bytes) -> Principal:
 
 
 async def insert_key(conn: asyncpg.Connection, secret: str, *, endpoint: str = DEFAULT_ENDPOINT,
-                     scope: str = "admin", label: str = "", expires_at: dt.datetime | None = None) -> int | None:
+                     scope: str = "admin", label: str = "", expires_at: dt.datetime | None = None,
+                     bootstrap: bool = False) -> int | None:
     """Store a key; ``None`` when that exact key already exists."""
     lookup_id, secret_hash = hash_key(secret)
-    return await conn.fetchval(QUERIES["key_insert"], endpoint, lookup_id, secret_hash, scope, label, expires_at)
+    return await conn.fetchval(QUERIES["key_insert"], endpoint, lookup_id, secret_hash, scope, label, expires_at,
+                               bootstrap)
 
 
 async def list_keys(conn: asyncpg.Connection, endpoint: str | None = None) -> list[asyncpg.Record]:
@@ -122,12 +127,20 @@ async def revoke_key(conn: asyncpg.Connection, key_id: int) -> asyncpg.Record | 
 async def ensure_bootstrap_key(conn: asyncpg.Connection, configured: str | None) -> str | None:
     """Make ``GATEWAY_API_KEY`` exist (admin, default endpoint); with none set and no key at all, make one.
 
-    Returns a newly generated key (to print once), else None. Safe when several processes start at once.
+    A key made by an earlier, different value of ``GATEWAY_API_KEY`` is revoked: changing the variable
+    replaces the key, it does not add one. Returns a newly generated key (to print once), else None. Safe
+    when several processes start at once.
     """
     async with conn.transaction():
         await conn.execute(QUERIES["key_bootstrap_lock"])
         if configured:
-            await insert_key(conn, configured, label="GATEWAY_API_KEY")
+            await insert_key(conn, configured, label="GATEWAY_API_KEY", bootstrap=True)
+            lookup_id, _ = hash_key(configured)
+            for retired in await conn.fetch(QUERIES["key_bootstrap_retire"], lookup_id):
+                log.warning("key %s (an earlier GATEWAY_API_KEY) revoked: GATEWAY_API_KEY changed", retired["id"])
+                await conn.execute(QUERIES["key_notify"], REVOCATIONS_CHANNEL, retired["lookup_id"])
+            if await conn.fetchval(QUERIES["key_bootstrap_revoked"], lookup_id):
+                log.warning("GATEWAY_API_KEY names a revoked key: it authenticates nothing")
             return None
         if await conn.fetchval(QUERIES["key_count"]) > 0:
             return None

@@ -5,10 +5,11 @@ Rows are gathered while the body streams and COPYed into ``upload_rejects`` in c
 valid rows into ``incoming`` pauses between two body chunks, the pending rejects are COPYed, and the
 COPY of valid rows goes on. A body with no invalid row costs nothing here.
 
-A segment keeps at most ``GATEWAY_REJECTS_MAX_PER_SEGMENT`` stored rejects (over its uploads whose
-rejects have not expired): beyond that an upload only counts them (``rejects_not_stored`` in its history
-row). The room is read once per upload, at its first rejected row, so uploads of one segment that
-stream at the same time may each fill what was free: the cap can be passed by what they store together.
+A segment keeps at most ``GATEWAY_REJECTS_MAX_PER_SEGMENT`` stored rejects, and an endpoint at most
+``GATEWAY_REJECTS_MAX_PER_ENDPOINT`` over all its segments (over their uploads whose rejects have not
+expired): beyond either an upload only counts them (``rejects_not_stored`` in its history row). The room
+is read once per upload, at its first rejected row, so uploads that stream at the same time may each fill
+what was free: a cap can be passed by what they store together (by at most their own rejects each).
 """
 
 from __future__ import annotations
@@ -37,9 +38,11 @@ def clean_raw(text: str) -> str:
 class RejectSink:
     """The rejected rows of one upload on their way to ``upload_rejects``."""
 
-    def __init__(self, segment_id: int, max_per_segment: int) -> None:
+    def __init__(self, segment_id: int, endpoint_id: int, *, max_per_segment: int, max_per_endpoint: int) -> None:
         self._segment_id = segment_id
+        self._endpoint_id = endpoint_id
         self._max_per_segment = max_per_segment
+        self._max_per_endpoint = max_per_endpoint
         self._pending: list[tuple[int, str, str]] = []
         self._room: int | None = None  # unknown until the first flush
         self.upload_id: int | None = None  # taken at the first flush (the history row uses it)
@@ -48,7 +51,7 @@ class RejectSink:
 
     def add(self, line: int, reason: str, raw: str) -> None:
         if self._room == 0:
-            self.not_stored += 1  # the segment is full: count it, keep nothing
+            self.not_stored += 1  # the segment or its endpoint is full: count it, keep nothing
             return
         self._pending.append((line, reason, clean_raw(raw)))
 
@@ -57,13 +60,14 @@ class RejectSink:
         return len(self._pending) >= FLUSH_ROWS
 
     async def flush(self, conn: asyncpg.Connection) -> None:
-        """COPY the gathered rows (what fits under the segment's cap) in the caller's transaction."""
+        """COPY the gathered rows (what fits under both caps) in the caller's transaction."""
         if not self._pending:
             return
         if self.upload_id is None:
-            reserved = await conn.fetchrow(QUERIES["upload_reserve"], self._segment_id)
+            reserved = await conn.fetchrow(QUERIES["upload_reserve"], self._segment_id, self._endpoint_id)
             self.upload_id = reserved["id"]
-            self._room = max(0, self._max_per_segment - reserved["rejects_stored"])
+            self._room = max(0, min(self._max_per_segment - reserved["segment_rejects"],
+                                    self._max_per_endpoint - reserved["endpoint_rejects"]))
         assert self._room is not None
         pending, self._pending = self._pending, []
         keep = pending[:self._room]

@@ -21,6 +21,7 @@ _SIZE_UNITS = {
     "g": 1024**3, "gb": 1000**3, "gib": 1024**3, None: 1,
 }
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+API_KEY_MIN_LENGTH = 32
 
 
 class SettingsError(ValueError):
@@ -69,6 +70,18 @@ def parse_optional_text(text: str) -> str | None:
     return text or None
 
 
+def parse_api_key(text: str) -> str | None:
+    """Empty (a key is generated at first start) or at least 32 characters: keys are stored as a plain
+    SHA-256 (gateway.auth), which is only right for keys nobody can guess."""
+    if not text:
+        return None
+    if len(text) < API_KEY_MIN_LENGTH:
+        raise ValueError(f"it has {len(text)} characters, at least {API_KEY_MIN_LENGTH} are needed (e.g. "
+                         "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'), or leave it empty "
+                         "to have a key generated")
+    return text
+
+
 def parse_bool(text: str) -> bool:
     value = text.strip().lower()
     if value in ("1", "true", "yes", "on"):
@@ -85,6 +98,7 @@ class Setting:
     default: str
     parse: Callable[[str], Any]
     help: str
+    secret: bool = False  # its value is never repeated in an error message
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -92,8 +106,10 @@ SETTINGS: tuple[Setting, ...] = (
             "External PostgreSQL (15 or newer). Empty: start the embedded PostgreSQL in the data dir."),
     Setting("data_dir", "GATEWAY_DATA_DIR", "./.gateway", Path,
             "Where the embedded PostgreSQL keeps its data (and later export files)."),
-    Setting("api_key", "GATEWAY_API_KEY", "", parse_optional_text,
-            "If set, this key exists with admin scope on the `default` endpoint once the server is ready."),
+    Setting("api_key", "GATEWAY_API_KEY", "", parse_api_key,
+            "If set (at least 32 characters, else `serve` refuses to start), this key exists with admin scope on "
+            "the `default` endpoint once the server is ready; starting with another value revokes the key the "
+            "earlier value made. Empty: the first start generates a key and prints it once.", secret=True),
     Setting("auth_failure_limit", "GATEWAY_AUTH_FAILURE_LIMIT", "20", parse_non_negative_int,
             "Failed authentications (401) from one client address within `GATEWAY_AUTH_FAILURE_WINDOW` "
             "after which its `/v1` calls get 429 until the window frees; counted per process; 0 turns it off."),
@@ -114,6 +130,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("rejects_max_per_segment", "GATEWAY_REJECTS_MAX_PER_SEGMENT", "1000000", parse_non_negative_int,
             "Most rejected rows stored per segment (over its uploads within `GATEWAY_REJECTS_TTL`); beyond it "
             "uploads only count them (`rejectsNotStored` in the upload history)."),
+    Setting("rejects_max_per_endpoint", "GATEWAY_REJECTS_MAX_PER_ENDPOINT", "10000000", parse_non_negative_int,
+            "Most rejected rows stored per endpoint (over all its segments' uploads within "
+            "`GATEWAY_REJECTS_TTL`), so that a write key creating segment after segment cannot fill the disk; "
+            "beyond it uploads only count them, as above."),
     Setting("upload_history_ttl", "GATEWAY_UPLOAD_HISTORY_TTL", "90d", parse_duration,
             "How long the upload history (`/api/segments/{id}/uploads`) keeps an upload."),
     Setting("delete_grace", "GATEWAY_DELETE_GRACE", "7d", parse_duration,
@@ -148,6 +168,7 @@ class Settings:
     export_ttl: float
     rejects_ttl: float
     rejects_max_per_segment: int
+    rejects_max_per_endpoint: int
     upload_history_ttl: float
     delete_grace: float
     export_workers: int
@@ -170,7 +191,8 @@ class Settings:
             try:
                 values[setting.field] = setting.parse(raw)
             except ValueError as exc:
-                raise SettingsError(f"{setting.env}={raw!r} is not valid: {exc}") from None
+                shown = setting.env if setting.secret else f"{setting.env}={raw!r}"
+                raise SettingsError(f"{shown} is not valid: {exc}") from None
         values.update({key: value for key, value in overrides.items() if value is not None})
         return cls(**values)
 

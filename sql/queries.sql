@@ -31,10 +31,21 @@ FROM api_keys k JOIN endpoints e ON e.id = k.endpoint_id
 WHERE k.lookup_id = $1;
 
 -- name: key_insert
-INSERT INTO api_keys (endpoint_id, lookup_id, secret_hash, scope, label, expires_at)
-VALUES ((SELECT id FROM endpoints WHERE name = $1), $2, $3, $4, $5, $6)
+-- $7: made from GATEWAY_API_KEY (see key_bootstrap_retire).
+INSERT INTO api_keys (endpoint_id, lookup_id, secret_hash, scope, label, expires_at, bootstrap)
+VALUES ((SELECT id FROM endpoints WHERE name = $1), $2, $3, $4, $5, $6, $7)
 ON CONFLICT (lookup_id) DO NOTHING
 RETURNING id;
+
+-- name: key_bootstrap_retire
+-- The keys earlier values of GATEWAY_API_KEY made, revoked at a start with another value ($1: its lookup_id).
+UPDATE api_keys SET revoked_at = now()
+WHERE bootstrap AND revoked_at IS NULL AND lookup_id <> $1
+RETURNING id, lookup_id;
+
+-- name: key_bootstrap_revoked
+-- Whether the key GATEWAY_API_KEY names was revoked (it then authenticates nothing).
+SELECT revoked_at IS NOT NULL FROM api_keys WHERE lookup_id = $1;
 
 -- name: key_count
 SELECT count(*) FROM api_keys;
@@ -569,10 +580,14 @@ SELECT count(*) FROM replace_sessions WHERE status = 'open';
 SELECT record_upload($1::jsonb);
 
 -- name: upload_reserve
--- An upload's id, taken when its first rejected rows are stored, and the rejects its segment holds.
+-- An upload's id, taken when its first rejected rows are stored, and the rejects its segment ($1) and its
+-- endpoint ($2) hold (the conditions match the partial index uploads_rejects_held_idx).
 SELECT nextval('uploads_id_seq') AS id,
        (SELECT coalesce(sum(rejects_stored), 0) FROM uploads
-        WHERE segment_id = $1 AND rejects_expired_at IS NULL)::bigint AS rejects_stored;
+        WHERE segment_id = $1 AND rejects_expired_at IS NULL AND rejects_stored > 0)::bigint AS segment_rejects,
+       (SELECT coalesce(sum(u.rejects_stored), 0) FROM segments s JOIN uploads u ON u.segment_id = s.id
+        WHERE s.endpoint_id = $2 AND u.rejects_expired_at IS NULL AND u.rejects_stored > 0)::bigint
+           AS endpoint_rejects;
 
 -- name: upload_list
 -- Newest first; $2 is the cursor (only ids below it), $3 the page size.

@@ -26,7 +26,7 @@ from gateway.migrations import apply_migrations
 from gateway.settings import Settings
 from gateway.sqlfiles import QUERIES
 
-ADMIN_KEY = "test-admin-key-0123456789abcdef"
+ADMIN_KEY = "test-admin-key-0123456789abcdef-0123456789"
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
 PG15_BIN = Path("/usr/lib/postgresql/15/bin")
 FAST_TEST_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}

@@ -90,7 +90,8 @@ async def push(request: web.Request) -> web.Response:
     await get_pushable_segment(pool, endpoint_id, segment_id)
 
     started = time.perf_counter()
-    rejects = RejectSink(segment_id, settings.rejects_max_per_segment)
+    rejects = RejectSink(segment_id, endpoint_id, max_per_segment=settings.rejects_max_per_segment,
+                         max_per_endpoint=settings.rejects_max_per_endpoint)
     upload = Upload(request.content, gzipped=gzipped, max_body_bytes=settings.max_body_bytes,
                     max_field_bytes=settings.max_field_bytes, on_reject=rejects.add)
     entry = UploadEntry(segment_id, operation, batch, request[state.REQUEST_ID], upload, rejects)

@@ -11,7 +11,7 @@ import pytest
 
 from tests.acceptance.cli_process import GatewayProcess, free_data_dir
 
-KEY = "acceptance-key-0123456789abcdef"
+KEY = "acceptance-key-0123456789abcdef-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
@@ -113,6 +113,17 @@ def test_bad_setting_exits_2_naming_the_variable(tmp_path, variable, value):
     result = run_cli("serve", env={**free_data_dir(tmp_path), variable: value})
     assert result.returncode == 2
     assert variable in result.stderr
+
+
+def test_a_short_gateway_api_key_exits_2_saying_why(tmp_path):
+    """A bootstrap key shorter than 32 characters is refused before anything starts, and not repeated."""
+    short = "guessable-admin-key-31-characte"
+    assert len(short) == 31
+    result = run_cli("serve", "--port", "0", env={**free_data_dir(tmp_path), "GATEWAY_API_KEY": short})
+    assert result.returncode == 2
+    assert "GATEWAY_API_KEY" in result.stderr and "at least 32" in result.stderr
+    assert short not in result.stderr + result.stdout
+    assert not (tmp_path / "data").exists()
 
 
 def test_unreachable_database_exits_2_with_one_line(tmp_path):

@@ -15,7 +15,7 @@ import pytest
 
 from tests.acceptance.cli_process import GatewayProcess
 
-KEY = "acceptance-key-0123456789abcdef"
+KEY = "acceptance-key-0123456789abcdef-0123456789"
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

@@ -146,3 +146,27 @@ async def test_throttling_can_be_turned_off(aiohttp_client, settings):
     client = await aiohttp_client(create_app(dataclasses.replace(settings, auth_failure_limit=0)))
     for _ in range(25):
         assert (await client.get("/v1/segments", headers={"Authorization": "Bearer agw_guess"})).status == 401
+
+
+async def test_a_start_with_another_gateway_api_key_retires_the_previous_one(aiohttp_client, settings, make_key, db):
+    """Changing GATEWAY_API_KEY replaces the bootstrap key: the old one answers 401, in the new process and
+    (told by NOTIFY) in one still running; keys made otherwise are kept, and the same value again changes nothing."""
+    running = await aiohttp_client(create_app(settings))  # GATEWAY_API_KEY = ADMIN_KEY
+    other_key = await make_key("admin")
+    await wait_listening(running.app)
+    assert (await running.get("/v1/segments", headers=AUTH)).status == 200  # cached there
+
+    new_key = "replacement-admin-key-" + "0123456789" * 3
+    restarted = await aiohttp_client(create_app(dataclasses.replace(settings, api_key=new_key)))
+    new_auth = {"Authorization": f"Bearer {new_key}"}
+    assert (await restarted.get("/v1/segments", headers=AUTH)).status == 401
+    assert (await restarted.get("/v1/segments", headers=new_auth)).status == 200
+    assert await poll_until_refused(running, AUTH) < 1.0
+    for client in (running, restarted):
+        assert (await client.get("/v1/segments", headers=other_key)).status == 200
+
+    again = await aiohttp_client(create_app(dataclasses.replace(settings, api_key=new_key)))
+    assert (await again.get("/v1/segments", headers=new_auth)).status == 200
+    rows = await db.fetch("SELECT label, bootstrap, revoked_at IS NOT NULL AS revoked FROM api_keys ORDER BY id")
+    assert [tuple(row) for row in rows] == [("GATEWAY_API_KEY", True, True), ("", False, False),
+                                           ("GATEWAY_API_KEY", True, False)]

@@ -167,6 +167,26 @@ async def test_rejects_beyond_the_segment_cap_are_only_counted(aiohttp_client, s
     assert [row[2] for row in await reject_rows(client, segment_id, second["id"])] == ["p", "q"]
 
 
+async def test_rejects_beyond_the_endpoint_cap_are_only_counted(aiohttp_client, settings, make_key):
+    """The cap holds over all of an endpoint's segments: a new segment brings no new room; another endpoint
+    has its own."""
+    client = await app_client(aiohttp_client, settings, rejects_max_per_endpoint=5)
+    first, second, third = [await create_segment(client, name) for name in ("one", "two", "three")]
+    await push_ok(client, first, "email,name\nx\ny\nz\n")
+    await push_ok(client, second, "email,name\np\nq\nr\ns\n")
+    await push_ok(client, third, "email,name\nt\n")
+    entries = [(await history(client, segment))["uploads"] for segment in (first, second, third)]
+    assert [(entry["rejectsStored"], entry["rejectsNotStored"], entry["numInvalid"]) for [entry] in entries] == [
+        (3, 0, 3), (2, 2, 4), (0, 1, 1)]
+    assert [row[2] for row in await reject_rows(client, second, entries[1][0]["id"])] == ["p", "q"]
+
+    acme = await make_key("admin", endpoint="acme")
+    elsewhere = await create_segment(client, headers=acme)
+    await push_ok(client, elsewhere, "email,name\nu\n", headers=acme)
+    [entry] = (await history(client, elsewhere, headers=acme))["uploads"]
+    assert (entry["rejectsStored"], entry["rejectsNotStored"]) == (1, 0)
+
+
 async def test_a_valid_body_stores_no_rejects(client, db):
     segment_id = await create_segment(client)
     await push_ok(client, segment_id, "email\na@x.com\n")

@@ -82,6 +82,13 @@ def _environment(service: dict) -> dict[str, str]:
     return {key: "" if value is None else str(value) for key, value in env.items()}
 
 
+def _interpolate(text: str, environ: dict[str, str]) -> str:
+    """What compose makes of ``${NAME}`` / ``${NAME:-default}`` in ``text`` given ``environ``."""
+    def value(match: re.Match) -> str:
+        return environ.get(match.group(1)) or (match.group(2) or "")
+    return re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", value, text)
+
+
 # --------------------------------------------------------------------------
 # Dockerfile
 # --------------------------------------------------------------------------
@@ -210,6 +217,15 @@ def test_compose_gateway_uses_postgres_service() -> None:
     assert env.get("GATEWAY_API_KEY", "").startswith("${GATEWAY_API_KEY")
 
 
+def test_compose_gives_no_known_api_key() -> None:
+    """Unset, GATEWAY_API_KEY reaches the gateway empty (it generates a key and prints it), never a word
+    anyone could guess; set, it is passed on."""
+    value = _environment(_load_compose()["services"]["gateway"])["GATEWAY_API_KEY"]
+    assert _interpolate(value, {}) == ""
+    chosen = "k" * 40
+    assert _interpolate(value, {"GATEWAY_API_KEY": chosen}) == chosen
+
+
 def test_compose_postgres_service() -> None:
     postgres = _load_compose()["services"]["postgres"]
     assert postgres.get("image") == "postgres:17"
@@ -235,13 +251,20 @@ def test_compose_gateway_waits_for_healthy_postgres() -> None:
     assert depends_on.get("postgres", {}).get("condition") == "service_healthy"
 
 
-def test_compose_publishes_port_8080() -> None:
-    ports = _load_compose()["services"]["gateway"].get("ports") or []
+def _published_ports(environ: dict[str, str]) -> list[tuple[str, str, str]]:
+    """The gateway's (host address, host port, container port) with compose's variables set as ``environ``."""
     published = []
-    for entry in ports:
+    for entry in _load_compose()["services"]["gateway"].get("ports") or []:
         if isinstance(entry, dict):
-            published.append((str(entry.get("published")), str(entry.get("target"))))
+            published.append((_interpolate(str(entry.get("host_ip", "")), environ),
+                               str(entry.get("published")), str(entry.get("target"))))
         else:
-            host_part, _, container = str(entry).rpartition(":")
-            published.append((host_part.rpartition(":")[2], container.split("/")[0]))
-    assert ("8080", "8080") in published, f"gateway ports: {ports!r}"
+            host_part, _, container = _interpolate(str(entry), environ).rpartition(":")
+            address, _, port = host_part.rpartition(":")
+            published.append((address, port, container.split("/")[0]))
+    return published
+
+
+def test_compose_publishes_port_8080_on_loopback_unless_told() -> None:
+    assert _published_ports({}) == [("127.0.0.1", "8080", "8080")]
+    assert _published_ports({"GATEWAY_PUBLISH_ADDRESS": "0.0.0.0"}) == [("0.0.0.0", "8080", "8080")]

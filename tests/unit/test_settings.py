@@ -54,3 +54,19 @@ def test_auth_failure_throttle_settings():
     assert (settings.auth_failure_limit, settings.auth_failure_window) == (0, 10)
     with pytest.raises(SettingsError, match="GATEWAY_AUTH_FAILURE_LIMIT"):
         Settings.load(environ={"GATEWAY_AUTH_FAILURE_LIMIT": "-1"})
+
+
+def test_gateway_api_key_is_empty_or_32_characters_at_least():
+    assert Settings.load(environ={}).api_key is None
+    assert Settings.load(environ={"GATEWAY_API_KEY": ""}).api_key is None
+    assert Settings.load(environ={"GATEWAY_API_KEY": "k" * 32}).api_key == "k" * 32
+    with pytest.raises(SettingsError, match="GATEWAY_API_KEY is not valid: it has 31 characters") as raised:
+        Settings.load(environ={"GATEWAY_API_KEY": "s" * 31})
+    assert "s" * 31 not in str(raised.value)  # a secret is not repeated
+
+
+def test_rejects_max_per_endpoint():
+    assert Settings.load(environ={}).rejects_max_per_endpoint == 10_000_000
+    assert Settings.load(environ={"GATEWAY_REJECTS_MAX_PER_ENDPOINT": "0"}).rejects_max_per_endpoint == 0
+    with pytest.raises(SettingsError, match="GATEWAY_REJECTS_MAX_PER_ENDPOINT"):
+        Settings.load(environ={"GATEWAY_REJECTS_MAX_PER_ENDPOINT": "-1"})

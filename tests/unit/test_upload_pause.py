@@ -17,7 +17,7 @@ class OneChunk:
 async def test_records_pause_within_a_large_chunk_so_pending_rejects_stay_bounded():
     rows = 500_000
     body = b"email,name\n" + b"x\n" * rows + b"ok@x.com,fine\n"
-    sink = RejectSink(1, 10**9)
+    sink = RejectSink(1, 1, max_per_segment=10**9, max_per_endpoint=10**9)
     upload = Upload(OneChunk(body), gzipped=False, max_body_bytes=len(body), max_field_bytes=65536,
                     on_reject=sink.add)
     plan = plan_columns(await upload.read_header(), None, [], None)
