@@ -42,7 +42,8 @@ def add_commands(commands: argparse._SubParsersAction, add_database_flag: Callab
     endpoints = commands.add_parser("endpoints", help="create and list endpoints (tenants)")
     actions = endpoints.add_subparsers(dest="action", required=True, metavar="ACTION")
     create = actions.add_parser("create", help="create an endpoint")
-    create.add_argument("name", type=_endpoint_name)
+    create.add_argument("name", type=_endpoint_name, metavar="NAME",
+                        help="one word of letters, digits, '.', '_' or '-'")
     create.set_defaults(run=_endpoints_create)
     listing = actions.add_parser("list", help="one endpoint a line: id, name, created, active keys, segments")
     listing.set_defaults(run=_endpoints_list)
@@ -52,19 +53,22 @@ def add_commands(commands: argparse._SubParsersAction, add_database_flag: Callab
     keys = commands.add_parser("keys", help="create, list and revoke API keys")
     actions = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
     create = actions.add_parser("create", help="create a key and print its secret (once, as the last word)")
-    create.add_argument("--endpoint", required=True, type=_endpoint_name, help="the endpoint (tenant) it acts for")
+    create.add_argument("--endpoint", required=True, type=_endpoint_name, metavar="NAME",
+                        help="the endpoint (tenant) it acts for")
     create.add_argument("--scope", required=True, choices=SCOPES,
                         help="read: GET routes; write: also pushes, segment creation and jobs; admin: everything")
-    create.add_argument("--label", default="", help="a note for humans, shown by keys list")
+    create.add_argument("--label", default="", metavar="TEXT",
+                        help="a note for humans, shown by keys list (default: none)")
     create.add_argument("--expires-days", type=_positive_int, default=None, metavar="N",
                         help="the key stops working N days from now (default: never)")
     create.set_defaults(run=_keys_create)
     listing = actions.add_parser("list", help="one key a line: id, endpoint, scope, label, created, last used, "
                                               "expiry, status; never a secret")
-    listing.add_argument("--endpoint", type=_endpoint_name, default=None, help="only this endpoint's keys")
+    listing.add_argument("--endpoint", type=_endpoint_name, default=None, metavar="NAME",
+                         help="only this endpoint's keys (default: every endpoint's)")
     listing.set_defaults(run=_keys_list)
     revoke = actions.add_parser("revoke", help="revoke a key; every running gateway refuses it within a second")
-    revoke.add_argument("key_id", type=_positive_int, metavar="ID")
+    revoke.add_argument("key_id", type=_positive_int, metavar="ID", help="the key's id, as keys list shows it")
     revoke.set_defaults(run=_keys_revoke)
     for parser in (create, listing, revoke):
         add_database_flags(parser, add_database_flag)

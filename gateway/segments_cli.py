@@ -43,10 +43,11 @@ def add_commands(commands: argparse._SubParsersAction, add_database_flag: Callab
     segments = commands.add_parser("segments", help="export and import segment metadata (JSON)")
     actions = segments.add_subparsers(dest="action", required=True, metavar="ACTION")
     export = actions.add_parser("export", help="write every segment's metadata as JSON on stdout")
-    export.add_argument("--endpoint", default=None, help="only this endpoint's segments (default: all)")
+    export.add_argument("--endpoint", default=None, metavar="NAME",
+                        help="only this endpoint's segments (default: every endpoint's)")
     export.set_defaults(run=_export)
     load = actions.add_parser("import", help="upsert segment metadata by id from a JSON file (- for stdin)")
-    load.add_argument("file", help="a file written by segments export, or -")
+    load.add_argument("file", metavar="FILE", help="a file written by segments export, or - for stdin")
     load.add_argument("--dry-run", action="store_true", help="print the changes without making them")
     load.set_defaults(run=_import)
     for parser in (export, load):
