@@ -83,7 +83,7 @@ class EmbeddedPostgres:
         with self._startup_lock():
             self._user_fd = _lock_file(self.data_dir / "users.lock", fcntl.LOCK_SH)
             try:
-                if not is_initialised(self.data_dir):
+                if not (self.pgdata / "PG_VERSION").exists():
                     self._initdb()
                 if self._is_running():
                     log.info("embedded PostgreSQL already running in %s: attaching", self.pgdata)
