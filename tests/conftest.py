@@ -31,7 +31,8 @@ AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
 PG15_BIN = Path("/usr/lib/postgresql/15/bin")
 FAST_TEST_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
+CSV_SPECTRUM = REPO / "tests" / "data" / "csv-spectrum"  # a copy of the corpus, with its licence
+CSV_SPECTRUM_FILES = sorted((CSV_SPECTRUM / "csvs").glob("*.csv"))
 _database_numbers = itertools.count()
 
 

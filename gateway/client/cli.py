@@ -30,11 +30,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     push_parser.add_argument("--mode", choices=sorted(METHOD_OF), default="add",
                              help="add (POST), replace (PUT: commits once every batch is in) or remove (DELETE)")
     push_parser.add_argument("--batch-rows", type=parse_positive_int, default=10_000, metavar="N",
-                             help="records per batch (default 10000, as Exchange sends)")
+                             help="records per batch (default: 10000, as Exchange sends)")
     push_parser.add_argument("--concurrency", type=parse_positive_int, default=4, metavar="N",
-                             help="batches in flight (default 4; use 1 for ADD when an identity repeats "
+                             help="batches in flight (default: 4; use 1 for ADD when an identity repeats "
                                   "across batches with different attributes)")
-    push_parser.add_argument("--ids", metavar="COLUMN", help="the identity column (sent as the ids parameter)")
+    push_parser.add_argument("--ids", metavar="COLUMN",
+                             help="the identity column, sent as the ids parameter (default: the server's choice: "
+                                  "an ids column, else one whose name contains email, else the first)")
     push_parser.add_argument("--strict", action="store_true",
                              help="send nothing if the file has invalid rows; exit 1 if the server found any")
     push_parser.add_argument("--source-segment", metavar="ID",
@@ -46,8 +48,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         description="Download a segment's audience into FILE (written as FILE.part, renamed when complete). "
                     "Exit codes: 0 ok, 2 usage, 3 server or network failure.")
     _add_connection(pull_parser)
-    pull_parser.add_argument("--segment", metavar="ID", required=True)
-    pull_parser.add_argument("-o", "--output", type=Path, required=True, metavar="FILE")
+    pull_parser.add_argument("--segment", metavar="ID", required=True, help="the segment to download")
+    pull_parser.add_argument("-o", "--output", type=Path, required=True, metavar="FILE",
+                             help="where to write the CSV (FILE.part until complete)")
     pull_parser.set_defaults(run=_pull)
 
 
@@ -55,9 +58,9 @@ def _add_connection(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", required=True, help="the gateway's base URL, e.g. http://127.0.0.1:8080")
     parser.add_argument("--key", required=True, help="an API key (write scope to push, read to pull)")
     parser.add_argument("--retries", type=parse_positive_int, default=6, metavar="N",
-                        help="attempts per request before giving up (default 6)")
+                        help="attempts per request before giving up (default: 6)")
     parser.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
-                        help="longest wait for a connection or for the server's next bytes (default 300)")
+                        help="longest wait for a connection or for the server's next bytes (default: 300)")
 
 
 async def _push(args: argparse.Namespace, settings: Settings) -> int:

@@ -4,9 +4,13 @@ against an external database (flag and environment variable)."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 
 import aiohttp
+import pytest
 
 from tests.acceptance.cli_process import GatewayProcess, free_data_dir
 from tests.acceptance.test_cli import postmaster_pid, run_cli
@@ -84,9 +88,11 @@ async def test_manage_keys_while_serve_runs_on_the_embedded_database(tmp_path):
 
 async def test_manage_keys_with_nothing_running(tmp_path):
     env = free_data_dir(tmp_path)
-    secret = secret_of(await cli("keys", "create", "--endpoint", "default", "--scope", "read", env=env))
+    created = await cli("keys", "create", "--endpoint", "default", "--scope", "read", "--init", env=env)
+    secret = secret_of(created)
+    assert f"data dir {tmp_path / 'data'}" in created.stderr
     assert postmaster_pid(tmp_path / "data") is None, "a command stops the embedded server it started"
-    [row] = key_lines(await cli("keys", "list", env=env))
+    [row] = key_lines(await cli("keys", "list", env=env))  # no --init needed now
     assert row[1:3] == ["default", "read"] and secret not in "\t".join(row)
 
     server = GatewayProcess("serve", "--port", "0", env=env)
@@ -99,12 +105,28 @@ async def test_manage_keys_with_nothing_running(tmp_path):
         assert server.stop() == 0
 
 
+@pytest.mark.parametrize("command", [["endpoints", "list"], ["endpoints", "create", "acme"], ["keys", "list"],
+                                     ["keys", "create", "--endpoint", "default", "--scope", "read"],
+                                     ["keys", "revoke", "1"], ["segments", "export"]])
+def test_admin_commands_refuse_a_data_dir_without_a_database(tmp_path, command):
+    """Run from another directory, the default ./.gateway holds no database: say so, create none."""
+    environ = {name: value for name, value in os.environ.items()
+               if name not in ("GATEWAY_DATA_DIR", "GATEWAY_DATABASE_URL")}
+    result = subprocess.run([sys.executable, "-m", "gateway", *command], cwd=tmp_path, env=environ,
+                            capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout) == (2, ""), result.stderr
+    assert f"no database in {tmp_path / '.gateway'}" in result.stderr
+    assert "GATEWAY_DATA_DIR" in result.stderr and "--init" in result.stderr
+    assert not (tmp_path / ".gateway").exists(), "nothing may be created without --init"
+
+
 async def test_manage_keys_on_an_external_database(cluster):
     name = await cluster.create_database()
     database_url = cluster.url(name)
     try:
         created = await cli("endpoints", "create", "ext", "--database-url", database_url, env={})
         assert created.returncode == 0, created.stderr
+        assert f"database {database_url}" in created.stderr and "data dir" not in created.stderr
         by_env = {"GATEWAY_DATABASE_URL": database_url}
         secret = secret_of(await cli("keys", "create", "--endpoint", "ext", "--scope", "admin", env=by_env))
         [row] = key_lines(await cli("keys", "list", "--endpoint", "ext", env=by_env))

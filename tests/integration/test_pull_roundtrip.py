@@ -8,16 +8,13 @@ import json
 
 import pytest
 
-from tests.conftest import SHARED
+from tests.conftest import CSV_SPECTRUM as CORPUS
+from tests.conftest import CSV_SPECTRUM_FILES as FILES
 from tests.integration.pull_helpers import (HEADER, by_identity, create_job, download, export_via_job, parse_csv,
                                             people, segment_with, sync_get, sync_rows, wait_for_status)
 from tests.integration.push_helpers import create_segment, csv_body, push_ok
 
-CORPUS = SHARED / "testdata" / "csv-spectrum"
-FILES = sorted((CORPUS / "csvs").glob("*.csv")) if CORPUS.is_dir() else []
 
-
-@pytest.mark.skipif(not FILES, reason=f"the csv-spectrum corpus is not at {CORPUS}")
 @pytest.mark.parametrize("path", FILES, ids=[path.stem for path in FILES])
 async def test_corpus_file_reads_back_exactly(client, path):
     body = path.read_bytes()

@@ -7,17 +7,14 @@ import json
 
 import pytest
 
-from tests.conftest import SHARED
+from tests.conftest import CSV_SPECTRUM as CORPUS
+from tests.conftest import CSV_SPECTRUM_FILES as FILES
 from tests.integration.push_helpers import attributes, audience, chunked, create_segment, push
 
-CORPUS = SHARED / "testdata" / "csv-spectrum"
-FILES = sorted((CORPUS / "csvs").glob("*.csv")) if CORPUS.is_dir() else []
 SEND = {
     "whole": lambda body: (body, {}),
     "chunks-of-3": lambda body: (chunked(*(body[i:i + 3] for i in range(0, len(body), 3)), pause=0.001), {}),
 }
-
-pytestmark = pytest.mark.skipif(not FILES, reason=f"the csv-spectrum corpus is not at {CORPUS}")
 
 
 @pytest.mark.parametrize("how", SEND)

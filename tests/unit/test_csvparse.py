@@ -2,17 +2,15 @@ import csv
 import io
 import json
 import random
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.csvparse import CsvHeaderError, CsvStreamParser
+from tests.conftest import CSV_SPECTRUM as SPECTRUM
+from tests.conftest import CSV_SPECTRUM_FILES as SPECTRUM_FILES
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SPECTRUM = REPO_ROOT.parent / "shared" / "testdata" / "csv-spectrum"
-SPECTRUM_FILES = sorted((SPECTRUM / "csvs").glob("*.csv"))
 
 
 def parse(body: bytes, chunks: list[bytes] | None = None, **options):
@@ -55,8 +53,14 @@ def assert_same_everywhere(body: bytes, expected, **options):
 
 # -- csv-spectrum corpus ----------------------------------------------------------------------------
 
-@pytest.mark.skipif(not SPECTRUM_FILES, reason=f"csv-spectrum corpus not found at {SPECTRUM}")
-@pytest.mark.parametrize("path", SPECTRUM_FILES or [None], ids=lambda p: p.stem if p else "missing")
+def test_csv_spectrum_corpus_is_in_the_repository():
+    """Every case with its expected parse; a missing corpus fails here instead of skipping quietly."""
+    assert len(SPECTRUM_FILES) == 11
+    assert all((SPECTRUM / "json" / f"{path.stem}.json").is_file() for path in SPECTRUM_FILES)
+    assert (SPECTRUM / "LICENSE").is_file()
+
+
+@pytest.mark.parametrize("path", SPECTRUM_FILES, ids=lambda p: p.stem)
 @pytest.mark.parametrize("chunking", ["whole", "bytewise", "random"])
 def test_csv_spectrum(path, chunking):
     body = path.read_bytes()
