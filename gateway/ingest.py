@@ -14,7 +14,7 @@ import hashlib
 import heapq
 import io
 import zlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 from aiohttp import StreamReader
@@ -23,6 +23,7 @@ from gateway.csvparse import CsvHeaderError, CsvStreamParser
 from gateway.errors import BadRequest, PayloadTooLarge
 
 MAX_INVALID_SAMPLES = 10
+_GZIP_WBITS = 16 + zlib.MAX_WBITS  # a gzip header and trailer around the deflate stream
 _DECOMPRESS_STEP = 1024 * 1024  # inflate at most this much at a time: a gzip bomb stops at the body limit
 # parse at most this much between two looks at ``pause``: bounds the rejected rows gathered in between
 _PARSE_STEP = 64 * 1024
@@ -96,7 +97,7 @@ class Upload:
                  on_reject: Callable[[int, str, str], None] | None = None) -> None:
         self._content = content
         self._on_reject = on_reject
-        self._inflater = zlib.decompressobj(16 + zlib.MAX_WBITS) if gzipped else None
+        self._inflater = zlib.decompressobj(_GZIP_WBITS) if gzipped else None
         self._max_body_bytes = max_body_bytes
         self._parser = CsvStreamParser(max_field_bytes=max_field_bytes, on_invalid=self._invalid)
         self._hash = hashlib.sha256()
@@ -213,21 +214,37 @@ class Upload:
             if self._inflater is None:
                 yield self._account(raw)
                 continue
-            data = self._inflate(raw)
-            while data:
+            for data in self._gunzip(raw):
                 yield self._account(data)
-                data = self._inflate(b"")
-        if self._inflater is not None:
-            if not self._inflater.eof:
-                raise BadRequest("the gzip body is truncated", code="invalid_gzip")
+        if self._inflater is not None and not self._inflater.eof:
+            raise BadRequest("the gzip body ends inside a member (truncated, or bytes after the last member "
+                             "that are not gzip)", code="invalid_gzip")
 
-    def _inflate(self, raw: bytes) -> bytes:
-        assert self._inflater is not None
-        try:
-            source = self._inflater.unconsumed_tail + raw if raw else self._inflater.unconsumed_tail
-            return self._inflater.decompress(source, _DECOMPRESS_STEP)
-        except zlib.error:
-            raise BadRequest("the body is not valid gzip", code="invalid_gzip") from None
+    def _gunzip(self, raw: bytes) -> Iterator[bytes]:
+        """Inflate ``raw`` and whatever earlier chunks left, at most ``_DECOMPRESS_STEP`` at a time.
+
+        A gzip body is a series of members (RFC 1952, 2.2): ``cat a.gz b.gz``, pigz and streaming writers
+        make several. When a member ends, the bytes after it start the next one, so bytes after the last
+        member that are not gzip are an error, never silently dropped.
+        """
+        while True:
+            member = self._inflater
+            assert member is not None
+            if member.eof:
+                raw = member.unused_data + raw
+                if not raw:
+                    return
+                member = self._inflater = zlib.decompressobj(_GZIP_WBITS)
+            elif not raw and not member.unconsumed_tail:
+                return
+            source = member.unconsumed_tail + raw if raw else member.unconsumed_tail
+            raw = b""
+            try:
+                data = member.decompress(source, _DECOMPRESS_STEP)
+            except zlib.error:
+                raise BadRequest("the body is not valid gzip", code="invalid_gzip") from None
+            if data:
+                yield data
 
     def _account(self, data: bytes) -> bytes:
         self.body_bytes += len(data)

@@ -6,6 +6,8 @@ was stored (members, the segment's attributes, identity and size, REPLACE sessio
 
 import asyncio
 import gzip
+import shutil
+import subprocess
 
 import pytest
 
@@ -277,6 +279,40 @@ async def test_gzip_bodies_are_accepted(client, db):
     assert reply.counts == {"segmentId": segment_id, "numReceived": "2", "numInvalid": "0", "numAdded": "2"}
     assert await audience(db, segment_id) == {"a@x.com": {"email": "a@x.com", "name": "Ünïcode"},
                                               "b@x.com": {"email": "b@x.com", "name": "x,y"}}
+
+
+GZIP = {"Content-Encoding": "gzip"}
+MANY_ROWS = b"email,name\n" + b"".join(b"m%04d@x.com,name %d\n" % (i, i) for i in range(3000))
+
+
+def pigz(data: bytes) -> bytes:
+    """What ``pigz -c`` writes for ``data`` (one member, made of 32 KiB blocks compressed in parallel)."""
+    return subprocess.run(["pigz", "-c", "-b", "32", "-p", "2"], input=data, capture_output=True, check=True).stdout
+
+
+@pytest.mark.parametrize("maker", ["concatenated", "pigz"])
+async def test_a_body_of_several_gzip_members_is_read_to_its_end(client, db, maker):
+    """``cat a.gz b.gz c.gz`` made by Python's gzip or by pigz (``pigz -c part >> body.gz``): a REPLACE takes
+    every row of every member, not only the first member's."""
+    if maker == "pigz" and shutil.which("pigz") is None:
+        pytest.skip("pigz is not installed")
+    segment_id, _ = await seeded_segment(client, db)
+    third = len(MANY_ROWS) // 3
+    compress = gzip.compress if maker == "concatenated" else pigz
+    body = b"".join(compress(MANY_ROWS[i:i + third]) for i in range(0, len(MANY_ROWS), third))
+    assert gzip.decompress(body) == MANY_ROWS
+    result = await push_ok(client, segment_id, body, "REPLACE", headers=GZIP)
+    assert (result["numReceived"], result["numAdded"], result["audienceSize"]) == ("3000", "3000", 3000)
+    assert await identities(db, segment_id) == {f"m{i:04d}@x.com" for i in range(3000)}
+
+
+@pytest.mark.parametrize("trailer", [b"!", b"\x00", b"\x1f\x8b"], ids=["garbage", "nul", "half-magic"])
+async def test_bytes_after_the_last_gzip_member_are_400_and_apply_nothing(client, db, trailer):
+    segment_id, before = await seeded_segment(client, db)
+    body = gzip.compress(INTRUSIVE_BODY[:20]) + gzip.compress(INTRUSIVE_BODY[20:]) + trailer
+    await assert_rejected(client, db, segment_id, before, 400, body, headers=GZIP)
+    reply = await push(client, segment_id, body, "REPLACE", headers=GZIP)
+    reply.assert_failure(400, "invalid_gzip")
 
 
 @pytest.mark.parametrize("content_type", [
