@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import dataclasses
-import hashlib
 import heapq
 import io
 import zlib
@@ -100,7 +99,6 @@ class Upload:
         self._inflater = zlib.decompressobj(_GZIP_WBITS) if gzipped else None
         self._max_body_bytes = max_body_bytes
         self._parser = CsvStreamParser(max_field_bytes=max_field_bytes, on_invalid=self._invalid)
-        self._hash = hashlib.sha256()
         self._ahead: list[tuple[int, list[str]]] = []  # rows parsed but not yet turned into records
         self._has_nul = False  # sticky: a row may start before the chunk that completes it
         self._finished = False  # the parser's finish() was called (the body has ended)
@@ -116,10 +114,6 @@ class Upload:
     def invalid_samples(self) -> list[dict[str, Any]]:
         """The first invalid rows by line (rows are rejected in two places, not always in line order)."""
         return [{"line": -line, "reason": reason} for line, reason in sorted(self._samples, reverse=True)]
-
-    @property
-    def body_hash(self) -> bytes:
-        return self._hash.digest()
 
     async def read_header(self) -> list[str]:
         """Read until the header row is complete; 400 if it is missing, empty or has duplicate names."""
@@ -250,5 +244,4 @@ class Upload:
         self.body_bytes += len(data)
         if self.body_bytes > self._max_body_bytes:
             raise PayloadTooLarge(f"the body is larger than {self._max_body_bytes} bytes; nothing was applied")
-        self._hash.update(data)
         return data

@@ -18,7 +18,6 @@ import time
 from typing import Any
 
 import asyncpg
-import orjson
 
 from gateway import metrics
 from gateway.errors import NotFound
@@ -39,17 +38,14 @@ async def push_replace(conn: asyncpg.Connection, endpoint_id: int, segment_id: i
     """Stage the upload as batch k of its session (one transaction), then commit the session if complete.
 
     The batch's history row is written with the staging; the batch that commits the session marks its row
-    ``replace_committed`` in the commit's transaction. A late retry gets a row too (``late_retry``, with the
-    recorded answer's counts).
+    ``replace_committed`` in the commit's transaction.
     """
     async with conn.transaction():
         await stream_incoming(conn, upload, streamed, entry.rejects)
         plan = await _settle_plan(conn, endpoint_id, segment_id, header, batch.ids or None, streamed, upload)
         await entry.rejects.flush(conn)  # rows rejected under the lock (see lock_and_register)
-        staged = await _stage(conn, endpoint_id, segment_id, batch, upload, plan, session_ttl, entry)
-    if isinstance(staged, dict):
-        return staged  # a late retry's recorded response
-    session_id, upload_id, result = staged
+        session_id, upload_id, result = await _stage(conn, endpoint_id, segment_id, batch, upload, plan,
+                                                     session_ttl, entry)
     progress = await conn.fetchrow(QUERIES["replace_progress"], session_id)
     if progress is None or progress["staged"] < progress["total_batches"]:
         return result
@@ -59,8 +55,6 @@ async def push_replace(conn: asyncpg.Connection, endpoint_id: int, segment_id: i
             return result  # another batch of this session committed it (or it expired) meanwhile
         result["replaceCommitted"] = True
         result["audienceSize"] = await _commit(conn, segment_id, session_id)
-        await conn.execute(QUERIES["replace_update_batch_response"], session_id, batch.number,
-                           orjson.dumps(result).decode())
         await conn.execute(QUERIES["upload_mark_committed"], upload_id)
     return result
 
@@ -81,10 +75,13 @@ async def _settle_plan(conn: asyncpg.Connection, endpoint_id: int, segment_id: i
 
 
 async def _stage(conn: asyncpg.Connection, endpoint_id: int, segment_id: int, batch: BatchInfo, upload: Upload,
-                 plan: ColumnPlan, session_ttl: float,
-                 entry: UploadEntry) -> tuple[int, int, dict[str, Any]] | dict[str, Any]:
-    """Stage ``incoming`` as batch k: ``(session id, history row id, result)``, or a late retry's recorded
-    response."""
+                 plan: ColumnPlan, session_ttl: float, entry: UploadEntry) -> tuple[int, int, dict[str, Any]]:
+    """Stage ``incoming`` as batch k: ``(session id, history row id, result)``.
+
+    Without an open session of its key, the batch opens one, even when a session of that key committed
+    moments ago: nothing in an Exchange request tells the next run of a share from a retry, and a REPLACE
+    always replaces (a re-sent batch whose share is over opens a session that completes or expires).
+    """
     staged_identities = await conn.fetchval(sql("incoming_distinct_count", segment_id, plan=plan))
     result = batch_result(segment_id, upload, numAdded=staged_identities, replaceCommitted=False)
     key = (segment_id, batch.total, batch.ids, batch.source_endpoint_id, batch.source_segment_id)
@@ -94,19 +91,10 @@ async def _stage(conn: asyncpg.Connection, endpoint_id: int, segment_id: int, ba
         await lock_segment(conn, endpoint_id, segment_id)
         session_id = await conn.fetchval(QUERIES["replace_find_open"], *key)
     if session_id is None:
-        recorded = await conn.fetchval(QUERIES["replace_find_committed_batch"], *key, batch.number,
-                                       upload.body_hash, session_ttl)
-        if recorded is not None:
-            log.info("late retry of batch %d/%d for segment %d: answering the recorded response",
-                     batch.number, batch.total, segment_id)
-            result = orjson.loads(recorded)
-            await entry.record(conn, result, late_retry=True, replace_committed=result.get("replaceCommitted"))
-            return result
         session_id = await conn.fetchval(QUERIES["replace_open"], *key)
         await conn.execute(sql("staging_create", segment_id, session_id))
 
-    if await conn.fetchval(QUERIES["replace_record_batch"], session_id, batch.number, upload.body_hash,
-                           orjson.dumps(result).decode()):
+    if await conn.fetchval(QUERIES["replace_record_batch"], session_id, batch.number):
         await conn.execute(sql("staging_clear_batch", segment_id, session_id), batch.number)  # a retry
     await conn.execute(sql("staging_add_batch", segment_id, session_id, plan), batch.number)
     upload_id = await conn.fetchval(QUERIES["replace_touch"], session_id, min(MAX_TOUCH_INTERVAL, session_ttl / 10),
