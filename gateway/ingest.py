@@ -59,14 +59,33 @@ class ColumnPlan:
         return ("ord", *(f"c{i}" for i in range(self.width)))
 
 
+@dataclasses.dataclass(frozen=True)
+class ColumnRules:
+    """What one upload's header may do to its segment's columns."""
+
+    ids: str | None  # the ``ids`` query parameter (None: not given)
+    max_attributes: int  # GATEWAY_MAX_ATTRIBUTES: the most columns a header has, attributes a segment gets
+    extends: bool = True  # False for REMOVE: only the identity column is read, the others never become attributes
+
+
 def plan_columns(header: Sequence[str], identity_attribute: str | None, attributes: Sequence[str],
-                 ids: str | None) -> ColumnPlan:
+                 rules: ColumnRules) -> ColumnPlan:
     """Choose the identity column and extend the segment's attributes with this header's new names.
 
     First upload: the ``ids`` column, else a column whose name contains "email", else the first column.
     Later uploads: ``ids``, else the segment's identity attribute by name, else the first column.
     Names compare case-insensitively; attributes keep their first-seen spelling and order.
+
+    400 before anything is applied when the header is wider than ``max_attributes`` or would take the
+    segment past it: every column is a column of the upload's table, every attribute one of each export's
+    select list, and PostgreSQL bounds both. A segment already past it (the limit was lowered) still takes
+    uploads that add nothing.
     """
+    limit = rules.max_attributes
+    if len(header) > limit:
+        raise BadRequest(f"the header has {len(header)} columns; at most {limit} are allowed "
+                         "(GATEWAY_MAX_ATTRIBUTES); nothing was applied", code="too_many_attributes")
+    ids = rules.ids
     lowered = [name.lower() for name in header]
     identity_index = 0
     if ids and ids.lower() in lowered:
@@ -78,8 +97,13 @@ def plan_columns(header: Sequence[str], identity_attribute: str | None, attribut
     if identity_attribute is None:
         identity_attribute = header[identity_index]
 
-    known = {name.lower() for name in attributes}
-    merged = list(attributes) + [name for name in header if name.lower() not in known]
+    merged = list(attributes)
+    if rules.extends:
+        known = {name.lower() for name in attributes}
+        merged += [name for name in header if name.lower() not in known]
+        if len(merged) > max(limit, len(attributes)):
+            raise BadRequest(f"the header would give the segment {len(merged)} attributes; at most {limit} are "
+                             "allowed (GATEWAY_MAX_ATTRIBUTES); nothing was applied", code="too_many_attributes")
     position = {name: i for i, name in enumerate(lowered)}
     return ColumnPlan(identity_attribute=identity_attribute, attributes=tuple(merged),
                       identity_index=identity_index, lowercase_identity="email" in lowered[identity_index],

@@ -21,7 +21,7 @@ import asyncpg
 
 from gateway import metrics
 from gateway.errors import NotFound
-from gateway.ingest import ColumnPlan, Upload, plan_columns
+from gateway.ingest import ColumnPlan, ColumnRules, Upload, plan_columns
 from gateway.members import BatchInfo, batch_result, lock_and_register, lock_segment, sql, stream_incoming
 from gateway.segments import require_pushable
 from gateway.sqlfiles import QUERIES
@@ -33,8 +33,8 @@ MAX_TOUCH_INTERVAL = 1.0  # seconds: a session's last_batch_at may lag this much
 
 
 async def push_replace(conn: asyncpg.Connection, endpoint_id: int, segment_id: int, batch: BatchInfo,
-                       upload: Upload, header: list[str], streamed: ColumnPlan, session_ttl: float,
-                       entry: UploadEntry) -> dict[str, Any]:
+                       upload: Upload, header: list[str], rules: ColumnRules, streamed: ColumnPlan,
+                       session_ttl: float, entry: UploadEntry) -> dict[str, Any]:
     """Stage the upload as batch k of its session (one transaction), then commit the session if complete.
 
     The batch's history row is written with the staging; the batch that commits the session marks its row
@@ -42,7 +42,7 @@ async def push_replace(conn: asyncpg.Connection, endpoint_id: int, segment_id: i
     """
     async with conn.transaction():
         await stream_incoming(conn, upload, streamed, entry.rejects)
-        plan = await _settle_plan(conn, endpoint_id, segment_id, header, batch.ids or None, streamed, upload)
+        plan = await _settle_plan(conn, endpoint_id, segment_id, header, rules, streamed, upload)
         await entry.rejects.flush(conn)  # rows rejected under the lock (see lock_and_register)
         session_id, upload_id, result = await _stage(conn, endpoint_id, segment_id, batch, upload, plan,
                                                      session_ttl, entry)
@@ -60,7 +60,7 @@ async def push_replace(conn: asyncpg.Connection, endpoint_id: int, segment_id: i
 
 
 async def _settle_plan(conn: asyncpg.Connection, endpoint_id: int, segment_id: int, header: list[str],
-                       ids: str | None, streamed: ColumnPlan, upload: Upload) -> ColumnPlan:
+                       rules: ColumnRules, streamed: ColumnPlan, upload: Upload) -> ColumnPlan:
     """The streamed plan, unlocked, when the segment's identity is fixed and the header adds no attribute
     (attributes only grow, so the positions read stay right); else the segment's lock, held to the commit."""
     row = await conn.fetchrow(QUERIES["replace_segment_columns"], segment_id, endpoint_id)
@@ -68,10 +68,10 @@ async def _settle_plan(conn: asyncpg.Connection, endpoint_id: int, segment_id: i
         raise NotFound(f"segment {segment_id} does not exist", code="segment_not_found")
     require_pushable(segment_id, row["status"])
     if row["identity_attribute"] is not None:
-        current = plan_columns(header, row["identity_attribute"], row["attributes"], ids)
+        current = plan_columns(header, row["identity_attribute"], row["attributes"], rules)
         if current == streamed and list(current.attributes) == row["attributes"]:
             return streamed
-    return await lock_and_register(conn, endpoint_id, segment_id, header, ids, streamed, upload)
+    return await lock_and_register(conn, endpoint_id, segment_id, header, rules, streamed, upload)
 
 
 async def _stage(conn: asyncpg.Connection, endpoint_id: int, segment_id: int, batch: BatchInfo, upload: Upload,

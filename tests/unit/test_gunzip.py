@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.errors import BadRequest
-from gateway.ingest import Upload, plan_columns
+from gateway.ingest import ColumnRules, Upload, plan_columns
 
 
 class Chunks:
@@ -23,7 +23,7 @@ class Chunks:
 
 async def rows_of(*pieces: bytes, gzipped: bool = True) -> list[tuple]:
     upload = Upload(Chunks(*pieces), gzipped=gzipped, max_body_bytes=10**9, max_field_bytes=65536)
-    plan = plan_columns(await upload.read_header(), None, [], None)
+    plan = plan_columns(await upload.read_header(), None, [], ColumnRules(ids=None, max_attributes=1000))
     return [record async for record in upload.records(plan)]
 
 
