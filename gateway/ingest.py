@@ -10,11 +10,10 @@ from __future__ import annotations
 import asyncio
 import csv
 import dataclasses
-import hashlib
 import heapq
 import io
 import zlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 from aiohttp import StreamReader
@@ -23,6 +22,7 @@ from gateway.csvparse import CsvHeaderError, CsvStreamParser
 from gateway.errors import BadRequest, PayloadTooLarge
 
 MAX_INVALID_SAMPLES = 10
+_GZIP_WBITS = 16 + zlib.MAX_WBITS  # a gzip header and trailer around the deflate stream
 _DECOMPRESS_STEP = 1024 * 1024  # inflate at most this much at a time: a gzip bomb stops at the body limit
 # parse at most this much between two looks at ``pause``: bounds the rejected rows gathered in between
 _PARSE_STEP = 64 * 1024
@@ -59,14 +59,33 @@ class ColumnPlan:
         return ("ord", *(f"c{i}" for i in range(self.width)))
 
 
+@dataclasses.dataclass(frozen=True)
+class ColumnRules:
+    """What one upload's header may do to its segment's columns."""
+
+    ids: str | None  # the ``ids`` query parameter (None: not given)
+    max_attributes: int  # GATEWAY_MAX_ATTRIBUTES: the most columns a header has, attributes a segment gets
+    extends: bool = True  # False for REMOVE: only the identity column is read, the others never become attributes
+
+
 def plan_columns(header: Sequence[str], identity_attribute: str | None, attributes: Sequence[str],
-                 ids: str | None) -> ColumnPlan:
+                 rules: ColumnRules) -> ColumnPlan:
     """Choose the identity column and extend the segment's attributes with this header's new names.
 
     First upload: the ``ids`` column, else a column whose name contains "email", else the first column.
     Later uploads: ``ids``, else the segment's identity attribute by name, else the first column.
     Names compare case-insensitively; attributes keep their first-seen spelling and order.
+
+    400 before anything is applied when the header is wider than ``max_attributes`` or would take the
+    segment past it: every column is a column of the upload's table, every attribute one of each export's
+    select list, and PostgreSQL bounds both. A segment already past it (the limit was lowered) still takes
+    uploads that add nothing.
     """
+    limit = rules.max_attributes
+    if len(header) > limit:
+        raise BadRequest(f"the header has {len(header)} columns; at most {limit} are allowed "
+                         "(GATEWAY_MAX_ATTRIBUTES); nothing was applied", code="too_many_attributes")
+    ids = rules.ids
     lowered = [name.lower() for name in header]
     identity_index = 0
     if ids and ids.lower() in lowered:
@@ -78,8 +97,13 @@ def plan_columns(header: Sequence[str], identity_attribute: str | None, attribut
     if identity_attribute is None:
         identity_attribute = header[identity_index]
 
-    known = {name.lower() for name in attributes}
-    merged = list(attributes) + [name for name in header if name.lower() not in known]
+    merged = list(attributes)
+    if rules.extends:
+        known = {name.lower() for name in attributes}
+        merged += [name for name in header if name.lower() not in known]
+        if len(merged) > max(limit, len(attributes)):
+            raise BadRequest(f"the header would give the segment {len(merged)} attributes; at most {limit} are "
+                             "allowed (GATEWAY_MAX_ATTRIBUTES); nothing was applied", code="too_many_attributes")
     position = {name: i for i, name in enumerate(lowered)}
     return ColumnPlan(identity_attribute=identity_attribute, attributes=tuple(merged),
                       identity_index=identity_index, lowercase_identity="email" in lowered[identity_index],
@@ -96,10 +120,9 @@ class Upload:
                  on_reject: Callable[[int, str, str], None] | None = None) -> None:
         self._content = content
         self._on_reject = on_reject
-        self._inflater = zlib.decompressobj(16 + zlib.MAX_WBITS) if gzipped else None
+        self._inflater = zlib.decompressobj(_GZIP_WBITS) if gzipped else None
         self._max_body_bytes = max_body_bytes
         self._parser = CsvStreamParser(max_field_bytes=max_field_bytes, on_invalid=self._invalid)
-        self._hash = hashlib.sha256()
         self._ahead: list[tuple[int, list[str]]] = []  # rows parsed but not yet turned into records
         self._has_nul = False  # sticky: a row may start before the chunk that completes it
         self._finished = False  # the parser's finish() was called (the body has ended)
@@ -115,10 +138,6 @@ class Upload:
     def invalid_samples(self) -> list[dict[str, Any]]:
         """The first invalid rows by line (rows are rejected in two places, not always in line order)."""
         return [{"line": -line, "reason": reason} for line, reason in sorted(self._samples, reverse=True)]
-
-    @property
-    def body_hash(self) -> bytes:
-        return self._hash.digest()
 
     async def read_header(self) -> list[str]:
         """Read until the header row is complete; 400 if it is missing, empty or has duplicate names."""
@@ -213,25 +232,40 @@ class Upload:
             if self._inflater is None:
                 yield self._account(raw)
                 continue
-            data = self._inflate(raw)
-            while data:
+            for data in self._gunzip(raw):
                 yield self._account(data)
-                data = self._inflate(b"")
-        if self._inflater is not None:
-            if not self._inflater.eof:
-                raise BadRequest("the gzip body is truncated", code="invalid_gzip")
+        if self._inflater is not None and not self._inflater.eof:
+            raise BadRequest("the gzip body ends inside a member (truncated, or bytes after the last member "
+                             "that are not gzip)", code="invalid_gzip")
 
-    def _inflate(self, raw: bytes) -> bytes:
-        assert self._inflater is not None
-        try:
-            source = self._inflater.unconsumed_tail + raw if raw else self._inflater.unconsumed_tail
-            return self._inflater.decompress(source, _DECOMPRESS_STEP)
-        except zlib.error:
-            raise BadRequest("the body is not valid gzip", code="invalid_gzip") from None
+    def _gunzip(self, raw: bytes) -> Iterator[bytes]:
+        """Inflate ``raw`` and whatever earlier chunks left, at most ``_DECOMPRESS_STEP`` at a time.
+
+        A gzip body is a series of members (RFC 1952, 2.2): ``cat a.gz b.gz``, pigz and streaming writers
+        make several. When a member ends, the bytes after it start the next one, so bytes after the last
+        member that are not gzip are an error, never silently dropped.
+        """
+        while True:
+            member = self._inflater
+            assert member is not None
+            if member.eof:
+                raw = member.unused_data + raw
+                if not raw:
+                    return
+                member = self._inflater = zlib.decompressobj(_GZIP_WBITS)
+            elif not raw and not member.unconsumed_tail:
+                return
+            source = member.unconsumed_tail + raw if raw else member.unconsumed_tail
+            raw = b""
+            try:
+                data = member.decompress(source, _DECOMPRESS_STEP)
+            except zlib.error:
+                raise BadRequest("the body is not valid gzip", code="invalid_gzip") from None
+            if data:
+                yield data
 
     def _account(self, data: bytes) -> bytes:
         self.body_bytes += len(data)
         if self.body_bytes > self._max_body_bytes:
             raise PayloadTooLarge(f"the body is larger than {self._max_body_bytes} bytes; nothing was applied")
-        self._hash.update(data)
         return data

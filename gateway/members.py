@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from gateway.errors import NotFound
-from gateway.ingest import ColumnPlan, Upload, plan_columns
+from gateway.ingest import ColumnPlan, ColumnRules, Upload, plan_columns
 from gateway.rejects import RejectSink
 from gateway.segments import require_pushable
 from gateway.sqlfiles import QUERIES
@@ -70,31 +70,34 @@ def sql(name: str, segment_id: int, session_id: int | None = None, plan: ColumnP
 
 
 async def plan_upload(conn: asyncpg.Connection, endpoint_id: int, segment_id: int, header: list[str],
-                      ids: str | None) -> ColumnPlan:
+                      rules: ColumnRules) -> ColumnPlan:
     """How this header maps onto the segment, read without a lock (the body streams on this plan)."""
     row = await conn.fetchrow(QUERIES["segment_columns"], segment_id, endpoint_id)
     if row is None:
         raise NotFound(f"segment {segment_id} does not exist", code="segment_not_found")
-    return plan_columns(header, row["identity_attribute"], row["attributes"], ids)
+    return plan_columns(header, row["identity_attribute"], row["attributes"], rules)
 
 
 async def lock_and_register(conn: asyncpg.Connection, endpoint_id: int, segment_id: int, header: list[str],
-                            ids: str | None, streamed: ColumnPlan, upload: Upload) -> ColumnPlan:
+                            rules: ColumnRules, streamed: ColumnPlan, upload: Upload) -> ColumnPlan:
     """Take the segment's lock and settle the plan: new header names join the attributes in the same
-    transaction as the data (a failed upload changes nothing). Attribute positions are applied in SQL.
+    transaction as the data (a failed upload changes nothing); a REMOVE (``rules.extends`` false) changes
+    no column. Attribute positions are applied in SQL. The attribute limit is checked again here, against
+    the columns as they are under the lock (another upload may have added some while this body streamed).
 
     If another first upload fixed the segment's identity while this body streamed, the identity column
     differs from the one the rows were normalised on: normalise the new one in SQL, and count rows whose
     new identity is empty as invalid.
     """
     row = await lock_segment(conn, endpoint_id, segment_id)
-    plan = plan_columns(header, row["identity_attribute"], row["attributes"], ids)
+    plan = plan_columns(header, row["identity_attribute"], row["attributes"], rules)
     if (plan.identity_index, plan.lowercase_identity) != (streamed.identity_index, streamed.lowercase_identity):
         await conn.execute(QUERIES["incoming_normalise_identity"].format(**plan.sql_names()),
                            plan.lowercase_identity)
         for dropped in await conn.fetch(QUERIES["incoming_drop_empty_identity"].format(**plan.sql_names())):
             upload.reject(dropped["ord"], f"empty identity ({plan.identity_attribute})", list(dropped)[1:])
-    if plan.identity_attribute != row["identity_attribute"] or list(plan.attributes) != row["attributes"]:
+    if rules.extends and (plan.identity_attribute != row["identity_attribute"]
+                          or list(plan.attributes) != row["attributes"]):
         await conn.execute(QUERIES["segment_set_columns"], segment_id, plan.identity_attribute,
                            list(plan.attributes))
     return plan

@@ -18,11 +18,10 @@ import time
 from typing import Any
 
 import asyncpg
-import orjson
 
 from gateway import metrics
 from gateway.errors import NotFound
-from gateway.ingest import ColumnPlan, Upload, plan_columns
+from gateway.ingest import ColumnPlan, ColumnRules, Upload, plan_columns
 from gateway.members import BatchInfo, batch_result, lock_and_register, lock_segment, sql, stream_incoming
 from gateway.segments import require_pushable
 from gateway.sqlfiles import QUERIES
@@ -34,22 +33,19 @@ MAX_TOUCH_INTERVAL = 1.0  # seconds: a session's last_batch_at may lag this much
 
 
 async def push_replace(conn: asyncpg.Connection, endpoint_id: int, segment_id: int, batch: BatchInfo,
-                       upload: Upload, header: list[str], streamed: ColumnPlan, session_ttl: float,
-                       entry: UploadEntry) -> dict[str, Any]:
+                       upload: Upload, header: list[str], rules: ColumnRules, streamed: ColumnPlan,
+                       session_ttl: float, entry: UploadEntry) -> dict[str, Any]:
     """Stage the upload as batch k of its session (one transaction), then commit the session if complete.
 
     The batch's history row is written with the staging; the batch that commits the session marks its row
-    ``replace_committed`` in the commit's transaction. A late retry gets a row too (``late_retry``, with the
-    recorded answer's counts).
+    ``replace_committed`` in the commit's transaction.
     """
     async with conn.transaction():
         await stream_incoming(conn, upload, streamed, entry.rejects)
-        plan = await _settle_plan(conn, endpoint_id, segment_id, header, batch.ids or None, streamed, upload)
+        plan = await _settle_plan(conn, endpoint_id, segment_id, header, rules, streamed, upload)
         await entry.rejects.flush(conn)  # rows rejected under the lock (see lock_and_register)
-        staged = await _stage(conn, endpoint_id, segment_id, batch, upload, plan, session_ttl, entry)
-    if isinstance(staged, dict):
-        return staged  # a late retry's recorded response
-    session_id, upload_id, result = staged
+        session_id, upload_id, result = await _stage(conn, endpoint_id, segment_id, batch, upload, plan,
+                                                     session_ttl, entry)
     progress = await conn.fetchrow(QUERIES["replace_progress"], session_id)
     if progress is None or progress["staged"] < progress["total_batches"]:
         return result
@@ -59,14 +55,12 @@ async def push_replace(conn: asyncpg.Connection, endpoint_id: int, segment_id: i
             return result  # another batch of this session committed it (or it expired) meanwhile
         result["replaceCommitted"] = True
         result["audienceSize"] = await _commit(conn, segment_id, session_id)
-        await conn.execute(QUERIES["replace_update_batch_response"], session_id, batch.number,
-                           orjson.dumps(result).decode())
         await conn.execute(QUERIES["upload_mark_committed"], upload_id)
     return result
 
 
 async def _settle_plan(conn: asyncpg.Connection, endpoint_id: int, segment_id: int, header: list[str],
-                       ids: str | None, streamed: ColumnPlan, upload: Upload) -> ColumnPlan:
+                       rules: ColumnRules, streamed: ColumnPlan, upload: Upload) -> ColumnPlan:
     """The streamed plan, unlocked, when the segment's identity is fixed and the header adds no attribute
     (attributes only grow, so the positions read stay right); else the segment's lock, held to the commit."""
     row = await conn.fetchrow(QUERIES["replace_segment_columns"], segment_id, endpoint_id)
@@ -74,17 +68,20 @@ async def _settle_plan(conn: asyncpg.Connection, endpoint_id: int, segment_id: i
         raise NotFound(f"segment {segment_id} does not exist", code="segment_not_found")
     require_pushable(segment_id, row["status"])
     if row["identity_attribute"] is not None:
-        current = plan_columns(header, row["identity_attribute"], row["attributes"], ids)
+        current = plan_columns(header, row["identity_attribute"], row["attributes"], rules)
         if current == streamed and list(current.attributes) == row["attributes"]:
             return streamed
-    return await lock_and_register(conn, endpoint_id, segment_id, header, ids, streamed, upload)
+    return await lock_and_register(conn, endpoint_id, segment_id, header, rules, streamed, upload)
 
 
 async def _stage(conn: asyncpg.Connection, endpoint_id: int, segment_id: int, batch: BatchInfo, upload: Upload,
-                 plan: ColumnPlan, session_ttl: float,
-                 entry: UploadEntry) -> tuple[int, int, dict[str, Any]] | dict[str, Any]:
-    """Stage ``incoming`` as batch k: ``(session id, history row id, result)``, or a late retry's recorded
-    response."""
+                 plan: ColumnPlan, session_ttl: float, entry: UploadEntry) -> tuple[int, int, dict[str, Any]]:
+    """Stage ``incoming`` as batch k: ``(session id, history row id, result)``.
+
+    Without an open session of its key, the batch opens one, even when a session of that key committed
+    moments ago: nothing in an Exchange request tells the next run of a share from a retry, and a REPLACE
+    always replaces (a re-sent batch whose share is over opens a session that completes or expires).
+    """
     staged_identities = await conn.fetchval(sql("incoming_distinct_count", segment_id, plan=plan))
     result = batch_result(segment_id, upload, numAdded=staged_identities, replaceCommitted=False)
     key = (segment_id, batch.total, batch.ids, batch.source_endpoint_id, batch.source_segment_id)
@@ -94,19 +91,10 @@ async def _stage(conn: asyncpg.Connection, endpoint_id: int, segment_id: int, ba
         await lock_segment(conn, endpoint_id, segment_id)
         session_id = await conn.fetchval(QUERIES["replace_find_open"], *key)
     if session_id is None:
-        recorded = await conn.fetchval(QUERIES["replace_find_committed_batch"], *key, batch.number,
-                                       upload.body_hash, session_ttl)
-        if recorded is not None:
-            log.info("late retry of batch %d/%d for segment %d: answering the recorded response",
-                     batch.number, batch.total, segment_id)
-            result = orjson.loads(recorded)
-            await entry.record(conn, result, late_retry=True, replace_committed=result.get("replaceCommitted"))
-            return result
         session_id = await conn.fetchval(QUERIES["replace_open"], *key)
         await conn.execute(sql("staging_create", segment_id, session_id))
 
-    if await conn.fetchval(QUERIES["replace_record_batch"], session_id, batch.number, upload.body_hash,
-                           orjson.dumps(result).decode()):
+    if await conn.fetchval(QUERIES["replace_record_batch"], session_id, batch.number):
         await conn.execute(sql("staging_clear_batch", segment_id, session_id), batch.number)  # a retry
     await conn.execute(sql("staging_add_batch", segment_id, session_id, plan), batch.number)
     upload_id = await conn.fetchval(QUERIES["replace_touch"], session_id, min(MAX_TOUCH_INTERVAL, session_ttl / 10),

@@ -52,6 +52,16 @@ def parse_positive_int(text: str) -> int:
     return value
 
 
+MAX_ATTRIBUTES_CEILING = 1599  # an upload's table has one column per CSV column plus its line; PostgreSQL: 1,600
+
+
+def parse_max_attributes(text: str) -> int:
+    value = parse_positive_int(text)
+    if value > MAX_ATTRIBUTES_CEILING:
+        raise ValueError(f"expected at most {MAX_ATTRIBUTES_CEILING} (PostgreSQL's 1,600 columns per table)")
+    return value
+
+
 def parse_non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -119,6 +129,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Largest data upload (after gzip is undone); larger → 413, nothing applied."),
     Setting("max_field_bytes", "GATEWAY_MAX_FIELD_BYTES", "64KiB", parse_size,
             "Largest CSV field; a row with a larger one is counted invalid."),
+    Setting("max_attributes", "GATEWAY_MAX_ATTRIBUTES", "1000", parse_max_attributes,
+            "Most columns in an upload's header and most attributes a segment gets (at most 1599); a header "
+            "over it, or one that would take its segment past it → 400, nothing applied."),
     Setting("sync_export_max_rows", "GATEWAY_SYNC_EXPORT_MAX_ROWS", "100000", parse_positive_int,
             "Largest audience served directly by GET /v1/segments/{id}/data; larger → 501 (use a job)."),
     Setting("replace_session_ttl", "GATEWAY_REPLACE_SESSION_TTL", "24h", parse_duration,
@@ -163,6 +176,7 @@ class Settings:
     auth_failure_window: float
     max_body_bytes: int
     max_field_bytes: int
+    max_attributes: int
     sync_export_max_rows: int
     replace_session_ttl: float
     export_ttl: float

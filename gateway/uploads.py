@@ -1,5 +1,5 @@
-"""Upload history: one row per applied batch (ADD, REMOVE, a REPLACE batch that staged or committed, a
-late REPLACE retry), written in the batch's own transaction so that history never lies.
+"""Upload history: one row per applied batch (ADD, REMOVE, a REPLACE batch that staged or committed),
+written in the batch's own transaction so that history never lies.
 
 The row is written by the statement that already ends the batch (``segment_record_upload`` for ADD and
 REMOVE, ``replace_touch`` for REPLACE), through the SQL function ``record_upload(jsonb)``: recording it
@@ -40,8 +40,7 @@ class UploadEntry:
     started_at: dt.datetime = dataclasses.field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
     started: float = dataclasses.field(default_factory=time.perf_counter)
 
-    def row(self, counts: dict[str, Any], *, late_retry: bool = False,
-            replace_committed: bool | None = None) -> str:
+    def row(self, counts: dict[str, Any]) -> str:
         """The ``record_upload`` argument. ``counts`` are result fields (numAdded, …; numReceived and
         numInvalid default to the upload's)."""
         counts = {"numReceived": self.upload.received, "numInvalid": self.upload.invalid, **counts}
@@ -50,7 +49,7 @@ class UploadEntry:
         row.update({
             "id": self.rejects.upload_id, "segment_id": self.segment_id, "method": self.operation.value,
             "total_batches": self.batch.total, "batch_number": self.batch.number, "replace_session_id": None,
-            "replace_committed": replace_committed, "late_retry": late_retry,
+            "replace_committed": None,
             "rejects_stored": self.rejects.stored, "rejects_not_stored": self.rejects.not_stored,
             "ids": self.batch.ids, "category": self.batch.category,
             "source_endpoint_id": self.batch.source_endpoint_id, "source_segment_id": self.batch.source_segment_id,
@@ -59,10 +58,6 @@ class UploadEntry:
         })
         return orjson.dumps(row).decode()
 
-    async def record(self, conn: asyncpg.Connection, counts: dict[str, Any], **options: Any) -> None:
-        """Write the row with a statement of its own (only for batches no statement applies: late retries)."""
-        await conn.execute(QUERIES["upload_record"], self.row(counts, **options))
-
 
 def entry_json(row: asyncpg.Record) -> dict[str, Any]:
     """One history entry as ``GET /api/segments/{id}/uploads`` shows it."""
@@ -70,7 +65,6 @@ def entry_json(row: asyncpg.Record) -> dict[str, Any]:
         "id": row["id"], "method": row["method"],
         "totalBatchCount": row["total_batches"], "currentBatchNumber": row["batch_number"],
         "replaceSessionId": row["replace_session_id"], "replaceCommitted": row["replace_committed"],
-        "lateRetry": row["late_retry"],
         **{key: row[column] for key, column in _COUNTS.items()},
         "rejectsStored": row["rejects_stored"], "rejectsNotStored": row["rejects_not_stored"],
         "rejectsExpired": row["rejects_expired_at"] is not None,

@@ -281,16 +281,6 @@ FOR KEY SHARE;
 SELECT identity_attribute, attributes, status FROM segments
 WHERE id = $1 AND endpoint_id = $2 AND status <> 'deleted';
 
--- name: replace_find_committed_batch
--- A late retry: the same batch, same body, of a share that committed within the session TTL.
-SELECT b.response FROM replace_sessions s JOIN replace_batches b ON b.session_id = s.id
-WHERE s.segment_id = $1 AND s.total_batches = $2 AND s.ids = $3 AND s.source_endpoint_id = $4
-  AND s.source_segment_id = $5 AND s.status = 'committed'
-  AND s.ended_at > now() - make_interval(secs => $8)
-  AND b.batch_number = $6 AND b.body_hash = $7
-ORDER BY s.ended_at DESC
-LIMIT 1;
-
 -- name: replace_open
 INSERT INTO replace_sessions (segment_id, total_batches, ids, source_endpoint_id, source_segment_id)
 VALUES ($1, $2, $3, $4, $5)
@@ -317,10 +307,10 @@ DROP TABLE IF EXISTS {staging};
 -- name: replace_record_batch
 -- The row lock on (session, k) orders two copies of batch k: the second waits for the first to end,
 -- then finds its row (resent = true) and deletes what it staged.
-INSERT INTO replace_batches AS b (session_id, batch_number, body_hash, response)
-VALUES ($1, $2, $3, $4)
+INSERT INTO replace_batches AS b (session_id, batch_number)
+VALUES ($1, $2)
 ON CONFLICT (session_id, batch_number)
-DO UPDATE SET body_hash = EXCLUDED.body_hash, response = EXCLUDED.response, staged_at = now()
+DO UPDATE SET staged_at = now()
 RETURNING b.xmax <> 0 AS resent;
 
 -- name: replace_touch
@@ -383,9 +373,6 @@ ALTER INDEX {members_new_pkey_qualified} RENAME TO {members_pkey};
 -- name: replace_mark_committed
 UPDATE replace_sessions SET status = 'committed', ended_at = now() WHERE id = $1;
 
--- name: replace_update_batch_response
-UPDATE replace_batches SET response = $3 WHERE session_id = $1 AND batch_number = $2;
-
 -- name: replace_expired_sessions
 SELECT id, segment_id FROM replace_sessions
 WHERE status = 'open' AND last_batch_at < now() - make_interval(secs => $1)
@@ -402,7 +389,7 @@ FOR NO KEY UPDATE OF g FOR UPDATE OF s;
 UPDATE replace_sessions SET status = 'expired', ended_at = now() WHERE id = $1;
 
 -- name: replace_forget_old
--- Committed and expired sessions are kept one TTL after they end (late retries, history), then forgotten.
+-- Committed and expired sessions are kept one TTL after they end, then forgotten.
 DELETE FROM replace_sessions
 WHERE status <> 'open' AND ended_at < now() - make_interval(secs => $1);
 
@@ -575,10 +562,6 @@ SELECT count(*) FROM replace_sessions WHERE status = 'open';
 -- ---------------------------------------------------------------------------------------------------
 -- Upload history and rejected rows (gateway.uploads, gateway.rejects).
 
--- name: upload_record
--- A batch whose history is not written by the statement that applies it (a late REPLACE retry).
-SELECT record_upload($1::jsonb);
-
 -- name: upload_reserve
 -- An upload's id, taken when its first rejected rows are stored, and the rejects its segment ($1) and its
 -- endpoint ($2) hold (the conditions match the partial index uploads_rejects_held_idx).
@@ -591,10 +574,9 @@ SELECT nextval('uploads_id_seq') AS id,
 
 -- name: upload_list
 -- Newest first; $2 is the cursor (only ids below it), $3 the page size.
-SELECT id, method, total_batches, batch_number, replace_session_id, replace_committed, late_retry,
-       num_received, num_invalid, num_added, num_removed, rejects_stored, rejects_not_stored,
-       rejects_expired_at, ids, category, source_endpoint_id, source_segment_id, request_id, started_at,
-       duration_s
+SELECT id, method, total_batches, batch_number, replace_session_id, replace_committed, num_received,
+       num_invalid, num_added, num_removed, rejects_stored, rejects_not_stored, rejects_expired_at, ids,
+       category, source_endpoint_id, source_segment_id, request_id, started_at, duration_s
 FROM uploads
 WHERE segment_id = $1 AND id < $2
 ORDER BY id DESC

@@ -15,7 +15,7 @@ from gateway import metrics, state
 from gateway.api.requests import storable_text
 from gateway.errors import BadRequest, NotFound, NotImplementedYet, PayloadTooLarge, UnsupportedMediaType
 from gateway.export import columns_sql, stream_csv, streaming_transaction
-from gateway.ingest import Upload
+from gateway.ingest import ColumnRules, Upload
 from gateway.members import (BatchInfo, Operation, add_members, batch_result, lock_and_register, plan_upload,
                              remove_members, sql, stream_incoming)
 from gateway.rejects import RejectSink
@@ -36,7 +36,8 @@ _RECORDED = {"ids": "ids", "source_endpoint_id": "sourceEndpointID", "source_seg
 
 
 def parse_batch_info(query: MultiMapping[str], operation: Operation) -> BatchInfo:
-    total, number = query.get("totalBatchCount"), query.get("currentBatchNumber")
+    # An empty value counts as absent (``totalBatchCount=&currentBatchNumber=``: T = k = 1).
+    total, number = query.get("totalBatchCount") or None, query.get("currentBatchNumber") or None
     if (total is None) != (number is None):
         raise BadRequest("totalBatchCount and currentBatchNumber go together: send both or neither",
                          code="invalid_batch")
@@ -97,16 +98,17 @@ async def push(request: web.Request) -> web.Response:
     entry = UploadEntry(segment_id, operation, batch, request[state.REQUEST_ID], upload, rejects)
     with metrics.UPLOADS_IN_FLIGHT.track_inprogress():
         header = await upload.read_header()
-        ids = batch.ids or None
+        rules = ColumnRules(ids=batch.ids or None, max_attributes=settings.max_attributes,
+                            extends=operation is not Operation.REMOVE)
         async with pool.acquire() as conn:
-            plan = await plan_upload(conn, endpoint_id, segment_id, header, ids)
+            plan = await plan_upload(conn, endpoint_id, segment_id, header, rules)
             if operation is Operation.REPLACE:
-                result = await push_replace(conn, endpoint_id, segment_id, batch, upload, header, plan,
+                result = await push_replace(conn, endpoint_id, segment_id, batch, upload, header, rules, plan,
                                             settings.replace_session_ttl, entry)
             else:
                 async with conn.transaction():
                     await stream_incoming(conn, upload, plan, rejects)
-                    plan = await lock_and_register(conn, endpoint_id, segment_id, header, ids, plan, upload)
+                    plan = await lock_and_register(conn, endpoint_id, segment_id, header, rules, plan, upload)
                     await rejects.flush(conn)  # rows rejected under the lock (see lock_and_register)
                     if operation is Operation.ADD:
                         result = batch_result(segment_id, upload,

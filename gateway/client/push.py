@@ -13,8 +13,8 @@ order. ADD batches sent in parallel are applied in the order they finish streami
 appears in several batches with different attributes, which of them wins is not defined: use
 ``--concurrency 1`` when that matters (within a batch the last row always wins).
 
-Each run uses its own REPLACE session (``sourceSegmentID`` defaults to a fresh id), so pushing the same
-file again is a new REPLACE, not a late retry of the previous run's batches.
+Each run uses its own REPLACE session (``sourceSegmentID`` defaults to a fresh id), so that a run never
+joins a session an earlier, unfinished run left open.
 """
 
 from __future__ import annotations

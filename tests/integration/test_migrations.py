@@ -1,10 +1,12 @@
 import asyncio
 
 import asyncpg
+import orjson
 import pytest
 
 from gateway.migrations import apply_migrations, is_current, latest_version
-from gateway.sqlfiles import migration_files
+from gateway.sqlfiles import QUERIES, migration_files
+from gateway.uploads import entry_json
 
 pytestmark = pytest.mark.pg15
 
@@ -55,5 +57,35 @@ async def test_failed_migration_leaves_nothing_behind(empty_database_url, monkey
             await apply_migrations(conn)
         assert await conn.fetchval("SELECT to_regclass('half_done')") is None
         assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == len(real)
+    finally:
+        await conn.close()
+
+
+async def test_history_written_before_0007_stays_readable(empty_database_url, monkeypatch):
+    """0007 drops the late-retry flag; the rows an older gateway wrote (a late retry among them) still list."""
+    real = migration_files()
+    before = [(version, path) for version, path in real if version < "0007"]
+    conn = await asyncpg.connect(empty_database_url)
+    try:
+        monkeypatch.setattr("gateway.migrations.migration_files", lambda: before)
+        await apply_migrations(conn)
+        segment = await conn.fetchval("INSERT INTO segments (endpoint_id, name) "
+                                      "SELECT id, 'old' FROM endpoints RETURNING id")
+        common = {"segment_id": segment, "method": "REPLACE", "total_batches": 1, "batch_number": 1,
+                  "num_received": 2, "num_invalid": 0, "num_added": 2, "num_removed": None, "rejects_stored": 0,
+                  "rejects_not_stored": 0, "ids": "", "category": "", "source_endpoint_id": "",
+                  "source_segment_id": "", "request_id": "r", "started_at": "2026-01-01T00:00:00+00:00",
+                  "duration_s": 0.5}
+        for extra in ({"replace_session_id": 7, "replace_committed": True, "late_retry": False},
+                      {"replace_session_id": None, "replace_committed": True, "late_retry": True}):
+            await conn.fetchval("SELECT record_upload($1::jsonb)", orjson.dumps({**common, **extra}).decode())
+
+        monkeypatch.setattr("gateway.migrations.migration_files", lambda: real)
+        assert "0007_no_late_retry" in await apply_migrations(conn)
+        late, staged = [entry_json(row) for row in await conn.fetch(QUERIES["upload_list"], segment, 2**62, 10)]
+        assert (staged["replaceSessionId"], late["replaceSessionId"]) == (7, None)
+        assert {key: late[key] for key in ("method", "numReceived", "numAdded", "replaceCommitted")} == \
+            {"method": "REPLACE", "numReceived": 2, "numAdded": 2, "replaceCommitted": True}
+        assert "lateRetry" not in late
     finally:
         await conn.close()

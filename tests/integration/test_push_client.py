@@ -93,7 +93,7 @@ async def test_replace_over_many_parallel_batches_commits_once_with_the_files_la
     assert await sync_rows(client, segment_id) == (HEADER, expected)
     assert "REPLACE committed, audience size 29" in outcome.out
 
-    # The same file again after an ADD is a new REPLACE (its own session), not a late retry of the first.
+    # The same file again after an ADD is a new REPLACE (its own session): the ADD's member goes.
     await push_ok(client, segment_id, "Email,Name,Note\nextra@x.com,Extra,e\n")
     again = await run_push(proxy.url, path, segment=segment_id, mode="replace", batch_rows=4)
     assert again.code == 0, again

@@ -1,7 +1,7 @@
 """Random sequences of ADD / REMOVE / REPLACE shares, checked against a plain Python model of the spec.
 
 Each operation is split into T batches at random, sent in random order, with some batches sent again
-(possibly after later ones, possibly after the share committed). Identities come from a small pool,
+(possibly after later ones, possibly after the share committed: then it opens a new session). Identities come from a small pool,
 in several spellings, so operations collide. After every request the response counts and the stored
 audience are compared with the model.
 """
@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from tests.integration.push_helpers import audience, create_segment, csv_body, push, staging_tables
+from tests.integration.push_helpers import audience, create_segment, csv_body, push, sessions, staging_tables
 
 HEADERS = {"ADD": ("email", "v"), "REPLACE": ("email", "v"), "REMOVE": ("email",)}
 SPELLINGS = (str, str.upper, lambda identity: f"  {identity}\t")
@@ -68,9 +68,8 @@ class Model:
     """The spec's audience and REPLACE sessions (one segment; ids and source ids are never sent)."""
 
     members: dict[str, str] = dataclasses.field(default_factory=dict)
-    open_sessions: dict[int, dict[int, tuple[dict[str, str], bytes]]] = dataclasses.field(default_factory=dict)
-    responses: dict[int, dict[int, dict[str, Any]]] = dataclasses.field(default_factory=dict)  # of open sessions
-    committed: dict[tuple[int, int, bytes], dict[str, Any]] = dataclasses.field(default_factory=dict)
+    open_sessions: dict[int, dict[int, dict[str, str]]] = dataclasses.field(default_factory=dict)  # T → k → rows
+    committed: set[tuple[int, int, bytes]] = dataclasses.field(default_factory=set)  # (T, k, body), for events
 
     def apply(self, share: Share, number: int, result: dict[str, Any]) -> None:
         """Check one batch's response against the model, then apply it to the model."""
@@ -92,32 +91,26 @@ class Model:
 
     def replace(self, share: Share, number: int, valid: dict[str, str], counts: dict[str, str],
                 result: dict[str, Any]) -> None:
-        body = share.body(number)
-        session = self.open_sessions.get(share.total)
-        if session is None and (share.total, number, body) in self.committed:
-            assert result == self.committed[share.total, number, body], "a late retry gets the recorded response"
-            event("REPLACE: late retry after the commit")
-            return
+        """A batch joins the open session of its key, or opens one: after a commit, the next batch with the
+        same key opens a new session, even when it is the same batch again (a REPLACE always replaces)."""
         session = self.open_sessions.setdefault(share.total, {})
         if number in session:
             event("REPLACE: batch sent again before the commit")
-        session[number] = (valid, body)
+        elif not session and (share.total, number, share.body(number)) in self.committed:
+            event("REPLACE: batch sent again after the commit opens a new session")
+        session[number] = valid
         complete = len(session) == share.total
         expected = {**counts, "numAdded": str(len(valid)), "replaceCommitted": complete}
         if complete:
             event("REPLACE: commit")
             self.members = {}
             for staged_number in sorted(session):  # a later batch wins
-                self.members.update(session[staged_number][0])
+                self.members.update(session[staged_number])
             expected["audienceSize"] = len(self.members)
+            self.committed |= {(share.total, staged_number, share.body(staged_number)) for staged_number in session}
+            del self.open_sessions[share.total]
         assert {key: result.get(key) for key in expected} == expected
         assert complete or "audienceSize" not in result
-        self.responses.setdefault(share.total, {})[number] = result
-        if complete:
-            for staged_number, (_, staged_body) in session.items():
-                self.committed[share.total, staged_number, staged_body] = \
-                    self.responses[share.total][staged_number]
-            del self.open_sessions[share.total], self.responses[share.total]
 
 
 async def check_stored(db, segment_id: str, model: Model) -> None:
@@ -125,7 +118,9 @@ async def check_stored(db, segment_id: str, model: Model) -> None:
     assert {identity: attrs.get("v") for identity, attrs in stored.items()} == model.members
     assert all(attrs["email"] == identity for identity, attrs in stored.items())
     assert await db.fetchval("SELECT member_count FROM segments WHERE id = $1", int(segment_id)) == len(model.members)
-    assert len(await staging_tables(db)) == len(model.open_sessions)
+    open_sessions = [session["id"] for session in await sessions(db, segment_id) if session["status"] == "open"]
+    assert len(open_sessions) == len(model.open_sessions)
+    assert {f"replace_{session}" for session in open_sessions} <= set(await staging_tables(db))
 
 
 # A failing example makes hypothesis import libcst for its patch hint; that import warns here (old libcst,

@@ -74,35 +74,49 @@ async def test_no_batch_parameters_is_a_one_batch_replace(client, db):
     assert await identities(db, segment_id) == {"n1@x.com", "n2@x.com"}
 
 
-async def test_a_late_retry_gets_the_recorded_response_and_changes_nothing(client, db):
+async def test_a_recurring_share_whose_first_batch_is_unchanged_replaces_again(client, db):
+    """The next run of a share (same key) whose batch 1 has the same body as last time: a new session, which
+    commits when its batches are in, not an answer recorded for the previous run."""
     segment_id, _ = await old_segment(client, db)
-    first = await replace_batch(client, segment_id, rows_body("r1"), 2, 1)
-    last = await replace_batch(client, segment_id, rows_body("r2"), 2, 2)
-    assert last["replaceCommitted"] is True
-    await push_ok(client, segment_id, rows_body("added"))  # the live audience moves on after the commit
-    after = await snapshot(db, segment_id)
-    assert await replace_batch(client, segment_id, rows_body("r2"), 2, 2) == last
-    assert await replace_batch(client, segment_id, rows_body("r1"), 2, 1) == first
-    assert await snapshot(db, segment_id) == after
-    assert [session["status"] for session in after["sessions"]] == ["committed"]
+    await replace_batch(client, segment_id, rows_body("same", "gone"), 2, 1, sourceSegmentID="S")
+    first = await replace_batch(client, segment_id, rows_body("run1"), 2, 2, sourceSegmentID="S")
+    assert (first["replaceCommitted"], first["audienceSize"]) == (True, 3)
 
-    # Not a retry (another body): a new session opens, and the live audience still does not change.
-    fresh = await replace_batch(client, segment_id, rows_body("r3"), 2, 1)
-    assert fresh["replaceCommitted"] is False
+    again = await replace_batch(client, segment_id, rows_body("same", "gone"), 2, 1, sourceSegmentID="S")
+    assert (again["replaceCommitted"], again["numAdded"]) == (False, "2")
     assert [session["status"] for session in await sessions(db, segment_id)] == ["committed", "open"]
-    assert (await snapshot(db, segment_id))["members"] == after["members"]
+    done = await replace_batch(client, segment_id, rows_body("run2"), 2, 2, sourceSegmentID="S")
+    assert (done["replaceCommitted"], done["audienceSize"]) == (True, 3)
+    assert await identities(db, segment_id) == {"same@x.com", "gone@x.com", "run2@x.com"}
+    assert [session["status"] for session in await sessions(db, segment_id)] == ["committed", "committed"]
+    assert await staging_tables(db) == []
 
 
-async def test_a_retry_after_the_ttl_opens_a_new_share(aiohttp_client, settings, db):
-    client = await app_client(aiohttp_client, settings, replace_session_ttl=1.0)
+async def test_a_one_batch_replace_sent_again_after_an_add_replaces_again(client, db):
+    segment_id, _ = await old_segment(client, db)
+    first = await push_ok(client, segment_id, rows_body("r1", "r2"), "REPLACE")
+    assert (first["replaceCommitted"], first["audienceSize"]) == (True, 2)
+    await push_ok(client, segment_id, rows_body("added"))
+    assert await identities(db, segment_id) == {"r1@x.com", "r2@x.com", "added@x.com"}
+    again = await push_ok(client, segment_id, rows_body("r1", "r2"), "REPLACE")
+    assert (again["replaceCommitted"], again["audienceSize"], again["numAdded"]) == (True, 2, "2")
+    assert await identities(db, segment_id) == {"r1@x.com", "r2@x.com"}
+
+
+async def test_a_batch_sent_again_after_its_share_committed_opens_a_session_and_changes_nothing_yet(client, db):
+    """Its answer was lost, say: the re-sent batch stages into a new session, which expires if nothing
+    follows; the live audience is the committed one meanwhile."""
     segment_id, _ = await old_segment(client, db)
     await replace_batch(client, segment_id, rows_body("r1"), 2, 1)
-    await replace_batch(client, segment_id, rows_body("r2"), 2, 2)
-    await asyncio.sleep(1.2)
-    again = await replace_batch(client, segment_id, rows_body("r1"), 2, 1)
+    last = await replace_batch(client, segment_id, rows_body("r2"), 2, 2)
+    assert last["replaceCommitted"] is True
+    committed = (await snapshot(db, segment_id))["members"]
+    again = await replace_batch(client, segment_id, rows_body("r2"), 2, 2)
     assert (again["replaceCommitted"], again["numAdded"]) == (False, "1")
-    assert [session["status"] for session in await sessions(db, segment_id)][-1] == "open"
-    assert await identities(db, segment_id) == {"r1@x.com", "r2@x.com"}
+    assert "audienceSize" not in again
+    assert [session["status"] for session in await sessions(db, segment_id)] == ["committed", "open"]
+    assert (await snapshot(db, segment_id))["members"] == committed
+    assert len(await staging_tables(db)) == 1
 
 
 async def test_add_and_remove_during_a_session_apply_at_once_then_the_replace_wins(client, db):

@@ -6,13 +6,18 @@ was stored (members, the segment's attributes, identity and size, REPLACE sessio
 
 import asyncio
 import gzip
+import shutil
+import subprocess
 
 import pytest
 
 from tests.conftest import AUTH
+from gateway.settings import MAX_ATTRIBUTES_CEILING
+from tests.integration.pull_helpers import sync_rows
 from tests.integration.push_helpers import (INTRUSIVE_BODY, app_client, attributes, audience, chunked,
-                                            create_segment, identities, push, push_ok, seeded_segment,
+                                            create_segment, csv_body, identities, push, push_ok, seeded_segment,
                                             snapshot)
+from tests.integration.test_push_failures import copy_in_progress, wait_for
 
 ACTIONS = ("ADD", "REPLACE", "REMOVE")
 
@@ -70,6 +75,27 @@ async def test_remove_counts_only_members_actually_removed(client, db):
     again = await push_ok(client, segment_id, "email\na@x.com\n", "REMOVE")
     assert again["numRemoved"] == "0"
     assert await db.fetchval("SELECT member_count FROM segments WHERE id = $1", int(segment_id)) == 2
+
+
+async def test_remove_reads_only_the_identity_column(client, db):
+    """Its other columns never become attributes (they would show as empty columns in every export)."""
+    segment_id, _ = await seeded_segment(client, db)
+    removed = await push_ok(client, segment_id, "Extra,email,name\n1,a@x.com,Changed\n2,nobody@x.com,N\n",
+                            "REMOVE")
+    assert removed["numRemoved"] == "1"
+    assert await attributes(db, segment_id) == ["email", "name"]
+    assert await audience(db, segment_id) == {"b@x.com": {"email": "b@x.com", "name": "Bob"}}
+    assert (await sync_rows(client, segment_id))[0] == ["email", "name"]
+
+
+async def test_remove_on_a_segment_without_data_changes_no_column(client, db):
+    segment_id = await create_segment(client)
+    before = await snapshot(db, segment_id)
+    assert (await push_ok(client, segment_id, "id,email,other\n1,a@x.com,x\n", "REMOVE"))["numRemoved"] == "0"
+    assert await snapshot(db, segment_id) == before
+    await push_ok(client, segment_id, "name,email\nAnn,a@x.com\n")  # the first ADD still fixes the identity
+    assert await db.fetchrow("SELECT identity_attribute, attributes FROM segments WHERE id = $1",
+                             int(segment_id)) == ("email", ["name", "email"])
 
 
 # -- identity ----------------------------------------------------------------------------------------
@@ -279,6 +305,40 @@ async def test_gzip_bodies_are_accepted(client, db):
                                               "b@x.com": {"email": "b@x.com", "name": "x,y"}}
 
 
+GZIP = {"Content-Encoding": "gzip"}
+MANY_ROWS = b"email,name\n" + b"".join(b"m%04d@x.com,name %d\n" % (i, i) for i in range(3000))
+
+
+def pigz(data: bytes) -> bytes:
+    """What ``pigz -c`` writes for ``data`` (one member, made of 32 KiB blocks compressed in parallel)."""
+    return subprocess.run(["pigz", "-c", "-b", "32", "-p", "2"], input=data, capture_output=True, check=True).stdout
+
+
+@pytest.mark.parametrize("maker", ["concatenated", "pigz"])
+async def test_a_body_of_several_gzip_members_is_read_to_its_end(client, db, maker):
+    """``cat a.gz b.gz c.gz`` made by Python's gzip or by pigz (``pigz -c part >> body.gz``): a REPLACE takes
+    every row of every member, not only the first member's."""
+    if maker == "pigz" and shutil.which("pigz") is None:
+        pytest.skip("pigz is not installed")
+    segment_id, _ = await seeded_segment(client, db)
+    third = len(MANY_ROWS) // 3
+    compress = gzip.compress if maker == "concatenated" else pigz
+    body = b"".join(compress(MANY_ROWS[i:i + third]) for i in range(0, len(MANY_ROWS), third))
+    assert gzip.decompress(body) == MANY_ROWS
+    result = await push_ok(client, segment_id, body, "REPLACE", headers=GZIP)
+    assert (result["numReceived"], result["numAdded"], result["audienceSize"]) == ("3000", "3000", 3000)
+    assert await identities(db, segment_id) == {f"m{i:04d}@x.com" for i in range(3000)}
+
+
+@pytest.mark.parametrize("trailer", [b"!", b"\x00", b"\x1f\x8b"], ids=["garbage", "nul", "half-magic"])
+async def test_bytes_after_the_last_gzip_member_are_400_and_apply_nothing(client, db, trailer):
+    segment_id, before = await seeded_segment(client, db)
+    body = gzip.compress(INTRUSIVE_BODY[:20]) + gzip.compress(INTRUSIVE_BODY[20:]) + trailer
+    await assert_rejected(client, db, segment_id, before, 400, body, headers=GZIP)
+    reply = await push(client, segment_id, body, "REPLACE", headers=GZIP)
+    reply.assert_failure(400, "invalid_gzip")
+
+
 @pytest.mark.parametrize("content_type", [
     "text/csv", "text/csv; charset=utf-8", "text/plain", "application/csv", "application/octet-stream", None])
 async def test_csv_content_types_are_accepted(client, db, content_type):
@@ -300,6 +360,15 @@ async def test_matching_share_action_is_accepted(client, db):
                            shareAction="REPLACE")
     assert result["replaceCommitted"] is True
     assert await identities(db, segment_id) == {"c@x.com"}
+
+
+@pytest.mark.parametrize("query", ["totalBatchCount=&currentBatchNumber=", "currentBatchNumber=&totalBatchCount="])
+async def test_empty_batch_parameters_count_as_absent(client, db, query):
+    segment_id, _ = await seeded_segment(client, db)
+    result = await push_ok(client, segment_id, "email\nc@x.com\n", "REPLACE", query=query)
+    assert (result["replaceCommitted"], result["audienceSize"]) == (True, 1)
+    assert await db.fetchrow("SELECT total_batches, batch_number FROM uploads WHERE segment_id = $1 "
+                             "ORDER BY id DESC LIMIT 1", int(segment_id)) == (1, 1)
 
 
 # -- rejected requests: nothing applied ---------------------------------------------------------------
@@ -360,6 +429,78 @@ async def test_unknown_or_foreign_segment_is_404(client, db, make_key):
 async def test_non_csv_bodies_and_unknown_encodings_are_415(client, db, headers):
     segment_id, before = await seeded_segment(client, db)
     await assert_rejected(client, db, segment_id, before, 415, headers=headers)
+
+
+# -- attributes are bounded (GATEWAY_MAX_ATTRIBUTES) ----------------------------------------------------
+
+def wide_body(columns: int, first: int = 1) -> bytes:
+    """``email,c<first>,…`` with ``columns`` columns in all, and two rows."""
+    names = ["email", *(f"c{i}" for i in range(first, first + columns - 1))]
+    return csv_body(names, [[f"{who}@x.com", *("v" * (columns - 1))] for who in ("w1", "w2")])
+
+
+async def assert_adding_refused(client, db, segment_id: str, body: bytes) -> None:
+    """ADD and REPLACE of ``body`` would take the segment past the limit: 400, nothing stored."""
+    before = await snapshot(db, segment_id)
+    for action in ("ADD", "REPLACE"):
+        (await push(client, segment_id, body, action)).assert_failure(400, "too_many_attributes")
+        assert await snapshot(db, segment_id) == before, action
+
+
+async def test_a_segment_at_the_largest_limit_takes_uploads_and_exports(aiohttp_client, settings, db):
+    """The ceiling of GATEWAY_MAX_ATTRIBUTES works end to end: push, REPLACE, direct export."""
+    client = await app_client(aiohttp_client, settings, max_attributes=MAX_ATTRIBUTES_CEILING)
+    segment_id = await create_segment(client)
+    body = wide_body(MAX_ATTRIBUTES_CEILING)
+    assert (await push_ok(client, segment_id, body))["numAdded"] == "2"
+    assert (await push_ok(client, segment_id, body, "REPLACE"))["audienceSize"] == 2
+    header, rows = await sync_rows(client, segment_id)
+    assert len(header) == MAX_ATTRIBUTES_CEILING and [len(row) for row in rows] == [MAX_ATTRIBUTES_CEILING] * 2
+    await assert_adding_refused(client, db, segment_id, wide_body(2, first=MAX_ATTRIBUTES_CEILING))
+
+
+async def test_a_header_wider_than_the_limit_is_400_and_applies_nothing(client, db):
+    """1,700 columns were a 500 (PostgreSQL's 1,600 columns per table) before the limit; REMOVE included."""
+    segment_id, before = await seeded_segment(client, db)
+    await assert_rejected(client, db, segment_id, before, 400, wide_body(1700))
+    reply = await push(client, segment_id, wide_body(1001), "REMOVE")
+    reply.assert_failure(400, "too_many_attributes")
+
+
+async def test_attributes_past_the_limit_are_400_counting_those_the_segment_has(aiohttp_client, settings, db):
+    client = await app_client(aiohttp_client, settings, max_attributes=5)
+    segment_id, _ = await seeded_segment(client, db)  # email, name
+    await assert_adding_refused(client, db, segment_id, b"email,a,b,c,d\nnew@x.com,1,2,3,4\n")
+    # REMOVE adds no attribute: its other columns count only toward the header's width
+    assert (await push_ok(client, segment_id, "email,a,b,c,d\nb@x.com,1,2,3,4\n", "REMOVE"))["numRemoved"] == "1"
+    await push_ok(client, segment_id, "email,a,b,c\nnew@x.com,1,2,3\n")
+    assert await attributes(db, segment_id) == ["email", "name", "a", "b", "c"]
+    await assert_adding_refused(client, db, segment_id, b"email,z\nz@x.com,1\n")
+    # a segment at the limit still takes uploads that add nothing
+    assert (await push_ok(client, segment_id, "email,C,A\nq@x.com,3,1\n"))["numAdded"] == "1"
+
+
+@pytest.mark.parametrize("action", ["ADD", "REPLACE"])
+async def test_the_limit_holds_for_uploads_streaming_side_by_side(aiohttp_client, settings, db, action):
+    """Checked again under the segment's lock: another upload added attributes while this body streamed."""
+    client = await app_client(aiohttp_client, settings, max_attributes=4)
+    segment_id, _ = await seeded_segment(client, db)  # email, name
+    release = asyncio.Event()
+
+    async def slow_body():
+        yield b"email,first\nslow1@x.com,1\n"
+        await release.wait()
+        yield b"slow2@x.com,2\n"
+
+    slow = asyncio.ensure_future(push(client, segment_id, slow_body(), action))
+    try:
+        await wait_for(lambda: copy_in_progress(db), "the slow upload's COPY to start")  # planned: 3 attributes
+        await push_ok(client, segment_id, "email,second,third\nfast@x.com,2,3\n")  # 4 attributes
+        after_fast = await snapshot(db, segment_id)
+    finally:
+        release.set()
+    (await slow).assert_failure(400, "too_many_attributes")
+    assert await snapshot(db, segment_id) == after_fast
 
 
 MAX_BODY = 256

@@ -11,6 +11,7 @@ def test_defaults():
     assert settings.data_dir == Path("./.gateway")
     assert settings.max_body_bytes == 1024**3
     assert settings.max_field_bytes == 64 * 1024
+    assert settings.max_attributes == 1000
     assert settings.sync_export_max_rows == 100_000
     assert settings.replace_session_ttl == 24 * 3600
     assert settings.export_ttl == 7 * 86400
@@ -29,7 +30,8 @@ def test_environment_then_flags():
 
 @pytest.mark.parametrize("variable, value", [
     ("GATEWAY_MAX_BODY_BYTES", "big"), ("GATEWAY_EXPORT_TTL", "1 week"), ("GATEWAY_POOL_MAX_SIZE", "0"),
-    ("GATEWAY_SYNC_EXPORT_MAX_ROWS", "ten"), ("GATEWAY_LOG_LEVEL", "CHATTY"),
+    ("GATEWAY_SYNC_EXPORT_MAX_ROWS", "ten"), ("GATEWAY_LOG_LEVEL", "CHATTY"), ("GATEWAY_MAX_ATTRIBUTES", "0"),
+    ("GATEWAY_MAX_ATTRIBUTES", "1600"),
 ])
 def test_bad_values_name_the_variable(variable, value):
     with pytest.raises(SettingsError, match=variable):

@@ -1,6 +1,6 @@
 """Rejected rows gather in bounded pieces even when one body chunk holds hundreds of thousands of them."""
 
-from gateway.ingest import Upload, plan_columns
+from gateway.ingest import ColumnRules, Upload, plan_columns
 from gateway.rejects import FLUSH_ROWS, RejectSink
 
 
@@ -20,7 +20,7 @@ async def test_records_pause_within_a_large_chunk_so_pending_rejects_stay_bounde
     sink = RejectSink(1, 1, max_per_segment=10**9, max_per_endpoint=10**9)
     upload = Upload(OneChunk(body), gzipped=False, max_body_bytes=len(body), max_field_bytes=65536,
                     on_reject=sink.add)
-    plan = plan_columns(await upload.read_header(), None, [], None)
+    plan = plan_columns(await upload.read_header(), None, [], ColumnRules(ids=None, max_attributes=1000))
     records, most_pending, pauses = [], 0, 0
     while not upload.done:
         records += [record async for record in upload.records(plan, pause=sink.full)]
