@@ -62,16 +62,25 @@ def iso(at: dt.datetime | None) -> str | None:
 
 
 def parse_time(text: str, name: str) -> dt.datetime:
-    """An ISO 8601 date-time with its offset (``Z`` or ``±hh:mm``); 400 otherwise."""
+    """An ISO 8601 date-time with its offset (``Z`` or ``±hh:mm``), years 1 to 9999 in UTC; 400 otherwise."""
     text = _UNENCODED_PLUS.sub(r"+\1", text)  # "+00:00" sent without URL-encoding arrives as " 00:00"
     try:
-        at = dt.datetime.fromisoformat(text)
+        at = _utc(dt.datetime.fromisoformat(text))
     except ValueError:
-        at = None
-    if at is None or at.tzinfo is None:
-        raise BadRequest(f"{name} must be an ISO 8601 date-time with a time zone, e.g. 2026-01-31T12:00:00Z",
-                         code="invalid_time")
+        raise BadRequest(f"{name} must be an ISO 8601 date-time with a time zone, years 1 to 9999, "
+                         "e.g. 2026-01-31T12:00:00Z", code="invalid_time") from None
     return at
+
+
+def _utc(at: dt.datetime) -> dt.datetime:
+    """``at`` in UTC; ValueError without a zone, or when its offset takes it out of years 1 to 9999 (the
+    driver could not send it)."""
+    if at.tzinfo is None:
+        raise ValueError("no time zone")
+    try:
+        return at.astimezone(dt.timezone.utc)
+    except OverflowError:
+        raise ValueError("out of range") from None
 
 
 def parse_page(query: Mapping[str, str]) -> PageRequest:
@@ -98,9 +107,8 @@ def decode_cursor(cursor: str) -> tuple[int, dt.datetime]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         value = orjson.loads(raw)
-        after, watermark = value["after"], dt.datetime.fromisoformat(value["watermark"])
-        if isinstance(after, bool) or not isinstance(after, int) or not 0 <= after <= _MAX_ID \
-                or watermark.tzinfo is None:
+        after, watermark = value["after"], _utc(dt.datetime.fromisoformat(value["watermark"]))
+        if isinstance(after, bool) or not isinstance(after, int) or not 0 <= after <= _MAX_ID:
             raise ValueError
     except (binascii.Error, ValueError, TypeError, KeyError, orjson.JSONDecodeError):
         raise BadRequest("cursor is not one this gateway gave out (use nextCursor as it is)",

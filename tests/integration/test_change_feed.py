@@ -3,9 +3,11 @@ including changes whose transaction was still running during the previous poll."
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 from urllib.parse import quote
 
+import orjson
 import pytest
 
 from gateway.changefeed import iso
@@ -138,3 +140,20 @@ async def test_an_offset_sent_without_url_encoding_is_understood(client):
     await create_segment(client, "x")
     raw = "2000-01-01T00:00:00+00:00"  # the + arrives as a space
     assert await ids_of(client, f"updatedSince={raw}") == await ids_of(client, since(raw)) != []
+
+
+@pytest.mark.parametrize("at", ["99999-01-01T00:00:00Z", "0000-01-01T00:00:00Z", "0001-01-01T00:00:00+01:00",
+                                "9999-12-31T23:59:59-01:00"])
+@pytest.mark.parametrize("path", ["/api/segments", MAPPINGS.format("default")])
+async def test_an_updated_since_out_of_range_is_400(client, path, at):
+    """Years beyond what the gateway can compare (or an offset pushing the time past year 1 or 9999 in
+    UTC) are a 400 like any malformed time, not a 500 from the driver; the extremes themselves are fine."""
+    (await api(client, "GET", f"{path}?{since(at)}")).assert_failure(400, "invalid_time")
+    for extreme in ("0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999999Z"):
+        assert (await api(client, "GET", f"{path}?{since(extreme)}")).status == 200
+
+
+async def test_a_cursor_with_a_watermark_out_of_range_is_400(client):
+    raw = orjson.dumps({"after": 0, "watermark": "0001-01-01T00:00:00+01:00"})
+    cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    (await api(client, "GET", f"/api/segments?cursor={cursor}")).assert_failure(400, "invalid_cursor")
