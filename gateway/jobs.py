@@ -35,6 +35,14 @@ NOTIFY_CHANNEL = "audience_gateway_jobs"
 MAX_ATTEMPTS = 5  # a job whose worker died this often (it may be what kills it) ends in error
 
 
+def failure_reason(exc: BaseException) -> str:
+    """The job's ``reason`` for an unexpected failure: plain words for Exchange and the people reading
+    ``jobs.reason``; the driver's message, the SQL and the traceback go to the log only."""
+    if isinstance(exc, asyncpg.PostgresError):
+        return "export failed: the database could not copy the segment's audience; the gateway's log has the details"
+    return "export failed: internal error; the gateway's log has the details"
+
+
 class JobLost(Exception):
     """This worker no longer holds the job (canceled, or its lease was taken over)."""
 
@@ -198,9 +206,10 @@ class ExportWorkers:
             log.warning("job %d interrupted (%s): it is taken again when its lease runs out", job_id, exc)
         except Exception as exc:
             outcome = "error"
-            log.exception("job %d failed", job_id)
+            reason = failure_reason(exc)
+            log.exception("job %d failed (its reason says: %s)", job_id, reason)
             with contextlib.suppress(*CONNECTION_ERRORS):
-                await self.pool.execute(QUERIES["job_fail"], job_id, self.owner, f"export failed: {exc}")
+                await self.pool.execute(QUERIES["job_fail"], job_id, self.owner, reason)
         finally:
             metrics.JOB_DURATION.labels(outcome).observe(time.perf_counter() - started)
             if not snapshot.done():
