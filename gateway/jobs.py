@@ -22,6 +22,7 @@ from typing import Any
 import asyncpg
 
 from gateway import metrics
+from gateway.changefeed import declare_writes
 from gateway.database import CONNECTION_ERRORS
 from gateway.errors import NotFound
 from gateway.export import csv_length
@@ -182,11 +183,11 @@ class ExportWorkers:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
                 continue
-            await self._run(job["id"], job["segment_id"])
+            await self._run(job["id"], job["segment_id"], job["endpoint_id"])
 
-    async def _run(self, job_id: int, segment_id: int) -> None:
+    async def _run(self, job_id: int, segment_id: int, endpoint_id: int) -> None:
         """Snapshot the segment while a heartbeat keeps the lease; stop if the job is canceled."""
-        snapshot = asyncio.create_task(self._snapshot(job_id, segment_id))
+        snapshot = asyncio.create_task(self._snapshot(job_id, segment_id, endpoint_id))
         started, outcome = time.perf_counter(), "interrupted"
         try:
             while not snapshot.done():
@@ -217,9 +218,11 @@ class ExportWorkers:
                 with contextlib.suppress(BaseException):
                     await snapshot
 
-    async def _snapshot(self, job_id: int, segment_id: int) -> int:
-        """Returns the rows exported."""
+    async def _snapshot(self, job_id: int, segment_id: int, endpoint_id: int) -> int:
+        """Returns the rows exported. The snapshot's transaction holds back its own endpoint's change feed
+        only (it writes no change time at all)."""
         async with self.pool.acquire() as conn, conn.transaction():
+            await declare_writes(conn, endpoint_id)
             attributes = await conn.fetchval(QUERIES["job_segment_columns"], segment_id)
             await conn.execute(job_sql("job_snapshot_drop", job_id))
             members = table_names(segment_id)["members"]
