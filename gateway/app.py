@@ -17,7 +17,8 @@ from gateway.database import CONNECTION_ERRORS, create_pool
 from gateway.drain import InFlight
 from gateway.embedded import EmbeddedPostgres
 from gateway.keycache import LAST_USED_FLUSH_SECONDS, KeyCache
-from gateway.middleware import auth_middleware, on_answer_prepare, error_middleware, request_middleware
+from gateway.middleware import (auth_middleware, close_when_draining, error_middleware, on_answer_prepare,
+                                request_middleware)
 from gateway.migrations import apply_migrations
 from gateway.jobs import ExportWorkers, drop_expired_exports
 from gateway.metadata import purge_deleted
@@ -42,6 +43,7 @@ def create_app(settings: Settings) -> web.Application:
     app[state.SETTINGS] = settings
     app[state.IN_FLIGHT] = InFlight()
     app.on_response_prepare.append(on_answer_prepare)
+    app.on_response_prepare.append(close_when_draining)
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(pool_metrics_ctx)
     app.cleanup_ctx.append(keys_ctx)

@@ -10,10 +10,13 @@ change made before W is in the answer (when it matches the filters). A client th
 those of transactions that were still running during its previous poll. A client's own clock would not
 do: a change's time is taken before its transaction commits, so a change dated before a poll may become
 visible only after it. W is the earlier of the database clock and the start of the oldest transaction of
-the gateway's database role that holds a transaction id (from ``pg_stat_activity``); change times are
-``clock_timestamp()`` at the write (see migration 0004), never earlier than that start. A long upload or
-export snapshot holds W back meanwhile, so some changes are listed again by the next poll: at least once,
-never missed. All pages of one listing share the first page's W (it travels in the cursor).
+the gateway's database role that may write a change of the listed endpoint (from ``pg_stat_activity`` and
+``pg_locks``); change times are ``clock_timestamp()`` at the write (see migration 0004), never earlier than
+that start. Which transactions may: one that declared it writes that endpoint's changes only
+(``declare_writes``: pushes, REPLACE commits, export snapshots), and any other holding a transaction id (it
+may write anything). So a long upload or export snapshot holds back its own endpoint's W meanwhile (some
+changes are listed again by the next poll: at least once, never missed), and no other endpoint's. All
+pages of one listing share the first page's W (it travels in the cursor).
 """
 
 from __future__ import annotations
@@ -62,16 +65,25 @@ def iso(at: dt.datetime | None) -> str | None:
 
 
 def parse_time(text: str, name: str) -> dt.datetime:
-    """An ISO 8601 date-time with its offset (``Z`` or ``±hh:mm``); 400 otherwise."""
+    """An ISO 8601 date-time with its offset (``Z`` or ``±hh:mm``), years 1 to 9999 in UTC; 400 otherwise."""
     text = _UNENCODED_PLUS.sub(r"+\1", text)  # "+00:00" sent without URL-encoding arrives as " 00:00"
     try:
-        at = dt.datetime.fromisoformat(text)
+        at = _utc(dt.datetime.fromisoformat(text))
     except ValueError:
-        at = None
-    if at is None or at.tzinfo is None:
-        raise BadRequest(f"{name} must be an ISO 8601 date-time with a time zone, e.g. 2026-01-31T12:00:00Z",
-                         code="invalid_time")
+        raise BadRequest(f"{name} must be an ISO 8601 date-time with a time zone, years 1 to 9999, "
+                         "e.g. 2026-01-31T12:00:00Z", code="invalid_time") from None
     return at
+
+
+def _utc(at: dt.datetime) -> dt.datetime:
+    """``at`` in UTC; ValueError without a zone, or when its offset takes it out of years 1 to 9999 (the
+    driver could not send it)."""
+    if at.tzinfo is None:
+        raise ValueError("no time zone")
+    try:
+        return at.astimezone(dt.timezone.utc)
+    except OverflowError:
+        raise ValueError("out of range") from None
 
 
 def parse_page(query: Mapping[str, str]) -> PageRequest:
@@ -98,9 +110,8 @@ def decode_cursor(cursor: str) -> tuple[int, dt.datetime]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         value = orjson.loads(raw)
-        after, watermark = value["after"], dt.datetime.fromisoformat(value["watermark"])
-        if isinstance(after, bool) or not isinstance(after, int) or not 0 <= after <= _MAX_ID \
-                or watermark.tzinfo is None:
+        after, watermark = value["after"], _utc(dt.datetime.fromisoformat(value["watermark"]))
+        if isinstance(after, bool) or not isinstance(after, int) or not 0 <= after <= _MAX_ID:
             raise ValueError
     except (binascii.Error, ValueError, TypeError, KeyError, orjson.JSONDecodeError):
         raise BadRequest("cursor is not one this gateway gave out (use nextCursor as it is)",
@@ -108,19 +119,27 @@ def decode_cursor(cursor: str) -> tuple[int, dt.datetime]:
     return after, watermark
 
 
-async def watermark(conn: asyncpg.Connection) -> dt.datetime:
-    """The feed's watermark (see the module's docstring): read before the page's query runs.
+async def declare_writes(conn: asyncpg.Connection, endpoint_id: int) -> None:
+    """Declare that the current transaction writes change times of ``endpoint_id``'s segments and of no
+    other endpoint's: until it ends it holds back that endpoint's watermark only. Must be the transaction's
+    first statement (before it holds a transaction id or writes a change)."""
+    await conn.execute(QUERIES["change_feed_declare"], endpoint_id)
 
-    Two statements: the clock is read before ``pg_stat_activity``, which is read before the page's snapshot.
+
+async def watermark(conn: asyncpg.Connection, endpoint_id: int) -> dt.datetime:
+    """The watermark of ``endpoint_id``'s feed (see the module's docstring): read before the page's query.
+
+    Two statements: the clock is read before ``pg_locks`` and ``pg_stat_activity``, which are read before
+    the page's snapshot.
     """
     now = await conn.fetchval(QUERIES["clock_now"])
-    return await conn.fetchval(QUERIES["change_feed_watermark"], now)
+    return await conn.fetchval(QUERIES["change_feed_watermark"], now, endpoint_id)
 
 
-async def read_page(conn: asyncpg.Connection, page: PageRequest,
+async def read_page(conn: asyncpg.Connection, endpoint_id: int, page: PageRequest,
                     fetch: Callable[[int, int], Awaitable[Sequence[asyncpg.Record]]]) -> Page:
-    """One page: ``fetch(after_id, limit)`` returns rows with an ``id`` in id order."""
-    mark = page.watermark or await watermark(conn)
+    """One page of ``endpoint_id``'s rows: ``fetch(after_id, limit)`` returns rows with an ``id`` in id order."""
+    mark = page.watermark or await watermark(conn, endpoint_id)
     rows = await fetch(page.after, page.limit + 1)
     more = len(rows) > page.limit
     rows = rows[:page.limit]

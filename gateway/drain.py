@@ -3,6 +3,11 @@
 aiohttp's own shutdown marks every connection closing first, and a closing connection drops the data
 that still arrives, so an upload in flight would never see the rest of its body. We therefore close the
 listening sockets ourselves and wait for our in-flight count to reach zero before ``runner.cleanup()``.
+
+Closing the listening sockets does not close kept-alive connections: from the moment the drain begins, a
+request arriving on one is not handled but answered 503 ``shutting_down`` (``Retry-After``), and every
+answer — those of the requests still running too — carries ``Connection: close`` (gateway.middleware), so
+the client retries on a new connection, which reaches another process (or this one, restarted).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ class InFlight:
 
     def __init__(self) -> None:
         self.count = 0
+        self.draining = False  # set when the drain begins: no request starts after it
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -45,7 +51,9 @@ class InFlight:
 
 
 async def drain(sites: list[web.BaseSite], in_flight: InFlight, timeout: float) -> None:
-    """Close the listening sockets, then wait up to ``timeout`` for the requests in flight."""
+    """Refuse new requests, close the listening sockets, then wait up to ``timeout`` for the requests in
+    flight. ``draining`` is set before the first ``await``: in the same step as the caller's decision."""
+    in_flight.draining = True
     for site in sites:
         await site.stop()
     if in_flight.count:

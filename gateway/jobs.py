@@ -22,6 +22,7 @@ from typing import Any
 import asyncpg
 
 from gateway import metrics
+from gateway.changefeed import declare_writes
 from gateway.database import CONNECTION_ERRORS
 from gateway.errors import NotFound
 from gateway.export import csv_length
@@ -33,6 +34,14 @@ log = logging.getLogger(__name__)
 JOB_TYPE = "ExportSegmentData"
 NOTIFY_CHANNEL = "audience_gateway_jobs"
 MAX_ATTEMPTS = 5  # a job whose worker died this often (it may be what kills it) ends in error
+
+
+def failure_reason(exc: BaseException) -> str:
+    """The job's ``reason`` for an unexpected failure: plain words for Exchange and the people reading
+    ``jobs.reason``; the driver's message, the SQL and the traceback go to the log only."""
+    if isinstance(exc, asyncpg.PostgresError):
+        return "export failed: the database could not copy the segment's audience; the gateway's log has the details"
+    return "export failed: internal error; the gateway's log has the details"
 
 
 class JobLost(Exception):
@@ -174,11 +183,11 @@ class ExportWorkers:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
                 continue
-            await self._run(job["id"], job["segment_id"])
+            await self._run(job["id"], job["segment_id"], job["endpoint_id"])
 
-    async def _run(self, job_id: int, segment_id: int) -> None:
+    async def _run(self, job_id: int, segment_id: int, endpoint_id: int) -> None:
         """Snapshot the segment while a heartbeat keeps the lease; stop if the job is canceled."""
-        snapshot = asyncio.create_task(self._snapshot(job_id, segment_id))
+        snapshot = asyncio.create_task(self._snapshot(job_id, segment_id, endpoint_id))
         started, outcome = time.perf_counter(), "interrupted"
         try:
             while not snapshot.done():
@@ -198,9 +207,10 @@ class ExportWorkers:
             log.warning("job %d interrupted (%s): it is taken again when its lease runs out", job_id, exc)
         except Exception as exc:
             outcome = "error"
-            log.exception("job %d failed", job_id)
+            reason = failure_reason(exc)
+            log.exception("job %d failed (its reason says: %s)", job_id, reason)
             with contextlib.suppress(*CONNECTION_ERRORS):
-                await self.pool.execute(QUERIES["job_fail"], job_id, self.owner, f"export failed: {exc}")
+                await self.pool.execute(QUERIES["job_fail"], job_id, self.owner, reason)
         finally:
             metrics.JOB_DURATION.labels(outcome).observe(time.perf_counter() - started)
             if not snapshot.done():
@@ -208,9 +218,11 @@ class ExportWorkers:
                 with contextlib.suppress(BaseException):
                     await snapshot
 
-    async def _snapshot(self, job_id: int, segment_id: int) -> int:
-        """Returns the rows exported."""
+    async def _snapshot(self, job_id: int, segment_id: int, endpoint_id: int) -> int:
+        """Returns the rows exported. The snapshot's transaction holds back its own endpoint's change feed
+        only (it writes no change time at all)."""
         async with self.pool.acquire() as conn, conn.transaction():
+            await declare_writes(conn, endpoint_id)
             attributes = await conn.fetchval(QUERIES["job_segment_columns"], segment_id)
             await conn.execute(job_sql("job_snapshot_drop", job_id))
             members = table_names(segment_id)["members"]

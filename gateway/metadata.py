@@ -73,13 +73,13 @@ def not_found(segment_id: int) -> NotFound:
 
 async def segment_page(conn: asyncpg.Connection, endpoint_id: int, filters: SegmentFilters,
                        page: PageRequest) -> Page:
-    return await read_page(conn, page, lambda after, limit: conn.fetch(
+    return await read_page(conn, endpoint_id, page, lambda after, limit: conn.fetch(
         QUERIES["meta_segment_page"], endpoint_id, filters.status, filters.type, filters.text,
         filters.updated_since, after, limit))
 
 
 async def mapping_page(conn: asyncpg.Connection, endpoint_id: int, updated_since: Any, page: PageRequest) -> Page:
-    return await read_page(conn, page, lambda after, limit: conn.fetch(
+    return await read_page(conn, endpoint_id, page, lambda after, limit: conn.fetch(
         QUERIES["meta_mapping_page"], endpoint_id, updated_since, after, limit))
 
 

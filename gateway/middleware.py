@@ -27,6 +27,7 @@ REALM = 'Bearer realm="audience-gateway"'
 METRICS_PATH = "/metrics"
 KNOWN_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "POST", "PUT", "DELETE", "PATCH"})
 QUIET_ROUTES = frozenset({METRICS_PATH, "/healthz", "/readyz"})  # scraped and probed often: DEBUG lines
+DRAINING_RETRY_AFTER = 1  # seconds: a new connection reaches another process, or this one restarted
 CLIENT_GONE = 499  # the client closed the connection before the answer (nginx's convention)
 
 
@@ -42,8 +43,12 @@ async def request_middleware(request: web.Request, handler) -> web.StreamRespons
     status = 500
     response: web.StreamResponse | None = None
     try:
-        with request.app[state.IN_FLIGHT].track():
-            response = await handler(request)
+        in_flight = request.app[state.IN_FLIGHT]
+        if in_flight.draining:
+            response = refusal_while_draining()
+        else:
+            with in_flight.track():
+                response = await handler(request)
         status = response.status
         return response
     except web.HTTPException as exc:  # statuses below 400 (error_middleware renders the others)
@@ -58,6 +63,20 @@ async def request_middleware(request: web.Request, handler) -> web.StreamRespons
             status = CLIENT_GONE
         _observe(request, response, status, time.perf_counter() - started)
         REQUEST_ID.reset(token)
+
+
+def refusal_while_draining() -> web.Response:
+    """The answer to a request that arrives (on a kept-alive connection) after the drain began."""
+    return failure(503, "shutting_down", "this gateway process is shutting down; retry on a new connection",
+                   headers={"Retry-After": str(DRAINING_RETRY_AFTER)})
+
+
+async def close_when_draining(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: once the drain began, every answer closes its connection (no next request
+    on it). The header is set here too: aiohttp writes it from ``keep_alive`` before this hook runs."""
+    if request.app[state.IN_FLIGHT].draining:
+        response.force_close()
+        response.headers["Connection"] = "close"
 
 
 async def on_answer_prepare(request: web.Request, response: web.StreamResponse) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 
 from gateway import metrics
+from gateway.changefeed import declare_writes
 from gateway.errors import NotFound
 from gateway.ingest import ColumnPlan, ColumnRules, Upload, plan_columns
 from gateway.members import BatchInfo, batch_result, lock_and_register, lock_segment, sql, stream_incoming
@@ -41,6 +42,7 @@ async def push_replace(conn: asyncpg.Connection, endpoint_id: int, segment_id: i
     ``replace_committed`` in the commit's transaction.
     """
     async with conn.transaction():
+        await declare_writes(conn, endpoint_id)
         await stream_incoming(conn, upload, streamed, entry.rejects)
         plan = await _settle_plan(conn, endpoint_id, segment_id, header, rules, streamed, upload)
         await entry.rejects.flush(conn)  # rows rejected under the lock (see lock_and_register)
@@ -50,6 +52,7 @@ async def push_replace(conn: asyncpg.Connection, endpoint_id: int, segment_id: i
     if progress is None or progress["staged"] < progress["total_batches"]:
         return result
     async with conn.transaction():
+        await declare_writes(conn, endpoint_id)
         await lock_segment(conn, endpoint_id, segment_id)
         if not await conn.fetchval(QUERIES["replace_lock_for_commit"], session_id):
             return result  # another batch of this session committed it (or it expired) meanwhile

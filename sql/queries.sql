@@ -102,14 +102,30 @@ RETURNING id;
 -- name: clock_now
 SELECT clock_timestamp();
 
+-- name: change_feed_declare
+-- The first statement of a transaction that writes change times of endpoint $1's segments and of no other
+-- endpoint's (gateway.changefeed.declare_writes): a shared advisory lock, visible in pg_locks until the
+-- transaction ends, released only after its commit is visible. The lock's second key is the endpoint id
+-- modulo 2^31 (two endpoints sharing it only hold each other back).
+SELECT pg_advisory_xact_lock_shared(hashtext('audience-gateway:change-feed'), ($1::bigint % 2147483648)::integer);
+
 -- name: change_feed_watermark
--- $1: clock_timestamp() read by an earlier statement. Every change of this role's transactions that hold
--- a transaction id now is no earlier than its transaction's start; so each change before the result is
--- committed and visible to any later snapshot.
+-- $1: clock_timestamp() read by an earlier statement; $2: the endpoint whose feed it is. The transactions of
+-- this role that may hold a change of $2 not yet visible: those that declared $2 (change_feed_declare), and
+-- those holding a transaction id that declared no endpoint (they may write any). Every change of theirs is
+-- no earlier than its transaction's start; so each change of $2 before the result is committed and visible
+-- to any later snapshot.
+WITH declared AS MATERIALIZED (
+    SELECT pid, objid::bigint AS endpoint_key FROM pg_locks
+    WHERE locktype = 'advisory' AND classid = hashtext('audience-gateway:change-feed')::oid AND objsubid = 2
+      AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+)
 SELECT least($1::timestamptz, min(coalesce(xact_start, backend_start, '-infinity'))) - interval '1 microsecond'
 FROM pg_stat_activity
-WHERE datname = current_database() AND usename = current_user AND backend_xid IS NOT NULL
-  AND pid <> pg_backend_pid();
+WHERE datname = current_database() AND usename = current_user AND pid <> pg_backend_pid()
+  AND CASE WHEN pid IN (SELECT pid FROM declared)
+           THEN pid IN (SELECT pid FROM declared WHERE endpoint_key = $2::bigint % 2147483648)
+           ELSE backend_xid IS NOT NULL END;
 
 -- name: meta_segment_page
 -- Keyset page in id order; NULL filters are off. $4: a substring of the name or description (any case).
@@ -445,7 +461,7 @@ WHERE id = (
     LIMIT 1
     FOR UPDATE SKIP LOCKED
 )
-RETURNING id, segment_id, attempts;
+RETURNING id, segment_id, endpoint_id, attempts;
 
 -- name: job_heartbeat
 UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $3)

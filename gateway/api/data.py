@@ -13,6 +13,7 @@ from multidict import MultiMapping
 
 from gateway import metrics, state
 from gateway.api.requests import storable_text
+from gateway.changefeed import declare_writes
 from gateway.errors import BadRequest, NotFound, NotImplementedYet, PayloadTooLarge, UnsupportedMediaType
 from gateway.export import columns_sql, stream_csv, streaming_transaction
 from gateway.ingest import ColumnRules, Upload
@@ -107,6 +108,7 @@ async def push(request: web.Request) -> web.Response:
                                             settings.replace_session_ttl, entry)
             else:
                 async with conn.transaction():
+                    await declare_writes(conn, endpoint_id)
                     await stream_incoming(conn, upload, plan, rejects)
                     plan = await lock_and_register(conn, endpoint_id, segment_id, header, rules, plan, upload)
                     await rejects.flush(conn)  # rows rejected under the lock (see lock_and_register)

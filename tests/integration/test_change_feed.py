@@ -3,15 +3,19 @@ including changes whose transaction was still running during the previous poll."
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import datetime as dt
 from urllib.parse import quote
 
+import orjson
 import pytest
 
 from gateway.changefeed import iso
 from gateway.sqlfiles import QUERIES
 from tests.integration.manage_helpers import api, ids_of, list_all, segment_row, set_status
-from tests.integration.push_helpers import create_segment, push_ok
+from tests.integration.pull_helpers import eventually
+from tests.integration.push_helpers import create_segment, push, push_ok
 
 pytestmark = pytest.mark.pg15
 
@@ -72,6 +76,47 @@ async def test_a_change_committed_after_a_poll_is_in_the_next_poll(client, db):
     listed, _ = await list_all(client, since(watermark))
     assert [(s["id"], s["name"]) for s in listed] == [(segment_id, "Renamed slowly")]
     assert await ids_of(client, since(client_clock.isoformat())) == [], "the client's clock misses it"
+
+
+async def test_a_stalled_upload_holds_back_its_own_endpoints_feed_only(client, db, make_key):
+    """An upload of endpoint A stalls mid-body, holding its transaction open. Endpoint B's feed moves on past
+    B's new change meanwhile; A's feed stays before the upload's start, so A's next poll lists the change the
+    upload commits late. (A watermark held by every writing transaction froze B's feed too.)"""
+    other = await make_key("admin", endpoint="other-tenant")
+    a_segment, b_segment = int(await create_segment(client, "A")), int(await create_segment(client, "B", other))
+    release = asyncio.Event()
+
+    async def stalled_body():
+        yield b"email\nearly@x.com\n"
+        await release.wait()
+        yield b"late@x.com\n"
+
+    upload = asyncio.create_task(push(client, str(a_segment), stalled_body()))
+    try:
+        async def upload_started():
+            return await db.fetchval(
+                "SELECT xact_start FROM pg_stat_activity WHERE datname = current_database() "
+                "AND backend_xid IS NOT NULL AND query LIKE 'COPY %incoming%'")
+
+        upload_start = await eventually(upload_started, "the upload's COPY to wait for the rest of its body")
+        _, a_mark = await list_all(client, since("2000-01-01T00:00:00Z"))
+        assert dt.datetime.fromisoformat(a_mark) < upload_start
+
+        await api(client, "PATCH", f"/api/segments/{b_segment}", other, json={"name": "B, renamed"})
+        b_change = await db.fetchval("SELECT updated_at FROM segments WHERE id = $1", b_segment)
+        assert b_change > upload_start
+        listed, b_mark = await list_all(client, since("2000-01-01T00:00:00Z"), other)
+        assert [(s["id"], s["name"]) for s in listed] == [(b_segment, "B, renamed")]
+        assert dt.datetime.fromisoformat(b_mark) > b_change, "B's feed is not held by A's upload"
+        assert await ids_of(client, since(b_mark), other) == []
+        assert not upload.done()
+    finally:
+        release.set()
+        reply = await upload
+    assert reply.result["numAdded"] == "2"
+    a_change = await db.fetchval("SELECT updated_at FROM segments WHERE id = $1", a_segment)
+    assert a_change > upload_start
+    assert await ids_of(client, since(a_mark)) == [a_segment], "A's late-committing change is not missed"
 
 
 async def test_the_watermark_follows_the_clock_when_nothing_is_running(client, db):
@@ -138,3 +183,20 @@ async def test_an_offset_sent_without_url_encoding_is_understood(client):
     await create_segment(client, "x")
     raw = "2000-01-01T00:00:00+00:00"  # the + arrives as a space
     assert await ids_of(client, f"updatedSince={raw}") == await ids_of(client, since(raw)) != []
+
+
+@pytest.mark.parametrize("at", ["99999-01-01T00:00:00Z", "0000-01-01T00:00:00Z", "0001-01-01T00:00:00+01:00",
+                                "9999-12-31T23:59:59-01:00"])
+@pytest.mark.parametrize("path", ["/api/segments", MAPPINGS.format("default")])
+async def test_an_updated_since_out_of_range_is_400(client, path, at):
+    """Years beyond what the gateway can compare (or an offset pushing the time past year 1 or 9999 in
+    UTC) are a 400 like any malformed time, not a 500 from the driver; the extremes themselves are fine."""
+    (await api(client, "GET", f"{path}?{since(at)}")).assert_failure(400, "invalid_time")
+    for extreme in ("0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999999Z"):
+        assert (await api(client, "GET", f"{path}?{since(extreme)}")).status == 200
+
+
+async def test_a_cursor_with_a_watermark_out_of_range_is_400(client):
+    raw = orjson.dumps({"after": 0, "watermark": "0001-01-01T00:00:00+01:00"})
+    cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    (await api(client, "GET", f"/api/segments?cursor={cursor}")).assert_failure(400, "invalid_cursor")

@@ -110,3 +110,20 @@ async def test_an_expired_export_is_410_and_its_data_is_dropped(aiohttp_client, 
     await eventually(dropped, "the sweeper to drop the expired export", timeout=5.0)
     (await download(client, job)).assert_failure(410)
     assert (await job_row(db, job))["status"] == "complete"
+
+
+async def test_a_failed_job_gives_a_plain_reason_and_logs_the_details(client, db, caplog):
+    """A snapshot the database refuses (here: the members table lost its column) ends the job in error
+    with a reason in plain words; the driver's exception, its SQL and the traceback go to the log only."""
+    segment_id = await segment_with(client, people(2))
+    await db.execute(f"ALTER TABLE audience.members_{int(segment_id)} RENAME COLUMN attrs TO lost")
+    job = await create_job(client, segment_id)
+    await wait_for_status(client, job, "error")
+
+    reason = (await fetch(client, "GET", f"/v1/jobs/{job.id}")).reply.result["reason"]
+    assert reason == await db.fetchval("SELECT reason FROM jobs WHERE id = $1", job.id)
+    assert reason == ("export failed: the database could not copy the segment's audience; "
+                      "the gateway's log has the details")
+    details = [record for record in caplog.records if record.getMessage().startswith(f"job {job.id} failed")]
+    assert details and details[0].exc_info is not None
+    assert 'column "attrs" does not exist' in str(details[0].exc_info[1])
