@@ -94,7 +94,7 @@ class EmbeddedPostgres:
         with self._startup_lock():
             self._user_fd = _lock_file(self.data_dir / "users.lock", fcntl.LOCK_SH)
             try:
-                fresh = not (self.pgdata / "PG_VERSION").exists()
+                fresh = not is_initialised(self.data_dir)
                 self._password = self._read_or_create_password(create=fresh or self._hba_trusts())
                 if fresh:
                     self._initdb()
