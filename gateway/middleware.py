@@ -99,7 +99,10 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
         headers = dict(exc.headers)
         if isinstance(exc, Unauthorized):
             headers["WWW-Authenticate"] = REALM + (', error="invalid_token"' if exc.code == "invalid_token" else "")
-        return failure(exc.status, exc.code, exc.message, extra=exc.extra, headers=headers)
+        response = failure(exc.status, exc.code, exc.message, extra=exc.extra, headers=headers)
+        if exc.closes_connection:
+            response.force_close()
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

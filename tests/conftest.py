@@ -21,6 +21,7 @@ import pytest
 
 from gateway.app import create_app
 from gateway.auth import insert_key
+from gateway.clients import runner_options
 from gateway.embedded import EmbeddedPostgres
 from gateway.migrations import apply_migrations
 from gateway.settings import Settings
@@ -130,8 +131,9 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-async def client(aiohttp_client, settings: Settings):
-    return await aiohttp_client(create_app(settings))
+async def client(aiohttp_client, aiohttp_server, settings: Settings):
+    """The app on a test server configured as ``serve`` configures its runner (gateway.clients)."""
+    return await aiohttp_client(await aiohttp_server(create_app(settings), **runner_options(settings)))
 
 
 @pytest.fixture
