@@ -131,7 +131,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("job_lease", "GATEWAY_JOB_LEASE", "30s", parse_duration,
             "A running job's lease; a job whose worker stopped renewing it is taken again after this."),
     Setting("pool_max_size", "GATEWAY_POOL_MAX_SIZE", "10", parse_positive_int,
-            "Most PostgreSQL connections one gateway process opens."),
+            "Most PostgreSQL connections of one gateway process's main pool (uploads, downloads, export jobs, "
+            "writes); the control pool (`GATEWAY_CONTROL_POOL_SIZE`) and the LISTEN connections come on top."),
     Setting("control_pool_size", "GATEWAY_CONTROL_POOL_SIZE", "3", parse_positive_int,
             "PostgreSQL connections of a second, small pool kept for short control queries (key lookups, "
             "`/readyz`, segment listing and metadata reads), so that busy uploads and downloads never starve them."),

@@ -54,3 +54,13 @@ def test_auth_failure_throttle_settings():
     assert (settings.auth_failure_limit, settings.auth_failure_window) == (0, 10)
     with pytest.raises(SettingsError, match="GATEWAY_AUTH_FAILURE_LIMIT"):
         Settings.load(environ={"GATEWAY_AUTH_FAILURE_LIMIT": "-1"})
+
+
+def test_slow_client_settings():
+    settings = Settings.load(environ={})
+    assert (settings.client_idle_timeout, settings.control_pool_size, settings.data_slot_wait) == (60, 3, 10)
+    assert settings.data_slot_count == 10 - 2 - 1  # the pool minus a connection per export worker, minus one
+    assert Settings.load(environ={"GATEWAY_POOL_MAX_SIZE": "2"}).data_slot_count == 1  # never none
+    assert Settings.load(environ={"GATEWAY_DATA_SLOTS": "4"}).data_slot_count == 4
+    with pytest.raises(SettingsError, match="GATEWAY_CLIENT_IDLE_TIMEOUT"):
+        Settings.load(environ={"GATEWAY_CLIENT_IDLE_TIMEOUT": "0"})
