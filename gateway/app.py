@@ -13,6 +13,7 @@ from gateway import metrics, state
 from gateway.api import data, health, jobs, manage, openapi, segments, uploads
 from gateway.api import metrics as metrics_api
 from gateway.auth import ensure_bootstrap_key
+from gateway.clients import DataSlots
 from gateway.database import CONNECTION_ERRORS, create_pool
 from gateway.drain import InFlight
 from gateway.embedded import EmbeddedPostgres
@@ -42,6 +43,7 @@ def create_app(settings: Settings) -> web.Application:
                           client_max_size=JSON_BODY_LIMIT, handler_args=HANDLER_ARGS)
     app[state.SETTINGS] = settings
     app[state.IN_FLIGHT] = InFlight()
+    app[state.DATA_SLOTS] = DataSlots(settings.data_slot_count, settings.data_slot_wait)
     app.on_response_prepare.append(on_answer_prepare)
     app.on_response_prepare.append(close_when_draining)
     app.cleanup_ctx.append(database_ctx)
@@ -61,7 +63,8 @@ def create_app(settings: Settings) -> web.Application:
 
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Embedded server if no URL is set, then the pool, migrations and the bootstrap key."""
+    """Embedded server if no URL is set, then the pools (main and control, see gateway.clients),
+    migrations and the bootstrap key."""
     settings = app[state.SETTINGS]
     url = settings.database_url
     embedded = None
@@ -75,9 +78,14 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
             generated = await prepare_database(pool, settings.api_key)
             if generated:
                 app[state.GENERATED_KEY] = generated
-            app[state.POOL] = pool
-            app[state.DATABASE_URL] = url
-            yield
+            control_pool = await create_pool(url, max_size=settings.control_pool_size)
+            try:
+                app[state.POOL] = pool
+                app[state.CONTROL_POOL] = control_pool
+                app[state.DATABASE_URL] = url
+                yield
+            finally:
+                await control_pool.close()
         finally:
             await pool.close()
     finally:
@@ -86,8 +94,9 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def pool_metrics_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Sample the pool's size and use into the metrics every second."""
-    task = asyncio.create_task(metrics.sample_pool_forever(app[state.POOL]), name="pool-metrics")
+    """Sample the pools' size and use into the metrics every second."""
+    task = asyncio.create_task(metrics.sample_pool_forever(app[state.POOL], app[state.CONTROL_POOL]),
+                               name="pool-metrics")
     yield
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
@@ -120,7 +129,7 @@ async def keys_ctx(app: web.Application) -> AsyncIterator[None]:
     """The API-key cache with its revocation listener and last-used flush (gateway.keycache), and the
     throttle of failed authentications (gateway.throttle)."""
     settings = app[state.SETTINGS]
-    keys = KeyCache(app[state.POOL])
+    keys = KeyCache(app[state.CONTROL_POOL])
     app[state.KEYS] = keys
     app[state.AUTH_THROTTLE] = FailureThrottle(settings.auth_failure_limit, settings.auth_failure_window)
     tasks = [

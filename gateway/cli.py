@@ -16,6 +16,7 @@ from aiohttp import web
 from gateway import __version__, admin_cli, segments_cli, state, top
 from gateway.client import cli as client_cli
 from gateway.app import create_app
+from gateway.clients import runner_options
 from gateway.database import database_connection
 from gateway.drain import drain
 from gateway.embedded import EmbeddedPostgresError
@@ -156,7 +157,8 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     app = create_app(settings)
     # Our request middleware writes the access lines (JSON, with the request id): aiohttp's is off.
     # The drain (gateway.drain) waits for requests in flight; aiohttp then only finishes sending answers.
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=FINISH_SENDING_SECONDS, access_log=None)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=FINISH_SENDING_SECONDS, access_log=None,
+                           **runner_options(settings))
     try:
         await runner.setup()
     except BaseException:

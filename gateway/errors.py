@@ -11,6 +11,7 @@ from typing import Any
 class GatewayError(Exception):
     status = 500
     code = "internal_error"
+    closes_connection = False  # whether the connection is closed after the answer
 
     def __init__(self, message: str, *, code: str | None = None, extra: dict[str, Any] | None = None,
                  headers: dict[str, str] | None = None) -> None:
@@ -40,6 +41,14 @@ class Forbidden(GatewayError):
 class NotFound(GatewayError):
     status = 404
     code = "not_found"
+
+
+class ClientIdle(GatewayError):
+    """408: the client sent nothing for GATEWAY_CLIENT_IDLE_TIMEOUT; the connection is closed after the answer."""
+
+    status = 408
+    code = "client_idle"
+    closes_connection = True
 
 
 class Conflict(GatewayError):
@@ -79,3 +88,12 @@ class ServiceUnavailable(GatewayError):
 
 class DatabaseUnavailable(ServiceUnavailable):
     """PostgreSQL cannot be reached, is too old, or dropped the connection."""
+
+
+class ServerBusy(ServiceUnavailable):
+    """Every data slot stayed taken for GATEWAY_DATA_SLOT_WAIT (gateway.clients)."""
+
+    code = "server_busy"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after)})

@@ -1,8 +1,9 @@
 """Streaming CSV out: ``COPY (SELECT …) TO STDOUT`` relayed chunk by chunk into a chunked response.
 
 Memory stays constant for any size: asyncpg hands each chunk to ``write``, which awaits the client
-(back-pressure all the way to PostgreSQL). If the client goes away, the write raises, asyncpg cancels the
-COPY on the server, and the connection goes back to the pool.
+(back-pressure all the way to PostgreSQL). If the client goes away, or reads nothing for
+``GATEWAY_CLIENT_IDLE_TIMEOUT`` (gateway.clients cuts it), the write raises, asyncpg cancels the COPY on the
+server, and the connection goes back to the pool.
 
 A COPY that its sink stops (the client went away, a byte range is complete, a write timed out) closes
 its connection instead of returning it to the pool: see ``copy_csv_out``.
@@ -28,6 +29,8 @@ from contextlib import asynccontextmanager
 import asyncpg
 from aiohttp import web
 
+from gateway import state
+from gateway.clients import idle_writer, write_or_cut
 from gateway.ranges import RangeSent, RangeWriter, requested_range
 
 log = logging.getLogger(__name__)
@@ -163,14 +166,16 @@ async def stream_csv(request: web.Request, conn: asyncpg.Connection, query: str,
     if wanted is None:
         response.enable_compression()  # only when the request's Accept-Encoding names gzip or deflate
     await response.prepare(request)
-    whole = _Counted(response.write)  # counts the uncompressed bytes, gzip or not
+    idle_timeout = request.app[state.SETTINGS].client_idle_timeout
+    # counts the uncompressed bytes, gzip or not; a client that reads nothing for the idle timeout is cut
+    whole = _Counted(idle_writer(request, response.write, idle_timeout))
     write = whole.write if wanted is None else RangeWriter(response.write, wanted, length).write
     try:
         await write(header_line(attributes))
         await copy_csv_out(conn, query, write, args)
     except RangeSent:
         pass  # asyncpg has cancelled the rest of the COPY
-    await response.write_eof()
+    await write_or_cut(request, idle_timeout, response.write_eof())
     if static is not None and length is None and wanted is None:  # streamed to its end: now it is known
         await static.remember_length(whole.bytes)
     return response

@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import StreamReader
 
+from gateway.clients import idle_chunks
 from gateway.csvparse import CsvHeaderError, CsvStreamParser
 from gateway.errors import BadRequest, PayloadTooLarge
 
@@ -117,8 +118,10 @@ class Upload:
     """
 
     def __init__(self, content: StreamReader, *, gzipped: bool, max_body_bytes: int, max_field_bytes: int,
-                 on_reject: Callable[[int, str, str], None] | None = None) -> None:
+                 on_reject: Callable[[int, str, str], None] | None = None,
+                 idle_timeout: float | None = None) -> None:
         self._content = content
+        self._idle_timeout = idle_timeout  # 408 when no byte arrives for this long (gateway.clients)
         self._on_reject = on_reject
         self._inflater = zlib.decompressobj(_GZIP_WBITS) if gzipped else None
         self._max_body_bytes = max_body_bytes
@@ -228,7 +231,7 @@ class Upload:
             heapq.heapreplace(self._samples, (-line, reason))
 
     async def _body_chunks(self) -> AsyncIterator[bytes]:
-        async for raw in self._content.iter_any():
+        async for raw in idle_chunks(self._content, self._idle_timeout):
             if self._inflater is None:
                 yield self._account(raw)
                 continue

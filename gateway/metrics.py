@@ -74,16 +74,16 @@ def record_push(method: str, received: int, invalid: int, body_bytes: int, resul
     BATCH_DURATION.labels(method).observe(seconds)
 
 
-def sample_pool(pool: asyncpg.Pool) -> None:
-    size = pool.get_size()
+def sample_pool(*pools: asyncpg.Pool) -> None:
+    size = sum(pool.get_size() for pool in pools)
     POOL_CONNECTIONS.set(size)
-    POOL_CONNECTIONS_IN_USE.set(size - pool.get_idle_size())
+    POOL_CONNECTIONS_IN_USE.set(size - sum(pool.get_idle_size() for pool in pools))
 
 
-async def sample_pool_forever(pool: asyncpg.Pool) -> None:
+async def sample_pool_forever(*pools: asyncpg.Pool) -> None:
     """Keep this process's pool gauges fresh (the other workers' scrapes read them from their files)."""
     while True:
-        sample_pool(pool)
+        sample_pool(*pools)
         await asyncio.sleep(POOL_SAMPLE_SECONDS)
 
 
@@ -113,16 +113,17 @@ async def _database_gauges(pool: asyncpg.Pool) -> _DatabaseGauges | None:
         return None
 
 
-async def exposition(pool: asyncpg.Pool) -> bytes:
-    """The Prometheus text page: this process's (or all workers') metrics, then the database's gauges."""
-    sample_pool(pool)
+async def exposition(pool: asyncpg.Pool, control_pool: asyncpg.Pool) -> bytes:
+    """The Prometheus text page: this process's (or all workers') metrics, then the database's gauges (read
+    on the control pool: a scrape answers while uploads and downloads take the main pool)."""
+    sample_pool(pool, control_pool)
     if multiprocess_mode():
         registry = CollectorRegistry()
         MultiProcessCollector(registry)
         page = generate_latest(registry)
     else:
         page = generate_latest(REGISTRY)
-    gauges = await _database_gauges(pool)
+    gauges = await _database_gauges(control_pool)
     if gauges is not None:
         registry = CollectorRegistry()
         registry.register(gauges)

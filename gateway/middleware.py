@@ -163,7 +163,10 @@ def _failure(request: web.Request, exc: Exception) -> web.StreamResponse:
         headers = dict(exc.headers)
         if isinstance(exc, Unauthorized):
             headers["WWW-Authenticate"] = REALM + (', error="invalid_token"' if exc.code == "invalid_token" else "")
-        return failure(exc.status, exc.code, exc.message, extra=exc.extra, headers=headers)
+        response = failure(exc.status, exc.code, exc.message, extra=exc.extra, headers=headers)
+        if exc.closes_connection:
+            response.force_close()
+        return response
     if isinstance(exc, web.HTTPException):
         if exc.status < 400:
             raise exc

@@ -69,6 +69,13 @@ def parse_non_negative_int(text: str) -> int:
     return value
 
 
+def parse_positive_duration(text: str) -> float:
+    value = parse_duration(text)
+    if value <= 0:
+        raise ValueError("expected a duration above zero, such as 500ms or 60s")
+    return value
+
+
 def parse_log_level(text: str) -> str:
     level = text.strip().upper()
     if level not in _LOG_LEVELS:
@@ -157,7 +164,21 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("job_lease", "GATEWAY_JOB_LEASE", "30s", parse_duration,
             "A running job's lease; a job whose worker stopped renewing it is taken again after this."),
     Setting("pool_max_size", "GATEWAY_POOL_MAX_SIZE", "10", parse_positive_int,
-            "Most PostgreSQL connections one gateway process opens."),
+            "Most PostgreSQL connections of one gateway process's main pool (uploads, downloads, export jobs, "
+            "writes); the control pool (`GATEWAY_CONTROL_POOL_SIZE`) and the LISTEN connections come on top."),
+    Setting("control_pool_size", "GATEWAY_CONTROL_POOL_SIZE", "3", parse_positive_int,
+            "PostgreSQL connections of a second, small pool kept for short control queries (key lookups, "
+            "`/readyz`, segment listing and metadata reads), so that busy uploads and downloads never starve them."),
+    Setting("data_slots", "GATEWAY_DATA_SLOTS", "0", parse_non_negative_int,
+            "Uploads and downloads that may hold a connection of the main pool at once (the rest wait "
+            "`GATEWAY_DATA_SLOT_WAIT`, then get 503 `server_busy` with `Retry-After`). 0: "
+            "`GATEWAY_POOL_MAX_SIZE` minus `GATEWAY_EXPORT_WORKERS` minus 1, at least 1."),
+    Setting("data_slot_wait", "GATEWAY_DATA_SLOT_WAIT", "10s", parse_duration,
+            "How long an upload or download waits for a free data slot before it is answered 503 `server_busy`."),
+    Setting("client_idle_timeout", "GATEWAY_CLIENT_IDLE_TIMEOUT", "60s", parse_positive_duration,
+            "A client that sends nothing (request headers or body) or reads nothing of a response for this long "
+            "is cut: a stalled upload gets 408 `client_idle` and applies nothing; a stalled download is closed. "
+            "Also the keep-alive timeout of idle connections."),
     Setting("log_level", "GATEWAY_LOG_LEVEL", "INFO", parse_log_level,
             "DEBUG, INFO, WARNING or ERROR. `serve` logs JSON lines, one per request at INFO."),
     Setting("metrics_require_key", "GATEWAY_METRICS_REQUIRE_KEY", "false", parse_bool,
@@ -188,6 +209,10 @@ class Settings:
     export_workers: int
     job_lease: float
     pool_max_size: int
+    control_pool_size: int
+    data_slots: int
+    data_slot_wait: float
+    client_idle_timeout: float
     log_level: str
     metrics_require_key: bool
     shutdown_timeout: float
@@ -209,6 +234,12 @@ class Settings:
                 raise SettingsError(f"{shown} is not valid: {exc}") from None
         values.update({key: value for key, value in overrides.items() if value is not None})
         return cls(**values)
+
+    @property
+    def data_slot_count(self) -> int:
+        """``GATEWAY_DATA_SLOTS``, or by default what the main pool can give while keeping a connection for
+        each export worker and one for everything else (sweeps, management writes)."""
+        return self.data_slots or max(1, self.pool_max_size - self.export_workers - 1)
 
 
 def settings_table_markdown() -> str:

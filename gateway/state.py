@@ -6,6 +6,7 @@ import asyncpg
 from aiohttp import web
 
 from gateway.auth import Principal
+from gateway.clients import DataSlots
 from gateway.drain import InFlight
 from gateway.embedded import EmbeddedPostgres
 from gateway.keycache import KeyCache
@@ -14,7 +15,9 @@ from gateway.settings import Settings
 from gateway.throttle import FailureThrottle
 
 SETTINGS = web.AppKey("settings", Settings)
-POOL = web.AppKey("pool", asyncpg.Pool)
+POOL = web.AppKey("pool", asyncpg.Pool)  # the main pool: data, jobs, sweeps, management writes
+CONTROL_POOL = web.AppKey("control_pool", asyncpg.Pool)  # short control queries only (gateway.clients)
+DATA_SLOTS = web.AppKey("data_slots", DataSlots)  # uploads and downloads holding a main-pool connection
 DATABASE_URL = web.AppKey("database_url", str)  # for dedicated connections (LISTEN), beside the pool
 EMBEDDED = web.AppKey("embedded", EmbeddedPostgres)
 GENERATED_KEY = web.AppKey("generated_key", str)  # set when start-up created the first key

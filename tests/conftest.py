@@ -18,9 +18,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
+from aiohttp.test_utils import TestServer
 
+from gateway import state
 from gateway.app import create_app
 from gateway.auth import insert_key
+from gateway.clients import runner_options
 from gateway.embedded import EmbeddedPostgres
 from gateway.migrations import apply_migrations
 from gateway.settings import Settings
@@ -130,9 +133,16 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
     return Settings.load(environ={}, database_url=database_url, api_key=ADMIN_KEY, data_dir=tmp_path / "data")
 
 
+class GatewayTestServer(TestServer):
+    """aiohttp's test server with the runner options ``serve`` takes from the settings (gateway.clients)."""
+
+    async def _make_runner(self, **kwargs):
+        return await super()._make_runner(**{**runner_options(self.app[state.SETTINGS]), **kwargs})
+
+
 @pytest.fixture
 async def client(aiohttp_client, settings: Settings):
-    return await aiohttp_client(create_app(settings))
+    return await aiohttp_client(GatewayTestServer(create_app(settings)))
 
 
 @pytest.fixture

@@ -88,20 +88,20 @@ async def push(request: web.Request) -> web.Response:
     settings = request.app[state.SETTINGS]
     gzipped = check_body_headers(request, settings.max_body_bytes)
     endpoint_id = request[state.PRINCIPAL].endpoint_id
-    pool = request.app[state.POOL]
-    await get_pushable_segment(pool, endpoint_id, segment_id)
+    await get_pushable_segment(request.app[state.CONTROL_POOL], endpoint_id, segment_id)
 
     started = time.perf_counter()
     rejects = RejectSink(segment_id, endpoint_id, max_per_segment=settings.rejects_max_per_segment,
                          max_per_endpoint=settings.rejects_max_per_endpoint)
     upload = Upload(request.content, gzipped=gzipped, max_body_bytes=settings.max_body_bytes,
-                    max_field_bytes=settings.max_field_bytes, on_reject=rejects.add)
+                    max_field_bytes=settings.max_field_bytes, on_reject=rejects.add,
+                    idle_timeout=settings.client_idle_timeout)
     entry = UploadEntry(segment_id, operation, batch, request[state.REQUEST_ID], upload, rejects)
     with metrics.UPLOADS_IN_FLIGHT.track_inprogress():
         header = await upload.read_header()
         rules = ColumnRules(ids=batch.ids or None, max_attributes=settings.max_attributes,
                             extends=operation is not Operation.REMOVE)
-        async with pool.acquire() as conn:
+        async with request.app[state.DATA_SLOTS].connection(request.app[state.POOL]) as conn:
             plan = await plan_upload(conn, endpoint_id, segment_id, header, rules)
             if operation is Operation.REPLACE:
                 result = await push_replace(conn, endpoint_id, segment_id, batch, upload, header, rules, plan,
@@ -135,7 +135,8 @@ async def pull(request: web.Request) -> web.StreamResponse:
     segment_id = parse_segment_id(request.match_info["segment_id"])
     endpoint_id = request[state.PRINCIPAL].endpoint_id
     limit = request.app[state.SETTINGS].sync_export_max_rows
-    async with request.app[state.POOL].acquire() as conn, streaming_transaction(conn):
+    slots = request.app[state.DATA_SLOTS]
+    async with slots.connection(request.app[state.POOL]) as conn, streaming_transaction(conn):
         row = await conn.fetchrow(QUERIES["segment_export_info"], segment_id, endpoint_id)
         if row is None:
             raise NotFound(f"segment {segment_id} does not exist", code="segment_not_found")

@@ -20,9 +20,10 @@ async def healthz(request: web.Request) -> web.Response:
 
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
-    """The database answers and carries every migration this version knows."""
+    """The database answers and carries every migration this version knows (asked on the control pool, which
+    busy uploads and downloads cannot take)."""
     try:
-        async with request.app[state.POOL].acquire(timeout=5) as conn:
+        async with request.app[state.CONTROL_POOL].acquire(timeout=5) as conn:
             migrated = await is_current(conn)
     except CONNECTION_ERRORS:
         return failure(503, "database_unavailable", "the database does not answer")

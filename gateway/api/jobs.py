@@ -54,7 +54,7 @@ async def post_job(request: web.Request) -> web.Response:
 @routes.get("/v1/jobs/{job_id}")
 async def get_job_status(request: web.Request) -> web.Response:
     job_id = parse_job_id(request.match_info["job_id"])
-    row = await get_job(request.app[state.POOL], request[state.PRINCIPAL].endpoint_id, job_id)
+    row = await get_job(request.app[state.CONTROL_POOL], request[state.PRINCIPAL].endpoint_id, job_id)
     return success(job_status(row))
 
 
@@ -71,7 +71,7 @@ async def delete_job(request: web.Request) -> web.Response:
 async def get_job_data(request: web.Request) -> web.StreamResponse:
     job_id = parse_job_id(request.match_info["job_id"])
     endpoint_id = request[state.PRINCIPAL].endpoint_id
-    async with request.app[state.POOL].acquire() as conn:
+    async with request.app[state.DATA_SLOTS].connection(request.app[state.POOL]) as conn:
         row = await get_job(conn, endpoint_id, job_id)
         if request.match_info["data_id"] != str(row["data_id"]):
             raise NotFound(f"job {job_id} has no data {request.match_info['data_id']!r}", code="job_data_not_found")

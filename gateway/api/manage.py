@@ -72,7 +72,7 @@ async def get_segment(request: web.Request) -> web.Response:
     created / updated / last upload times (and deleted / purged times)."""
     check_parameters(request.query, ())
     segment_id = parse_segment_id(request.match_info["segment_id"])
-    row = await get_any_segment(request.app[state.POOL], request[state.PRINCIPAL].endpoint_id, segment_id)
+    row = await get_any_segment(request.app[state.CONTROL_POOL], request[state.PRINCIPAL].endpoint_id, segment_id)
     return success(describe(row))
 
 

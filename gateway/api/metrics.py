@@ -11,5 +11,5 @@ routes = web.RouteTableDef()
 
 @routes.get("/metrics")
 async def get_metrics(request: web.Request) -> web.Response:
-    body = await metrics.exposition(request.app[state.POOL])
+    body = await metrics.exposition(request.app[state.POOL], request.app[state.CONTROL_POOL])
     return web.Response(body=body, headers={"Content-Type": metrics.CONTENT_TYPE})

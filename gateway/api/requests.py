@@ -7,12 +7,26 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from gateway import state
+from gateway.clients import idle_chunks
 from gateway.errors import BadRequest
 
 
+async def read_small_body(request: web.Request) -> bytes:
+    """The whole body of a small route, bounded like ``request.read()`` by the app's client_max_size (413),
+    and 408 when no byte of it arrives for GATEWAY_CLIENT_IDLE_TIMEOUT (gateway.clients)."""
+    limit = request.client_max_size
+    body = bytearray()
+    async for chunk in idle_chunks(request.content, request.app[state.SETTINGS].client_idle_timeout):
+        body += chunk
+        if len(body) > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(body))
+    return bytes(body)
+
+
 async def read_json_object(request: web.Request) -> dict[str, Any]:
-    """The body of a small JSON route (bounded by the app's client_max_size), which must be an object."""
-    body = await request.read()
+    """The body of a small JSON route (see ``read_small_body``), which must be an object."""
+    body = await read_small_body(request)
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError:

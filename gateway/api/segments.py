@@ -38,14 +38,14 @@ async def post_segment(request: web.Request) -> web.Response:
 
 @routes.get("/v1/segments")
 async def get_segments(request: web.Request) -> web.Response:
-    segments = await list_segments(request.app[state.POOL], request[state.PRINCIPAL].endpoint_id)
+    segments = await list_segments(request.app[state.CONTROL_POOL], request[state.PRINCIPAL].endpoint_id)
     return success({"totalCount": len(segments), "list": segments})
 
 
 @routes.get("/v1/segments/{segment_id}")
 async def get_one_segment(request: web.Request) -> web.Response:
     segment_id = parse_segment_id(request.match_info["segment_id"])
-    row = await get_segment(request.app[state.POOL], request[state.PRINCIPAL].endpoint_id, segment_id)
+    row = await get_segment(request.app[state.CONTROL_POOL], request[state.PRINCIPAL].endpoint_id, segment_id)
     return success({
         "id": row["id"],
         "name": row["name"],

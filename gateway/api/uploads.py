@@ -41,7 +41,7 @@ async def get_uploads(request: web.Request) -> web.Response:
     segment_id = parse_segment_id(request.match_info["segment_id"])
     limit = _query_int(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
     before = _query_int(request, "cursor", _MAX_ID, 1, _MAX_ID)
-    pool = request.app[state.POOL]
+    pool = request.app[state.CONTROL_POOL]
     await get_any_segment(pool, request[state.PRINCIPAL].endpoint_id, segment_id)
     rows = await list_uploads(pool, segment_id, before, limit + 1)
     page = rows[:limit]
@@ -56,7 +56,7 @@ async def get_rejects(request: web.Request) -> web.StreamResponse:
     segment_id = parse_segment_id(request.match_info["segment_id"])
     upload_id = _query_int(request, "upload", None, 1, _MAX_ID)
     endpoint_id = request[state.PRINCIPAL].endpoint_id
-    async with request.app[state.POOL].acquire() as conn:
+    async with request.app[state.DATA_SLOTS].connection(request.app[state.POOL]) as conn:
         await get_any_segment(conn, endpoint_id, segment_id)
         row = await conn.fetchrow(QUERIES["upload_get"], upload_id, segment_id, endpoint_id)
         if row is None:

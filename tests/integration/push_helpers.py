@@ -21,7 +21,7 @@ import asyncpg
 
 from gateway.app import create_app
 from gateway.settings import Settings
-from tests.conftest import AUTH
+from tests.conftest import AUTH, GatewayTestServer
 
 METHOD_OF = {"ADD": "POST", "REPLACE": "PUT", "REMOVE": "DELETE"}
 CSV_TYPE = {"Content-Type": "text/csv"}
@@ -120,7 +120,7 @@ async def push_ok(client, segment_id: str, body: bytes | str, action: str = "ADD
 
 async def app_client(aiohttp_client, settings: Settings, **changes: Any):
     """A test client of a new app instance (``aiohttp_client`` fixture), with some settings changed."""
-    return await aiohttp_client(create_app(dataclasses.replace(settings, **changes)))
+    return await aiohttp_client(GatewayTestServer(create_app(dataclasses.replace(settings, **changes))))
 
 
 # -- what is stored -----------------------------------------------------------------------------------

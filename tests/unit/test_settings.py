@@ -72,3 +72,13 @@ def test_rejects_max_per_endpoint():
     assert Settings.load(environ={"GATEWAY_REJECTS_MAX_PER_ENDPOINT": "0"}).rejects_max_per_endpoint == 0
     with pytest.raises(SettingsError, match="GATEWAY_REJECTS_MAX_PER_ENDPOINT"):
         Settings.load(environ={"GATEWAY_REJECTS_MAX_PER_ENDPOINT": "-1"})
+
+
+def test_slow_client_settings():
+    settings = Settings.load(environ={})
+    assert (settings.client_idle_timeout, settings.control_pool_size, settings.data_slot_wait) == (60, 3, 10)
+    assert settings.data_slot_count == 10 - 2 - 1  # the pool minus a connection per export worker, minus one
+    assert Settings.load(environ={"GATEWAY_POOL_MAX_SIZE": "2"}).data_slot_count == 1  # never none
+    assert Settings.load(environ={"GATEWAY_DATA_SLOTS": "4"}).data_slot_count == 4
+    with pytest.raises(SettingsError, match="GATEWAY_CLIENT_IDLE_TIMEOUT"):
+        Settings.load(environ={"GATEWAY_CLIENT_IDLE_TIMEOUT": "0"})

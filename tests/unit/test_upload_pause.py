@@ -10,8 +10,9 @@ class OneChunk:
     def __init__(self, body: bytes) -> None:
         self.body = body
 
-    async def iter_any(self):
-        yield self.body
+    async def readany(self) -> bytes:
+        body, self.body = self.body, b""
+        return body
 
 
 async def test_records_pause_within_a_large_chunk_so_pending_rejects_stay_bounded():
