@@ -14,11 +14,10 @@ class Chunks:
     """A request body arriving in the given pieces."""
 
     def __init__(self, *pieces: bytes) -> None:
-        self.pieces = pieces
+        self.pieces = [piece for piece in pieces if piece]  # an empty read means the end of the body
 
-    async def iter_any(self):
-        for piece in self.pieces:
-            yield piece
+    async def readany(self) -> bytes:
+        return self.pieces.pop(0) if self.pieces else b""
 
 
 async def rows_of(*pieces: bytes, gzipped: bool = True) -> list[tuple]:
