@@ -4,7 +4,7 @@ The file is read twice (``gateway.client.batches``): once to count its records, 
 carries ``totalBatchCount``, and once to cut it into batches that are sent as they are cut. Batches cannot
 go out during the count: the first one already needs ``totalBatchCount``, i.e. the whole file counted; so
 the count is made fast instead (quote-free lines counted from their bytes). At most
-``concurrency`` batches are in memory (being sent or retried) at any time.
+``concurrency`` batches are being sent (or retried) at any time, and the next one is read ahead meanwhile.
 
 Batches are idempotent, so any failure that may be transient (a connection error, 429, 5xx) is retried
 with backoff; another 4xx stops the push at once (exit 3) with the server's error.
@@ -214,10 +214,10 @@ class _Pusher:
         try:
             async with asyncio.TaskGroup() as group:
                 for number in range(1, self.plan.total + 1):
-                    await slots.acquire()
-                    body = await asyncio.to_thread(next, bodies, None)
+                    body = await asyncio.to_thread(next, bodies, None)  # read ahead while the slots are busy
                     if body is None:
                         raise FileProblem(f"{self.options.path} changed while it was being sent")
+                    await slots.acquire()
                     group.create_task(self._send(segment_id, number, body, slots))
         except BaseExceptionGroup as group:
             raise _first(group) from None
