@@ -86,9 +86,13 @@ def read_header(path: Path) -> list[str]:
     parser = CsvStreamParser()
     try:
         for chunk in read_chunks(path):
-            parser.feed(chunk)
-            if parser.header is not None:
-                return parser.header
+            position = 0
+            while position < len(chunk):  # a line at a time: the rows after the header are not parsed
+                end = chunk.find(b"\n", position) + 1 or len(chunk)
+                parser.feed(chunk[position:end])
+                position = end
+                if parser.header is not None:
+                    return parser.header
         parser.finish()
     except CsvHeaderError as exc:
         raise FileProblem(f"{path}: {exc}") from None

@@ -158,3 +158,17 @@ def test_counting_from_bytes_takes_the_quote_free_lines_without_the_parser(tmp_p
     plan = scan(path, 4000, check_rows=False)
     assert (plan.records, plan.starts) == (10_001, [2, 4002, 8003])  # the quoted record spans lines 5002-5003
     assert sum(fed) < 100  # the header and the quoted record
+
+
+def test_the_header_is_read_alone(tmp_path, monkeypatch):
+    """``read_header`` stops at the header: what follows (here a gzip stream cut short) is not read."""
+    monkeypatch.setattr(batches, "CHUNK_BYTES", 64)
+    path = tmp_path / "f.csv.gz"
+    path.write_bytes(gzip.compress(b'\xef\xbb\xbf\n"Na\nme",Email\n' + b"a,b\n" * 1000)[:-12])
+    assert batches.read_header(path) == ["Na\nme", "Email"]
+    with pytest.raises(FileProblem, match="cannot read"):
+        scan(path, 10)
+    for content, message in ((b"", "empty body"), (b"a,A\n1,2\n", "duplicate")):
+        path.write_bytes(content)
+        with pytest.raises(FileProblem, match=message):
+            batches.read_header(path)
