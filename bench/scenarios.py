@@ -1,7 +1,7 @@
 """The scenarios: each measures the gateway and, in the same run, its anchors; returns its figures.
 
-Sizes scale with ``--rows`` (N): replace, add, export, latency and two-serve use N rows, remove N/10,
-big 10·N in one request. Pushes go in ``--batches`` batches (100 × 10k at N = 1M) with
+Sizes scale with ``--rows`` (N): replace, add, export, latency, two-serve and push use N rows, remove
+N/10, big 10·N in one request. Pushes go in ``--batches`` batches (100 × 10k at N = 1M) with
 ``--concurrency`` in flight, as Exchange sends them. Times are medians over ``--repeats``.
 """
 
@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import re
 import statistics
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -18,7 +20,7 @@ from pathlib import Path
 import aiohttp
 
 from bench import anchors, client, data
-from bench.common import Gateway, RssSampler, create_segment
+from bench.common import KEY, Gateway, RssSampler, create_segment
 
 ATTRIBUTES = len(data.HEADER.split(","))
 ADD_START = 10_000_000  # ADD's new identities are numbered from here, the big request's from 50M
@@ -275,6 +277,76 @@ async def two_serve(run: Run) -> dict:
     return _figures(run.rows, runs, batches=len(batches), processes=2, committed_once=True)
 
 
+def _with_quotes(lines: list[str]) -> list[str]:
+    """The lines with a quoted LastName every 1000th row (a comma and doubled quotes in it), and every
+    10 000th with a newline in it too: a file that only a CSV parser can cut into records."""
+    out = list(lines)
+    for i in range(0, len(out), 1000):
+        email, first, last, sex = out[i].rstrip("\n").split(",")
+        last = f'"{last}, Jr."' if i % 10_000 else f'"{last}\nJr. ""the second"""'
+        out[i] = f"{email},{first},{last},{sex}\n"
+    return out
+
+
+async def _push_command(run: Run, path: Path, segment_id: str) -> tuple[float, str]:
+    """``audience-gateway push`` as a user runs it (its own process, interpreter start included)."""
+    argv = [sys.executable, "-m", "gateway", "push", str(path), "--url", run.gateway.url, "--key", KEY,
+            "--segment", segment_id, "--mode", "replace", "--batch-rows", str(run.batch_rows),
+            "--concurrency", str(run.args.concurrency)]
+    started = time.perf_counter()
+    process = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
+                                                   stderr=asyncio.subprocess.PIPE)
+    out, err = await process.communicate()
+    seconds = time.perf_counter() - started
+    if process.returncode:
+        raise RuntimeError(f"push exited {process.returncode}: {err.decode()[-2000:]}")
+    return seconds, out.decode()
+
+
+async def push(run: Run) -> dict:
+    """``audience-gateway push`` of an N-row file (a few quoted fields) as a REPLACE, end to end, against
+    the same batches (the same bytes) sent by a plain client with the same concurrency (the mean of its
+    runs right before and right after)."""
+    lines = _with_quotes(run.lines(run.rows, seed=1))
+    batches = data.batches(lines, run.batch_rows)
+    path = run.csv("push", lines)
+    pairs: list[tuple[float, float]] = []
+    counting: list[float] = []
+    own: list[float] = []  # the push's own figure: without starting the interpreter and importing
+    plain_runs: list[float] = []
+
+    async def plain_client(name: str) -> float:
+        seconds, results = await _timed_push(run, await run.segment(name), "PUT", batches)
+        _committed_once(results, run.rows)
+        plain_runs.append(seconds)
+        return seconds
+
+    before = await plain_client("push-plain-0")
+    for repeat in range(run.args.repeats):
+        # The plain client runs right before and right after each push: their mean is the push's anchor,
+        # so that a drift of the machine or the database (a checkpoint after a load) weighs on both alike.
+        segment_id = await run.segment(f"push-{repeat}")
+        seconds, out = await _push_command(run, path, segment_id)
+        if f"REPLACE committed, audience size {run.rows}" not in out:
+            raise RuntimeError(f"push did not commit {run.rows} members: {out}")
+        inside, count = re.search(r"in ([\d.]+) s \(counting ([\d.]+) s", out).groups()  # type: ignore[union-attr]
+        counting.append(float(count))
+        own.append(float(inside))
+        after = await plain_client(f"push-plain-{repeat + 1}")
+        pairs.append((seconds, (before + after) / 2))
+        before = after
+    seconds, plain = _median([p for p, _ in pairs]), _median([c for _, c in pairs])
+    figures = {"rows": run.rows, "seconds": seconds, "runs_s": [round(p, 3) for p, _ in pairs],
+               "rows_per_s": round(run.rows / seconds), "counting_s": _median(counting),
+               "push_own_s": _median(own),
+               "plain_client_s": plain, "plain_client_runs_s": [round(c, 3) for c in plain_runs],
+               "vs_plain_client": round(seconds / plain, 2), "batches": len(batches),
+               "file_mb": round(path.stat().st_size / 1e6, 1)}
+    figures["targets"] = [_target(f"≤ 1.2× a plain client sending the same batches ({plain:.2f} s)",
+                                  figures["vs_plain_client"] <= 1.2)]
+    return figures
+
+
 SCENARIOS: dict[str, Callable[[Run], Awaitable[dict]]] = {
     "replace": replace, "add": add, "remove": remove, "export": export, "big": big, "latency": latency,
-    "two-serve": two_serve}
+    "two-serve": two_serve, "push": push}

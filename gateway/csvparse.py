@@ -160,6 +160,22 @@ class CsvStreamParser:
             raise CsvHeaderError("empty body: the first row must name the fields")
         return rows
 
+    @property
+    def next_line(self) -> int:
+        """The number of the next line to be fed (once the bytes fed so far end with a newline)."""
+        return self._next_line
+
+    def at_record_start(self) -> bool:
+        """Whether the bytes fed so far end exactly where a record may start: the header is known, no
+        record is open, no partial line waits. Quote-free lines fed next are then one row each (or blank)."""
+        return self.header is not None and self._open is None and not self._tail and not self._skipping
+
+    def skip_lines(self, count: int) -> None:
+        """Count ``count`` whole lines that the caller handled without feeding them (only at a record start)."""
+        if not self.at_record_start():
+            raise ValueError("lines can only be skipped at the start of a record")
+        self._next_line += count
+
     # -- batches of complete lines ----------------------------------------------------------------
 
     def _parse(self, batch: bytes) -> list[tuple[int, list[str]]]:

@@ -1,8 +1,10 @@
 """``audience-gateway push FILE``: send a CSV file of any size to a segment as Exchange-style batches.
 
 The file is read twice (``gateway.client.batches``): once to count its records, so that every batch
-carries ``totalBatchCount``, and once to cut it into batches that are sent as they are cut. At most
-``concurrency`` batches are in memory (being sent or retried) at any time.
+carries ``totalBatchCount``, and once to cut it into batches that are sent as they are cut. Batches cannot
+go out during the count: the first one already needs ``totalBatchCount``, i.e. the whole file counted; so
+the count is made fast instead (quote-free lines counted from their bytes). At most
+``concurrency`` batches are being sent (or retried) at any time, and the next one is read ahead meanwhile.
 
 Batches are idempotent, so any failure that may be transient (a connection error, 429, 5xx) is retried
 with backoff; another 4xx stops the push at once (exit 3) with the server's error.
@@ -31,7 +33,7 @@ from typing import Any, TextIO
 
 import aiohttp
 
-from gateway.client.batches import MAX_SAMPLES, FileProblem, Plan, cut, scan
+from gateway.client.batches import MAX_SAMPLES, FileProblem, Plan, cut, read_header, scan
 from gateway.client.http import ClientFailure, RetryPolicy, json_result, new_session, retrying
 from gateway.client.progress import MB, Progress
 
@@ -82,46 +84,57 @@ class Totals:
 
 
 async def push(options: PushOptions, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    """Run one push; the exit code."""
+    """Run one push; the exit code.
+
+    Fails fast, in this order: the file's header (read alone: a file that cannot be pushed is exit 2 before
+    any request), then the key and the segment (one cheap call: exit 3 before the file is read), then the
+    count (``--strict`` parses every record; otherwise quote-free lines are counted from their bytes).
+    """
     out, err = out or sys.stdout, err or sys.stderr
     started = time.monotonic()
     try:
-        plan = await _count(options, err)
+        header = await asyncio.to_thread(read_header, options.path)
     except FileProblem as exc:
         print(f"audience-gateway push: {exc}", file=err)
         return EXIT_USAGE
-    if options.ids and options.ids.casefold() not in {name.casefold() for name in plan.header}:
+    if options.ids and options.ids.casefold() not in {name.casefold() for name in header}:
         print(f"audience-gateway push: --ids {options.ids!r} is not a column of {options.path} "
-              f"({', '.join(plan.header)})", file=err)
+              f"({', '.join(header)})", file=err)
         return EXIT_USAGE
-    if options.strict and plan.invalid:
-        print(f"audience-gateway push: {plan.invalid} invalid row(s) in {options.path}; nothing was sent "
-              "(--strict)", file=err)
-        _print_samples(plan.invalid_samples, err)
-        return EXIT_INVALID
 
-    progress = Progress(f"push {options.path.name}", total_rows=plan.records, stream=err)
     client: _Pusher | None = None
+    plan: Plan | None = None
     try:
         async with new_session(options.key, options.timeout) as session:
-            client = _Pusher(session, options, plan, progress)
-            if options.segment is None:
-                segment_id = await client.create_segment()
-            else:
-                segment_id = options.segment
-                await client.check_segment(segment_id)
+            client = _Pusher(session, options, Progress(f"push {options.path.name}", stream=err))
+            await client.preflight()
+            try:
+                plan = await _count(options, err)
+            except FileProblem as exc:
+                print(f"audience-gateway push: {exc}", file=err)
+                return EXIT_USAGE
+            if options.strict and plan.invalid:
+                print(f"audience-gateway push: {plan.invalid} invalid row(s) in {options.path}; nothing was "
+                      "sent (--strict)", file=err)
+                _print_samples(plan.invalid_samples, err)
+                return EXIT_INVALID
+            client.start(plan)
+            segment_id = options.segment if options.segment is not None else await client.create_segment()
             totals = await client.send_all(segment_id)
     except ClientFailure as exc:
-        progress.note(f"audience-gateway push: {exc}")
-        if client is not None and client.applied:
-            progress.note(f"{client.applied} of {plan.total} batch(es) had been accepted"
-                          + ("; the REPLACE was not committed" if options.mode == "replace" else ""))
+        assert client is not None
+        client.progress.note(f"audience-gateway push: {exc}")
+        if plan is not None and client.applied:
+            client.progress.note(f"{client.applied} of {plan.total} batch(es) had been accepted"
+                                 + ("; the REPLACE was not committed" if options.mode == "replace" else ""))
         return EXIT_FAILED
     except FileProblem as exc:
-        progress.note(f"audience-gateway push: {exc}")
+        assert client is not None
+        client.progress.note(f"audience-gateway push: {exc}")
         return EXIT_USAGE
-    progress.finish()
-    _summary(options, plan, segment_id, totals, progress.elapsed, time.monotonic() - started, out)
+    assert plan is not None
+    client.progress.finish()
+    _summary(options, plan, segment_id, totals, client.progress.elapsed, time.monotonic() - started, out)
     if options.mode == "replace" and not totals.committed:
         print("audience-gateway push: every batch was sent but the server did not report the REPLACE as "
               "committed", file=err)
@@ -139,7 +152,8 @@ async def _count(options: PushOptions, err: TextIO) -> Plan:
         progress.advance(nbytes)
 
     try:
-        plan = await asyncio.to_thread(scan, options.path, options.batch_rows, on_chunk)
+        plan = await asyncio.to_thread(scan, options.path, options.batch_rows, on_chunk,
+                                       check_rows=options.strict)
     except asyncio.CancelledError:
         stop.set()
         raise
@@ -149,14 +163,21 @@ async def _count(options: PushOptions, err: TextIO) -> Plan:
 
 
 class _Pusher:
-    def __init__(self, session: aiohttp.ClientSession, options: PushOptions, plan: Plan, progress: Progress) -> None:
+    def __init__(self, session: aiohttp.ClientSession, options: PushOptions, progress: Progress) -> None:
         self.session = session
         self.options = options
-        self.plan = plan
-        self.progress = progress
+        self.progress = progress  # until start(): only for notes
         self.base = options.url.rstrip("/")
         self.totals = Totals()
         self.applied = 0  # batches the server accepted
+        self.plan = Plan(header=[], starts=[], records=0, batch_rows=options.batch_rows, bytes=0)
+        self.params: dict[str, str] = {}
+
+    def start(self, plan: Plan) -> None:
+        """The file is counted: sending (and its progress) starts."""
+        options = self.options
+        self.plan = plan
+        self.progress = Progress(f"push {options.path.name}", total_rows=plan.records, stream=self.progress.stream)
         self.params = {"totalBatchCount": str(plan.total), "shareAction": options.mode.upper(),
                        "sourceEndpointID": options.source_endpoint,
                        "sourceSegmentID": options.source_segment or f"push-{uuid.uuid4().hex[:16]}"}
@@ -178,8 +199,14 @@ class _Pusher:
         self.progress.note(f"created segment {result['segmentId']} ({self.options.create})")
         return str(result["segmentId"])
 
-    async def check_segment(self, segment_id: str) -> None:
-        await self._call(f"segment {segment_id}", "GET", f"/v1/segments/{segment_id}")
+    async def preflight(self) -> None:
+        """One cheap call before the file is read: a wrong key (401), an unknown segment (404) or a key of
+        another endpoint fails here at once, not after the count. (A read-scope key passes: its 403 comes
+        with the first batch.)"""
+        if self.options.segment is None:
+            await self._call("list segments", "GET", "/v1/segments")
+        else:
+            await self._call(f"segment {self.options.segment}", "GET", f"/v1/segments/{self.options.segment}")
 
     async def send_all(self, segment_id: str) -> Totals:
         slots = asyncio.Semaphore(self.options.concurrency)
@@ -187,10 +214,10 @@ class _Pusher:
         try:
             async with asyncio.TaskGroup() as group:
                 for number in range(1, self.plan.total + 1):
-                    await slots.acquire()
-                    body = await asyncio.to_thread(next, bodies, None)
+                    body = await asyncio.to_thread(next, bodies, None)  # read ahead while the slots are busy
                     if body is None:
                         raise FileProblem(f"{self.options.path} changed while it was being sent")
+                    await slots.acquire()
                     group.create_task(self._send(segment_id, number, body, slots))
         except BaseExceptionGroup as group:
             raise _first(group) from None

@@ -41,6 +41,8 @@ def test_every_scenario_runs_and_reports_its_figures(tmp_path):
     assert figures["big"]["rss_series_mb"]
     assert figures["latency"]["samples"] > 0 and 0 < figures["latency"]["p50_ms"] <= figures["latency"]["p99_ms"]
     assert figures["two-serve"]["processes"] == 2 and figures["two-serve"]["committed_once"]
+    assert figures["push"]["rows"] == ROWS and figures["push"]["batches"] == 100
+    assert figures["push"]["seconds"] > figures["push"]["counting_s"] >= 0 and figures["push"]["plain_client_s"] > 0
 
     table = result.stdout.splitlines()
     for name in SCENARIOS:

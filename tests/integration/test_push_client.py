@@ -6,6 +6,7 @@ import gzip
 import pytest
 
 from gateway.app import create_app
+from gateway.client import batches
 from tests.integration.client_helpers import FaultyProxy, run_push, server_url, write_csv
 from tests.integration.pull_helpers import by_identity, sync_rows
 from tests.integration.push_helpers import create_segment, identities, push_ok
@@ -158,6 +159,29 @@ async def test_usage_errors_exit_2_before_any_request(proxy, tmp_path):
     assert proxy.seen == []
 
 
+async def test_a_wrong_key_or_segment_fails_before_the_file_is_read(proxy, client, db, tmp_path, monkeypatch):
+    """The key and the segment are checked before the count: a file that the count would reject (its gzip
+    stream is cut short, which only its end shows: the header is in its first chunk, not the cut) gets
+    exit 3 with the server's error, not exit 2."""
+    monkeypatch.setattr(batches, "CHUNK_BYTES", 256)
+    broken = tmp_path / "broken.csv.gz"
+    broken.write_bytes(gzip.compress(write_csv(tmp_path / "ok.csv", HEADER, noted(30)).read_bytes())[:-12])
+    segment_id = await create_segment(client)
+
+    wrong_key = await run_push(proxy.url, broken, segment=segment_id, key="not-a-key")
+    assert wrong_key.code == 3, wrong_key
+    assert "HTTP 401" in wrong_key.err and "cannot read" not in wrong_key.err and "count" not in wrong_key.err
+
+    unknown = await run_push(proxy.url, broken, segment="999999")
+    assert unknown.code == 3 and "HTTP 404 segment_not_found" in unknown.err, unknown
+
+    create = await run_push(proxy.url, broken, create="Never", key="not-a-key")
+    assert create.code == 3 and "HTTP 401" in create.err, create
+    assert [(seen.method, seen.path) for seen in proxy.seen] == [
+        ("GET", f"/v1/segments/{segment_id}"), ("GET", "/v1/segments/999999"), ("GET", "/v1/segments")]
+    assert await db.fetchval("SELECT count(*) FROM segments WHERE name = 'Never'") == 0
+
+
 async def test_5xx_429_and_connection_errors_are_retried(proxy, client, tmp_path):
     rows = noted(12)
     path = write_csv(tmp_path / "people.csv", HEADER, rows)
@@ -222,7 +246,7 @@ async def test_create_makes_one_segment_even_when_its_answer_is_lost(proxy, clie
     proxy.fail("lose", when=lambda request: request.path == "/v1/segments" and request.method == "POST")
     outcome = await run_push(proxy.url, path, create="Weekly", batch_rows=3)
     assert outcome.code == 0, outcome
-    creations = [seen for seen in proxy.seen if seen.path == "/v1/segments"]
+    creations = [seen for seen in proxy.seen if seen.path == "/v1/segments" and seen.method == "POST"]
     assert len(creations) == 2 and len({seen.headers["Idempotency-Key"] for seen in creations}) == 1
     segment_ids = [row["id"] for row in await db.fetch("SELECT id FROM segments WHERE name = 'Weekly'")]
     assert len(segment_ids) == 1
