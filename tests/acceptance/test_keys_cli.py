@@ -12,6 +12,7 @@ import time
 import aiohttp
 import pytest
 
+from gateway.database import redact
 from tests.acceptance.cli_process import GatewayProcess, free_data_dir
 from tests.acceptance.test_cli import postmaster_pid, run_cli
 
@@ -126,7 +127,8 @@ async def test_manage_keys_on_an_external_database(cluster):
     try:
         created = await cli("endpoints", "create", "ext", "--database-url", database_url, env={})
         assert created.returncode == 0, created.stderr
-        assert f"database {database_url}" in created.stderr and "data dir" not in created.stderr
+        assert f"database {redact(database_url)}" in created.stderr and "data dir" not in created.stderr
+        assert "@" not in database_url or database_url not in created.stderr  # never the password
         by_env = {"GATEWAY_DATABASE_URL": database_url}
         secret = secret_of(await cli("keys", "create", "--endpoint", "ext", "--scope", "admin", env=by_env))
         [row] = key_lines(await cli("keys", "list", "--endpoint", "ext", env=by_env))
