@@ -1,5 +1,5 @@
 -- SQL of the benchmark's anchors (psql on the gateway's server) and of the naive peer.
--- Named blocks, split by gateway.sqlfiles.parse_queries like sql/queries.sql.
+-- Named blocks, split by gateway.db.queries.parse_queries like sql/queries.sql.
 
 -- name: anchor_create
 -- The limit: the same rows loaded by psql \copy into a table keyed like the gateway's member tables.

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import aiohttp
 
-from gateway.embedded import EmbeddedPostgres, default_bin_dir
-from gateway.sqlfiles import parse_queries
+from gateway.db.embedded import EmbeddedPostgres, default_bin_dir
+from gateway.db.queries import parse_queries
 
 KEY = "bench-key-0123456789abcdef0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}

@@ -9,31 +9,31 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import asyncpg
 from aiohttp import web
 
-from gateway import metrics, state
+from gateway import state
+from gateway.ops import metrics
+from gateway.ops.workers import prepare_database
 from gateway.api import data, health, jobs, manage, openapi, segments, uploads
 from gateway.api import metrics as metrics_api
-from gateway.auth import ensure_bootstrap_key
-from gateway.clients import DataSlots
-from gateway.database import CONNECTION_ERRORS, create_pool
-from gateway.drain import InFlight
-from gateway.embedded import EmbeddedPostgres
-from gateway.keycache import LAST_USED_FLUSH_SECONDS, KeyCache
-from gateway.middleware import (auth_middleware, close_when_draining, error_middleware, on_answer_prepare,
+from gateway.http.clients import DataSlots
+from gateway.db.pool import CONNECTION_ERRORS, create_pool
+from gateway.http.drain import InFlight
+from gateway.db.embedded import EmbeddedPostgres
+from gateway.auth.cache import LAST_USED_FLUSH_SECONDS, KeyCache
+from gateway.http.middleware import (auth_middleware, close_when_draining, error_middleware, on_answer_prepare,
                                 request_middleware)
-from gateway.migrations import apply_migrations
-from gateway.jobs import ExportWorkers, drop_expired_exports
-from gateway.metadata import purge_deleted
-from gateway.replace import expire_idle_sessions
+from gateway.jobs.exports import ExportWorkers, drop_expired_exports
+from gateway.audience.metadata import purge_deleted
+from gateway.ingest.replace import expire_idle_sessions
 from gateway.settings import Settings
-from gateway.throttle import FailureThrottle
-from gateway.uploads import sweep_uploads
+from gateway.auth.throttle import FailureThrottle
+from gateway.ingest.history import sweep_uploads
 
 log = logging.getLogger(__name__)
 
 # JSON routes are small; data routes stream request.content under their own byte limit
 # (client_max_size only guards request.read()/json()/post()).
 JSON_BODY_LIMIT = 1024 * 1024
-# The gateway undoes Content-Encoding itself (gateway.ingest): one bounded code path, and a JSON 415 for
+# The gateway undoes Content-Encoding itself (gateway.ingest.upload): one bounded code path, and a JSON 415 for
 # encodings it does not take instead of the HTTP parser's plain-text 400.
 HANDLER_ARGS = {"auto_decompress": False}
 
@@ -63,7 +63,7 @@ def create_app(settings: Settings) -> web.Application:
 
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Embedded server if no URL is set, then the pools (main and control, see gateway.clients),
+    """Embedded server if no URL is set, then the pools (main and control, see gateway.http.clients),
     migrations and the bootstrap key."""
     settings = app[state.SETTINGS]
     url = settings.database_url
@@ -102,13 +102,6 @@ async def pool_metrics_ctx(app: web.Application) -> AsyncIterator[None]:
     await asyncio.gather(task, return_exceptions=True)
 
 
-async def prepare_database(pool: asyncpg.Pool, api_key: str | None) -> str | None:
-    """Apply missing migrations and make sure a key exists; returns a newly generated key (print it once)."""
-    async with pool.acquire() as conn:
-        await apply_migrations(conn)
-        return await ensure_bootstrap_key(conn, api_key)
-
-
 def sweep_interval(ttl: float) -> float:
     """Sweep often enough to honour short TTLs, at most once a minute."""
     return max(0.5, min(60.0, ttl / 4))
@@ -126,8 +119,8 @@ async def _sweep_forever(name: str, interval: float, sweep: Callable[[], Awaitab
 
 
 async def keys_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The API-key cache with its revocation listener and last-used flush (gateway.keycache), and the
-    throttle of failed authentications (gateway.throttle)."""
+    """The API-key cache with its revocation listener and last-used flush (gateway.auth.cache), and the
+    throttle of failed authentications (gateway.auth.throttle)."""
     settings = app[state.SETTINGS]
     keys = KeyCache(app[state.CONTROL_POOL])
     app[state.KEYS] = keys

@@ -1,6 +1,6 @@
 """One root exception; each subclass is a failure the API answers with its status and code.
 
-Driver errors are translated into these in one place (``gateway.database``) so handlers never see asyncpg.
+Driver errors are translated into these in one place (``gateway.db.pool``) so handlers never see asyncpg.
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ class DatabaseUnavailable(ServiceUnavailable):
 
 
 class ServerBusy(ServiceUnavailable):
-    """Every data slot stayed taken for GATEWAY_DATA_SLOT_WAIT (gateway.clients)."""
+    """Every data slot stayed taken for GATEWAY_DATA_SLOT_WAIT (gateway.http.clients)."""
 
     code = "server_busy"
 

@@ -89,7 +89,7 @@ def parse_optional_text(text: str) -> str | None:
 
 def parse_api_key(text: str) -> str | None:
     """Empty (a key is generated at first start) or at least 32 characters: keys are stored as a plain
-    SHA-256 (gateway.auth), which is only right for keys nobody can guess."""
+    SHA-256 (gateway.auth.keys), which is only right for keys nobody can guess."""
     if not text:
         return None
     if len(text) < API_KEY_MIN_LENGTH:

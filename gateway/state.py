@@ -2,30 +2,34 @@
 
 from __future__ import annotations
 
-import asyncpg
+from typing import TYPE_CHECKING
+
 from aiohttp import web
 
-from gateway.auth import Principal
-from gateway.clients import DataSlots
-from gateway.drain import InFlight
-from gateway.embedded import EmbeddedPostgres
-from gateway.keycache import KeyCache
-from gateway.logs import RequestStats
-from gateway.settings import Settings
-from gateway.throttle import FailureThrottle
+if TYPE_CHECKING:  # the keys are names; the types are for the type checker, so every layer may import this
+    import asyncpg
 
-SETTINGS = web.AppKey("settings", Settings)
-POOL = web.AppKey("pool", asyncpg.Pool)  # the main pool: data, jobs, sweeps, management writes
-CONTROL_POOL = web.AppKey("control_pool", asyncpg.Pool)  # short control queries only (gateway.clients)
-DATA_SLOTS = web.AppKey("data_slots", DataSlots)  # uploads and downloads holding a main-pool connection
-DATABASE_URL = web.AppKey("database_url", str)  # for dedicated connections (LISTEN), beside the pool
-EMBEDDED = web.AppKey("embedded", EmbeddedPostgres)
-GENERATED_KEY = web.AppKey("generated_key", str)  # set when start-up created the first key
-KEYS = web.AppKey("keys", KeyCache)
-AUTH_THROTTLE = web.AppKey("auth_throttle", FailureThrottle)
-IN_FLIGHT = web.AppKey("in_flight", InFlight)  # requests being handled, for the drain at shutdown
+    from gateway.auth.cache import KeyCache
+    from gateway.auth.keys import Principal
+    from gateway.auth.throttle import FailureThrottle
+    from gateway.db.embedded import EmbeddedPostgres
+    from gateway.http.clients import DataSlots
+    from gateway.http.drain import InFlight
+    from gateway.ops.logs import RequestStats
+    from gateway.settings import Settings
 
-PRINCIPAL = web.RequestKey("principal", Principal)
-REQUEST_ID = web.RequestKey("request_id", str)
-STATS = web.RequestKey("stats", RequestStats)  # what the handler moved, for the access log line
-ANSWER = web.RequestKey("answer", web.StreamResponse)  # set once the answer's status line has been sent
+SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
+POOL: web.AppKey[asyncpg.Pool] = web.AppKey("pool")  # the main pool: data, jobs, sweeps, management writes
+CONTROL_POOL: web.AppKey[asyncpg.Pool] = web.AppKey("control_pool")  # short control queries only (gateway.http.clients)
+DATA_SLOTS: web.AppKey[DataSlots] = web.AppKey("data_slots")  # uploads and downloads holding a main-pool connection
+DATABASE_URL: web.AppKey[str] = web.AppKey("database_url")  # for dedicated connections (LISTEN), beside the pool
+EMBEDDED: web.AppKey[EmbeddedPostgres] = web.AppKey("embedded")
+GENERATED_KEY: web.AppKey[str] = web.AppKey("generated_key")  # set when start-up created the first key
+KEYS: web.AppKey[KeyCache] = web.AppKey("keys")
+AUTH_THROTTLE: web.AppKey[FailureThrottle] = web.AppKey("auth_throttle")
+IN_FLIGHT: web.AppKey[InFlight] = web.AppKey("in_flight")  # requests being handled, for the drain at shutdown
+
+PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal")
+REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id")
+STATS: web.RequestKey[RequestStats] = web.RequestKey("stats")  # what the handler moved, for the access log line
+ANSWER: web.RequestKey[web.StreamResponse] = web.RequestKey("answer")  # set once the answer's status line has been sent

@@ -22,12 +22,12 @@ from aiohttp.test_utils import TestServer
 
 from gateway import state
 from gateway.app import create_app
-from gateway.auth import insert_key
-from gateway.clients import runner_options
-from gateway.embedded import EmbeddedPostgres
-from gateway.migrations import apply_migrations
+from gateway.auth.keys import insert_key
+from gateway.http.clients import runner_options
+from gateway.db.embedded import EmbeddedPostgres
+from gateway.db.migrations import apply_migrations
 from gateway.settings import Settings
-from gateway.sqlfiles import QUERIES
+from gateway.db.queries import QUERIES
 
 ADMIN_KEY = "test-admin-key-0123456789abcdef-0123456789"
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -134,7 +134,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 
 
 class GatewayTestServer(TestServer):
-    """aiohttp's test server with the runner options ``serve`` takes from the settings (gateway.clients)."""
+    """aiohttp's test server with the runner options ``serve`` takes from the settings (gateway.http.clients)."""
 
     async def _make_runner(self, **kwargs):
         return await super()._make_runner(**{**runner_options(self.app[state.SETTINGS]), **kwargs})

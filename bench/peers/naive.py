@@ -17,7 +17,7 @@ from pathlib import Path
 import asyncpg
 from aiohttp import web
 
-from gateway.sqlfiles import parse_queries
+from gateway.db.queries import parse_queries
 
 SQL = parse_queries((Path(__file__).parent.parent / "bench.sql").read_text())
 POOL = web.AppKey("pool", asyncpg.Pool)

@@ -11,20 +11,21 @@ import time
 from aiohttp import web
 from multidict import MultiMapping
 
-from gateway import metrics, state
+from gateway import state
+from gateway.ops import metrics
 from gateway.api.requests import storable_text
-from gateway.changefeed import declare_writes
-from gateway.errors import BadRequest, NotFound, NotImplementedYet, PayloadTooLarge, UnsupportedMediaType
-from gateway.export import columns_sql, stream_csv, streaming_transaction
-from gateway.ingest import ColumnRules, Upload
-from gateway.members import (BatchInfo, Operation, add_members, batch_result, lock_and_register, plan_upload,
-                             remove_members, sql, stream_incoming)
-from gateway.rejects import RejectSink
-from gateway.replace import push_replace
-from gateway.responses import success
-from gateway.segments import get_pushable_segment, parse_segment_id
-from gateway.sqlfiles import QUERIES
-from gateway.uploads import UploadEntry
+from gateway.audience.changefeed import declare_writes
+from gateway.errors import BadRequest, NotFound, PayloadTooLarge, UnsupportedMediaType
+from gateway.db.csvcopy import streaming_transaction
+from gateway.http.csvout import stream_csv
+from gateway.ingest.upload import ColumnRules, Upload
+from gateway.ingest.apply import (add_members, batch_result, lock_and_register, plan_upload, remove_members,
+                                  stream_incoming)
+from gateway.ingest.rejects import RejectSink
+from gateway.ingest.replace import push_replace
+from gateway.http.responses import success
+from gateway.audience.segments import direct_export, get_pushable_segment, parse_segment_id
+from gateway.ingest.history import BatchInfo, Operation, UploadEntry
 
 routes = web.RouteTableDef()
 
@@ -137,15 +138,7 @@ async def pull(request: web.Request) -> web.StreamResponse:
     limit = request.app[state.SETTINGS].sync_export_max_rows
     slots = request.app[state.DATA_SLOTS]
     async with slots.connection(request.app[state.POOL]) as conn, streaming_transaction(conn):
-        row = await conn.fetchrow(QUERIES["segment_export_info"], segment_id, endpoint_id)
-        if row is None:
-            raise NotFound(f"segment {segment_id} does not exist", code="segment_not_found")
-        if not 0 < row["member_count"] <= limit:
-            raise NotImplementedYet(
-                f"segment {segment_id} has {row['member_count']} members; direct export serves 1 to {limit}: "
-                "create an ExportSegmentData job", code="use_export_job")
-        attributes = row["attributes"]
-        query = sql("export_segment_rows", segment_id, columns=columns_sql(len(attributes)))
+        query, attributes = await direct_export(conn, endpoint_id, segment_id, limit)
         return await stream_csv(request, conn, query, attributes, filename=f"segment-{segment_id}.csv")
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway import state
-from gateway.database import CONNECTION_ERRORS
-from gateway.migrations import is_current
-from gateway.responses import failure, success
+from gateway.db.pool import CONNECTION_ERRORS
+from gateway.db.migrations import is_current
+from gateway.http.responses import failure, success
 
 routes = web.RouteTableDef()
 

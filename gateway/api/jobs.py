@@ -10,13 +10,13 @@ from aiohttp import web
 from gateway import state
 from gateway.api.requests import read_json_object
 from gateway.errors import BadRequest, Conflict, GatewayError, NotFound
-from gateway.export import StaticCsv, columns_sql, stream_csv, streaming_transaction
-from gateway.jobs import (JOB_TYPE, cancel_job, create_job, get_job, job_sql, measure_job_data, parse_job_id,
-                          store_job_data_length)
-from gateway.ranges import range_asked
-from gateway.responses import success
-from gateway.segments import get_segment, parse_segment_id
-from gateway.sqlfiles import QUERIES
+from gateway.db.csvcopy import streaming_transaction
+from gateway.http.csvout import StaticCsv, stream_csv
+from gateway.jobs.exports import (JOB_TYPE, cancel_job, create_job, get_job, job_rows_query, measure_job_data,
+                                  parse_job_id, scan_in_order, store_job_data_length)
+from gateway.http.ranges import range_asked
+from gateway.http.responses import success
+from gateway.audience.segments import get_segment, parse_segment_id
 
 routes = web.RouteTableDef()
 
@@ -81,13 +81,13 @@ async def get_job_data(request: web.Request) -> web.StreamResponse:
         if row["status"] == "canceled" or row["expired"] or row["data_dropped_at"] is not None:
             raise Gone(f"the data of job {job_id} is no longer available")
         attributes = row["attributes"]
-        query = job_sql("export_job_rows", job_id, columns=columns_sql(len(attributes)))
+        query = job_rows_query(job_id, attributes)
         etag = f'"job-{job_id}-{row["data_id"]}"'  # a data id names one snapshot, which never changes
         length = row["data_bytes"]  # NULL until a full download streamed to its end or a range measured it
         if length is None and range_asked(request.headers, etag):
             length = await measure_job_data(conn, job_id, query, attributes)
         static = StaticCsv(etag, length, functools.partial(store_job_data_length, conn, job_id))
         async with streaming_transaction(conn):
-            await conn.execute(QUERIES["export_job_scan_in_order"])  # the same bytes every time
+            await scan_in_order(conn)  # the same bytes every time
             return await stream_csv(request, conn, query, attributes, filename=f"job-{job_id}.csv",
                                     static=static)

@@ -1,7 +1,7 @@
 """``/api``: segment management (list with filters and a change feed, describe, change, delete) and
 Audience Manager's destination mappings view.
 
-Scopes (gateway.middleware.required_scope): reading ``/api/segments…`` needs write, changing needs admin;
+Scopes (gateway.http.middleware.required_scope): reading ``/api/segments…`` needs write, changing needs admin;
 ``/api/destinations/{endpoint}/mappings`` needs any key of that endpoint. Each key sees only its own
 endpoint's segments: another endpoint's segment — or destination — is answered exactly like a missing one
 (404, not 403: a 403 would tell a caller which endpoints exist).
@@ -17,12 +17,12 @@ from multidict import MultiMapping
 
 from gateway import state
 from gateway.api.requests import read_json_object, storable_text
-from gateway.changefeed import parse_page, parse_time
+from gateway.audience.changefeed import parse_page, parse_time
 from gateway.errors import BadRequest, NotFound
-from gateway.metadata import (EDITABLE, STATUSES, SegmentFilters, change_segment, describe, get_any_segment,
+from gateway.audience.metadata import (EDITABLE, STATUSES, SegmentFilters, change_segment, describe, get_any_segment,
                               mapping, mapping_page, purge_segment, segment_page)
-from gateway.responses import success
-from gateway.segments import SEGMENT_TYPES, parse_segment_id
+from gateway.http.responses import success
+from gateway.audience.segments import SEGMENT_TYPES, parse_segment_id
 
 routes = web.RouteTableDef()
 PAGE_PARAMETERS = ("limit", "cursor")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway import metrics, state
+from gateway import state
+from gateway.ops import metrics
 
 routes = web.RouteTableDef()
 

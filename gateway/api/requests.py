@@ -8,13 +8,13 @@ import orjson
 from aiohttp import web
 
 from gateway import state
-from gateway.clients import idle_chunks
+from gateway.ingest.upload import idle_chunks
 from gateway.errors import BadRequest
 
 
 async def read_small_body(request: web.Request) -> bytes:
     """The whole body of a small route, bounded like ``request.read()`` by the app's client_max_size (413),
-    and 408 when no byte of it arrives for GATEWAY_CLIENT_IDLE_TIMEOUT (gateway.clients)."""
+    and 408 when no byte of it arrives for GATEWAY_CLIENT_IDLE_TIMEOUT (gateway.http.clients)."""
     limit = request.client_max_size
     body = bytearray()
     async for chunk in idle_chunks(request.content, request.app[state.SETTINGS].client_idle_timeout):

@@ -7,8 +7,8 @@ from aiohttp import web
 from gateway import state
 from gateway.api.requests import optional_string, read_json_object
 from gateway.errors import BadRequest
-from gateway.responses import success
-from gateway.segments import (DEFAULT_TYPE, SEGMENT_TYPES, NewSegment, create_segment, get_segment,
+from gateway.http.responses import success
+from gateway.audience.segments import (DEFAULT_TYPE, SEGMENT_TYPES, NewSegment, create_segment, get_segment,
                               list_segments, parse_segment_id)
 
 routes = web.RouteTableDef()

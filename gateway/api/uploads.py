@@ -7,14 +7,13 @@ from aiohttp import web
 from gateway import state
 from gateway.api.jobs import Gone
 from gateway.api.manage import check_parameters
-from gateway.errors import BadRequest, NotFound
-from gateway.export import stream_csv
-from gateway.rejects import CSV_HEADER
-from gateway.responses import success
-from gateway.metadata import get_any_segment
-from gateway.segments import parse_segment_id
-from gateway.sqlfiles import QUERIES
-from gateway.uploads import entry_json, list_uploads
+from gateway.errors import BadRequest
+from gateway.http.csvout import stream_csv
+from gateway.ingest.rejects import CSV_HEADER, REJECTS_QUERY
+from gateway.http.responses import success
+from gateway.audience.metadata import get_any_segment
+from gateway.audience.segments import parse_segment_id
+from gateway.ingest.history import entry_json, get_upload, list_uploads
 
 routes = web.RouteTableDef()
 
@@ -58,11 +57,9 @@ async def get_rejects(request: web.Request) -> web.StreamResponse:
     endpoint_id = request[state.PRINCIPAL].endpoint_id
     async with request.app[state.DATA_SLOTS].connection(request.app[state.POOL]) as conn:
         await get_any_segment(conn, endpoint_id, segment_id)
-        row = await conn.fetchrow(QUERIES["upload_get"], upload_id, segment_id, endpoint_id)
-        if row is None:
-            raise NotFound(f"segment {segment_id} has no upload {upload_id}", code="upload_not_found")
+        row = await get_upload(conn, endpoint_id, segment_id, upload_id)
         if row["rejects_expired_at"] is not None:
             raise Gone(f"the rejected rows of upload {upload_id} were dropped after GATEWAY_REJECTS_TTL",
                        code="rejects_expired")
-        return await stream_csv(request, conn, QUERIES["upload_rejects_rows"], CSV_HEADER,
+        return await stream_csv(request, conn, REJECTS_QUERY, CSV_HEADER,
                                 filename=f"upload-{upload_id}-rejects.csv", args=(upload_id,))

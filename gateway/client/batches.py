@@ -2,7 +2,7 @@
 
 Two passes, each in constant memory:
 
-1. ``scan`` counts the records as the server's own parser does (``gateway.csvparse``: the same RFC 4180
+1. ``scan`` counts the records as the server's own parser does (``gateway.ingest.csvparse``: the same RFC 4180
    rules, quoted newlines included) and notes the line on which every ``batch_rows``-th record starts. That
    gives ``totalBatchCount`` before anything is sent. With ``check_rows`` (``--strict``) every record is
    parsed, to find the invalid rows before sending; otherwise the lines without a ``"`` are counted from
@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from gateway.csvparse import CsvHeaderError, CsvStreamParser
+from gateway.ingest.csvparse import CsvHeaderError, CsvStreamParser
 
 CHUNK_BYTES = 1 << 20
 GZIP_MAGIC = b"\x1f\x8b"

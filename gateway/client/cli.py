@@ -12,10 +12,16 @@ from typing import Any
 from gateway.client.http import RetryPolicy
 from gateway.client.pull import PullOptions, pull
 from gateway.client.push import METHOD_OF, PushOptions, push
-from gateway.settings import Settings, parse_positive_int
 
 EXIT_INTERRUPTED = 130
 
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: the client knows nothing of the server's settings (import-linter contract)."""
+    if (value := int(text)) < 1:
+        raise ValueError("expected a positive integer")
+    return value
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
     push_parser = commands.add_parser(
@@ -29,9 +35,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     target.add_argument("--create", metavar="NAME", help="create a segment with this name and push to it")
     push_parser.add_argument("--mode", choices=sorted(METHOD_OF), default="add",
                              help="add (POST), replace (PUT: commits once every batch is in) or remove (DELETE)")
-    push_parser.add_argument("--batch-rows", type=parse_positive_int, default=10_000, metavar="N",
+    push_parser.add_argument("--batch-rows", type=positive_int, default=10_000, metavar="N",
                              help="records per batch (default: 10000, as Exchange sends)")
-    push_parser.add_argument("--concurrency", type=parse_positive_int, default=4, metavar="N",
+    push_parser.add_argument("--concurrency", type=positive_int, default=4, metavar="N",
                              help="batches in flight (default: 4; use 1 for ADD when an identity repeats "
                                   "across batches with different attributes)")
     push_parser.add_argument("--ids", metavar="COLUMN",
@@ -57,20 +63,20 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 def _add_connection(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", required=True, help="the gateway's base URL, e.g. http://127.0.0.1:8080")
     parser.add_argument("--key", required=True, help="an API key (write scope to push, read to pull)")
-    parser.add_argument("--retries", type=parse_positive_int, default=6, metavar="N",
+    parser.add_argument("--retries", type=positive_int, default=6, metavar="N",
                         help="attempts per request before giving up (default: 6)")
     parser.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
                         help="longest wait for a connection or for the server's next bytes (default: 300)")
 
 
-async def _push(args: argparse.Namespace, settings: Settings) -> int:
+async def _push(args: argparse.Namespace, settings: object) -> int:  # the server's settings: a client needs none
     return await _interruptible(push(PushOptions(
         url=args.url, key=args.key, path=args.file, segment=args.segment, create=args.create, mode=args.mode,
         batch_rows=args.batch_rows, concurrency=args.concurrency, ids=args.ids, strict=args.strict,
         source_segment=args.source_segment, retry=RetryPolicy(attempts=args.retries), timeout=args.timeout)))
 
 
-async def _pull(args: argparse.Namespace, settings: Settings) -> int:
+async def _pull(args: argparse.Namespace, settings: object) -> int:  # the server's settings: a client needs none
     return await _interruptible(pull(PullOptions(url=args.url, key=args.key, segment=args.segment,
                                                  output=args.output, retry=RetryPolicy(attempts=args.retries),
                                                  timeout=args.timeout)))

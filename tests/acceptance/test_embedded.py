@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 import asyncpg
 import pytest
 
-from gateway.embedded import PORT, EmbeddedPostgres, EmbeddedPostgresError
+from gateway.db.embedded import PORT, EmbeddedPostgres, EmbeddedPostgresError
 
 
 def running(server: EmbeddedPostgres) -> bool:

@@ -12,7 +12,7 @@ import time
 import aiohttp
 import pytest
 
-from gateway.database import redact
+from gateway.db.pool import redact
 from tests.acceptance.cli_process import GatewayProcess, free_data_dir
 from tests.acceptance.test_cli import postmaster_pid, run_cli
 

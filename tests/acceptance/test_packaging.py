@@ -42,7 +42,7 @@ async def test_wheel_install_ships_sql_and_serves(tmp_path, cluster, monkeypatch
                              capture_output=True, text=True, check=True).stdout.strip()
     (Path(purelib) / "outer_site.pth").write_text(
         "".join(f"import site; site.addsitedir({directory!r})\n" for directory in outer_site_dirs()))
-    where = subprocess.run([python, "-c", "import gateway, gateway.sqlfiles as s; print(gateway.__file__); "
+    where = subprocess.run([python, "-c", "import gateway, gateway.db.queries as s; print(gateway.__file__); "
                             "print(s.sql_dir())"], capture_output=True, text=True, check=True, cwd=tmp_path)
     package_file, sql_dir = where.stdout.split()
     assert package_file.startswith(str(env_dir)), package_file

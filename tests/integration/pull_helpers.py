@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from tests.conftest import AUTH
+from tests.helpers import eventually, export_table, members_table  # noqa: F401 (used by the pull tests)
 from tests.integration.push_helpers import Reply, create_segment, csv_body, push_ok
 
 T = TypeVar("T")
@@ -32,18 +33,6 @@ FINAL_STATUSES = frozenset({"complete", "error", "canceled"})
 
 
 # -- waiting ------------------------------------------------------------------------------------------
-
-async def eventually(check: Callable[[], Awaitable[T]], what: str, timeout: float = 10.0) -> T:
-    """Poll ``await check()`` until it is truthy; its value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.02)
-
 
 # -- reading exports ----------------------------------------------------------------------------------
 
@@ -131,12 +120,6 @@ async def segment_with(client, rows: Sequence[Sequence[str]], header: Sequence[s
     return segment_id
 
 
-def members_table(segment_id: str | int) -> str:
-    return f"audience.members_{int(segment_id)}"
-
-
-def export_table(job_id: int) -> str:
-    return f"exports.job_{int(job_id)}"
 
 
 async def table_exists(db: asyncpg.Connection, table: str) -> bool:

@@ -21,6 +21,7 @@ import asyncpg
 
 from gateway.app import create_app
 from gateway.settings import Settings
+from tests.helpers import members_table
 from tests.conftest import AUTH, GatewayTestServer
 
 METHOD_OF = {"ADD": "POST", "REPLACE": "PUT", "REMOVE": "DELETE"}
@@ -127,7 +128,7 @@ async def app_client(aiohttp_client, settings: Settings, **changes: Any):
 
 async def raw_members(db: asyncpg.Connection, segment_id: str) -> dict[str, list[str | None]]:
     """identity → attrs as stored (the table does not exist before the first upload: empty)."""
-    table = f"audience.members_{int(segment_id)}"
+    table = members_table(segment_id)
     if await db.fetchval("SELECT to_regclass($1)", table) is None:
         return {}
     return {row["identity"]: list(row["attrs"]) for row in await db.fetch(f"SELECT identity, attrs FROM {table}")}

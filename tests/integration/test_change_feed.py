@@ -11,8 +11,8 @@ from urllib.parse import quote
 import orjson
 import pytest
 
-from gateway.changefeed import iso
-from gateway.sqlfiles import QUERIES
+from gateway.audience.changefeed import iso
+from gateway.db.queries import QUERIES
 from tests.integration.manage_helpers import api, ids_of, list_all, segment_row, set_status
 from tests.integration.pull_helpers import eventually
 from tests.integration.push_helpers import create_segment, push, push_ok

@@ -13,7 +13,7 @@ import pytest
 
 from gateway import state
 from gateway.app import create_app
-from gateway.export import copy_csv_out, streaming_transaction
+from gateway.db.csvcopy import copy_csv_out, streaming_transaction
 from tests.integration.pull_helpers import create_job, eventually, fetch, people, segment_with, wait_for_status
 
 SETTLE = 5.0  # seconds: far more than a healthy release takes

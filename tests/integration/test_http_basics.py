@@ -97,7 +97,7 @@ async def test_generated_key_when_none_exists(aiohttp_client, settings, db):
 
 
 async def test_old_server_version_is_refused(monkeypatch, database_url):
-    from gateway import database
+    from gateway.db import pool as database
     from gateway.errors import DatabaseUnavailable
     monkeypatch.setattr(database, "MIN_SERVER_VERSION", 990000)
     try:
@@ -109,7 +109,7 @@ async def test_old_server_version_is_refused(monkeypatch, database_url):
 
 
 async def test_unreachable_server_is_one_clear_error():
-    from gateway.database import create_pool
+    from gateway.db.pool import create_pool
     from gateway.errors import DatabaseUnavailable
     try:
         await create_pool("postgresql://nobody:secret@127.0.0.1:1/none")

@@ -9,9 +9,10 @@ import time
 
 import pytest
 
-from gateway import auth, state
+from gateway import state
+from gateway.auth import keys as auth
 from gateway.app import create_app
-from gateway.keycache import LISTENER_NAME
+from gateway.auth.cache import LISTENER_NAME
 from tests.conftest import AUTH
 
 

@@ -4,9 +4,9 @@ import asyncpg
 import orjson
 import pytest
 
-from gateway.migrations import apply_migrations, is_current, latest_version
-from gateway.sqlfiles import QUERIES, migration_files
-from gateway.uploads import entry_json
+from gateway.db.migrations import apply_migrations, is_current, latest_version
+from gateway.db.queries import QUERIES, migration_files
+from gateway.ingest.history import entry_json
 
 pytestmark = pytest.mark.pg15
 
@@ -50,7 +50,7 @@ async def test_failed_migration_leaves_nothing_behind(empty_database_url, monkey
     broken = tmp_path / "9999_broken.sql"
     broken.write_text("CREATE TABLE half_done (id int); SELECT 1/0;")
     real = migration_files()
-    monkeypatch.setattr("gateway.migrations.migration_files", lambda: [*real, ("9999_broken", broken)])
+    monkeypatch.setattr("gateway.db.migrations.migration_files", lambda: [*real, ("9999_broken", broken)])
     conn = await asyncpg.connect(empty_database_url)
     try:
         with pytest.raises(asyncpg.DivisionByZeroError):
@@ -67,7 +67,7 @@ async def test_history_written_before_0007_stays_readable(empty_database_url, mo
     before = [(version, path) for version, path in real if version < "0007"]
     conn = await asyncpg.connect(empty_database_url)
     try:
-        monkeypatch.setattr("gateway.migrations.migration_files", lambda: before)
+        monkeypatch.setattr("gateway.db.migrations.migration_files", lambda: before)
         await apply_migrations(conn)
         segment = await conn.fetchval("INSERT INTO segments (endpoint_id, name) "
                                       "SELECT id, 'old' FROM endpoints RETURNING id")
@@ -80,7 +80,7 @@ async def test_history_written_before_0007_stays_readable(empty_database_url, mo
                       {"replace_session_id": None, "replace_committed": True, "late_retry": True}):
             await conn.fetchval("SELECT record_upload($1::jsonb)", orjson.dumps({**common, **extra}).decode())
 
-        monkeypatch.setattr("gateway.migrations.migration_files", lambda: real)
+        monkeypatch.setattr("gateway.db.migrations.migration_files", lambda: real)
         assert "0007_no_late_retry" in await apply_migrations(conn)
         late, staged = [entry_json(row) for row in await conn.fetch(QUERIES["upload_list"], segment, 2**62, 10)]
         assert (staged["replaceSessionId"], late["replaceSessionId"]) == (7, None)

@@ -5,6 +5,7 @@ has expired — and then the sweeper drops its data."""
 import pytest
 
 from tests.conftest import AUTH
+from tests.helpers import members_table
 from tests.integration.pull_helpers import (Job, create_job, download, eventually, export_via_job, fetch, job_row,
                                             people, post_job, segment_with, wait_for_status, without_id)
 from tests.integration.push_helpers import Reply, app_client
@@ -116,7 +117,7 @@ async def test_a_failed_job_gives_a_plain_reason_and_logs_the_details(client, db
     """A snapshot the database refuses (here: the members table lost its column) ends the job in error
     with a reason in plain words; the driver's exception, its SQL and the traceback go to the log only."""
     segment_id = await segment_with(client, people(2))
-    await db.execute(f"ALTER TABLE audience.members_{int(segment_id)} RENAME COLUMN attrs TO lost")
+    await db.execute(f"ALTER TABLE {members_table(segment_id)} RENAME COLUMN attrs TO lost")
     job = await create_job(client, segment_id)
     await wait_for_status(client, job, "error")
 

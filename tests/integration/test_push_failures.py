@@ -8,26 +8,11 @@ import pytest
 
 from gateway import state
 from tests.conftest import ADMIN_KEY
+from tests.helpers import copy_in_progress, eventually
 from tests.integration.push_helpers import (DROPPED, METHOD_OF, INTRUSIVE_BODY, identities, push, push_ok,
                                             seeded_segment, snapshot)
 
 ROWS = b"".join(b"row%04d@x.com,Row,%d\n" % (i, i) for i in range(400))
-APP_COPY = ("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
-            "AND query ILIKE 'COPY%'")
-
-
-async def wait_for(check, what: str, timeout: float = 10.0):
-    """Poll ``await check()`` until it is truthy; its value."""
-    for _ in range(int(timeout / 0.02)):
-        value = await check()
-        if value:
-            return value
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-async def copy_in_progress(db) -> list[int]:
-    return [row["pid"] for row in await db.fetch(APP_COPY)]
 
 
 async def assert_clean_afterwards(client, db, segment_id: str, before: dict) -> None:
@@ -37,7 +22,7 @@ async def assert_clean_afterwards(client, db, segment_id: str, before: dict) -> 
     async def pool_idle() -> bool:
         return pool.get_size() - pool.get_idle_size() == 0
 
-    await wait_for(pool_idle, "every pooled connection to be released")
+    await eventually(pool_idle, "every pooled connection to be released")
     assert await snapshot(db, segment_id) == before
     assert await db.fetchval("SELECT count(*) FROM pg_class WHERE relname = 'incoming' AND relpersistence = 't'") == 0
     assert await db.fetchval("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
@@ -63,7 +48,7 @@ async def test_a_client_hanging_up_mid_body_applies_nothing(client, db, action, 
         else:
             writer.write(head + INTRUSIVE_BODY + ROWS)
             await writer.drain()
-            await wait_for(lambda: copy_in_progress(db), "the upload's COPY to start")
+            await eventually(lambda: copy_in_progress(db), "the upload's COPY to start")
     finally:
         writer.close()
         await writer.wait_closed()
@@ -77,7 +62,7 @@ async def test_a_database_connection_killed_mid_upload_applies_nothing(client, d
 
     async def body():
         yield INTRUSIVE_BODY + ROWS[:len(ROWS) // 2]
-        pids = await wait_for(lambda: copy_in_progress(db), "the upload's COPY to start")
+        pids = await eventually(lambda: copy_in_progress(db), "the upload's COPY to start")
         killed.extend(await db.fetchval("SELECT array_agg(pid) FROM pg_stat_activity "
                                         "WHERE pid = any($1::int[]) AND pg_terminate_backend(pid)", pids) or [])
         yield ROWS[len(ROWS) // 2:]

@@ -4,7 +4,7 @@ import asyncio
 import random
 
 from gateway import state
-from gateway.replace import expire_idle_sessions
+from gateway.ingest.replace import expire_idle_sessions
 from tests.integration.push_helpers import (app_client, audience, create_segment, identities, push, push_ok,
                                             sessions, snapshot, staging_tables)
 

@@ -1,10 +1,10 @@
 """The background sweeper of a running app expires idle REPLACE sessions by itself."""
 
-import asyncio
 import dataclasses
 
 from gateway.app import create_app, sweep_interval
 from tests.conftest import AUTH
+from tests.helpers import eventually, members_table, staging_table
 
 
 async def test_running_app_expires_idle_sessions(aiohttp_client, settings, db):
@@ -16,15 +16,15 @@ async def test_running_app_expires_idle_sessions(aiohttp_client, settings, db):
                                 data="email\nnew@x.com\n", headers=AUTH)
     assert (await response.json())["result"]["replaceCommitted"] is False
     session_id = await db.fetchval("SELECT id FROM replace_sessions")
-    assert await db.fetchval("SELECT to_regclass($1)", f"staging.replace_{session_id}") is not None
+    assert await db.fetchval("SELECT to_regclass($1)", staging_table(session_id)) is not None
 
-    for _ in range(40):
-        await asyncio.sleep(0.25)
-        if await db.fetchval("SELECT status FROM replace_sessions WHERE id = $1", session_id) != "open":
-            break
+    async def closed() -> bool:
+        return await db.fetchval("SELECT status FROM replace_sessions WHERE id = $1", session_id) != "open"
+
+    await eventually(closed, "the sweeper to expire the idle session")
     assert await db.fetchval("SELECT status FROM replace_sessions WHERE id = $1", session_id) == "expired"
-    assert await db.fetchval("SELECT to_regclass($1)", f"staging.replace_{session_id}") is None
-    members = await db.fetch(f"SELECT identity FROM audience.members_{segment_id}")
+    assert await db.fetchval("SELECT to_regclass($1)", staging_table(session_id)) is None
+    members = await db.fetch(f"SELECT identity FROM {members_table(segment_id)}")
     assert [row["identity"] for row in members] == ["keep@x.com"]
 
 

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from gateway.logs import JsonFormatter, RequestIdFilter, request_id_from
+from gateway.ops.logs import JsonFormatter, RequestIdFilter, request_id_from
 from tests.conftest import ADMIN_KEY, AUTH
 
 

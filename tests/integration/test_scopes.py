@@ -15,7 +15,7 @@ import uuid
 import pytest
 
 from gateway.app import create_app
-from gateway.auth import revoke_key
+from gateway.auth.keys import revoke_key
 from gateway.settings import Settings
 from tests.conftest import AUTH
 

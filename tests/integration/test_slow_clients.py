@@ -1,4 +1,4 @@
-"""Slow and hostile clients (gateway.clients): twice as many stalled uploads, or stalled downloads, as the
+"""Slow and hostile clients (gateway.http.clients): twice as many stalled uploads, or stalled downloads, as the
 pool has connections leave another tenant's calls answering within a second; a client that sends or reads
 nothing for GATEWAY_CLIENT_IDLE_TIMEOUT is cut (a stalled upload applies nothing); a slow but steady one is
 not.

@@ -7,8 +7,9 @@ import io
 
 import pytest
 
-from gateway import rejects, state
-from gateway.uploads import sweep_uploads
+from gateway import state
+from gateway.ingest import rejects
+from gateway.ingest.history import sweep_uploads
 from tests.conftest import AUTH
 from tests.integration.push_helpers import app_client, chunked, create_segment, push, push_ok
 

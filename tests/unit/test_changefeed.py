@@ -1,11 +1,11 @@
-"""Cursors, limits and times of the /api lists (gateway.changefeed)."""
+"""Cursors, limits and times of the /api lists (gateway.audience.changefeed)."""
 
 import base64
 import datetime as dt
 
 import pytest
 
-from gateway.changefeed import PageRequest, decode_cursor, encode_cursor, iso, parse_page, parse_time
+from gateway.audience.changefeed import PageRequest, decode_cursor, encode_cursor, iso, parse_page, parse_time
 from gateway.errors import BadRequest
 
 UTC = dt.timezone.utc

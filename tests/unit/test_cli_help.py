@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from gateway import cli
+from gateway.cli import main as cli
 from gateway.settings import SETTINGS
 
 REST_MARKUP = re.compile(r"``|:[a-z]+:`|`|^\.\. ", re.M)  # literals, roles, interpreted text, directives

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.csvparse import CsvHeaderError, CsvStreamParser
+from gateway.ingest.csvparse import CsvHeaderError, CsvStreamParser
 from tests.conftest import CSV_SPECTRUM as SPECTRUM
 from tests.conftest import CSV_SPECTRUM_FILES as SPECTRUM_FILES
 

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.errors import BadRequest
-from gateway.ingest import ColumnRules, Upload, plan_columns
+from gateway.ingest.upload import ColumnRules, Upload, plan_columns
 
 
 class Chunks:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from gateway.client import batches
 from gateway.client.batches import FileProblem, cut, scan
-from gateway.csvparse import CsvStreamParser
+from gateway.ingest.csvparse import CsvStreamParser
 
 FIELD = st.text(alphabet='ab,"\n\r é', max_size=6)
 ROW = st.lists(FIELD, min_size=1, max_size=3)

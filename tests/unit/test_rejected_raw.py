@@ -2,8 +2,8 @@
 
 import pytest
 
-from gateway.csvparse import CsvStreamParser
-from gateway.rejects import RAW_LIMIT, TRUNCATED, clean_raw
+from gateway.ingest.csvparse import CsvStreamParser
+from gateway.ingest.rejects import RAW_LIMIT, TRUNCATED, clean_raw
 from tests.unit.test_csvparse import bytewise, random_chunks
 
 BODY = (b'email,name\r\n'

@@ -2,7 +2,7 @@ import re
 
 import pytest
 
-from gateway.sqlfiles import load_queries, migration_files, parse_queries
+from gateway.db.queries import load_queries, migration_files, parse_queries
 from tests.conftest import REPO
 
 

@@ -1,5 +1,5 @@
-from gateway import throttle
-from gateway.throttle import FailureThrottle
+from gateway.auth import throttle
+from gateway.auth.throttle import FailureThrottle
 
 
 class Clock:

@@ -1,7 +1,7 @@
 """Rejected rows gather in bounded pieces even when one body chunk holds hundreds of thousands of them."""
 
-from gateway.ingest import ColumnRules, Upload, plan_columns
-from gateway.rejects import FLUSH_ROWS, RejectSink
+from gateway.ingest.upload import ColumnRules, Upload, plan_columns
+from gateway.ingest.rejects import FLUSH_ROWS, RejectSink
 
 
 class OneChunk:

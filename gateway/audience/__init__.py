@@ -1,0 +1,1 @@
+"""Segments, their metadata and members, the change feed, purge, endpoints."""

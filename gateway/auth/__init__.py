@@ -1,0 +1,1 @@
+"""API keys, the key cache, the failed-authentication throttle, scopes."""

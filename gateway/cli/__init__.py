@@ -1,0 +1,1 @@
+"""Admin commands and the entry point (``audience-gateway``, ``python -m gateway``)."""

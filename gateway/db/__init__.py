@@ -1,0 +1,1 @@
+"""PostgreSQL: pool lifecycle, named queries, migrations, the embedded server, table names."""

@@ -1,0 +1,101 @@
+"""Applying one pushed batch to a segment's members (ADD, REMOVE; REPLACE stages in gateway.ingest.replace).
+
+Every push follows one path: COPY the upload's records into a temporary ``incoming`` table (no lock
+held while the body streams), then lock the segment's row (calls on one segment apply one at a time,
+in the order they reach the lock), register new columns and apply one set-based statement, all in one
+transaction.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from gateway.errors import NotFound
+from gateway.ingest.upload import ColumnPlan, ColumnRules, Upload, plan_columns
+from gateway.ingest.rejects import RejectSink
+from gateway.audience.segments import require_pushable
+from gateway.db.names import sql
+from gateway.db.queries import QUERIES
+from gateway.ingest.history import UploadEntry
+
+
+async def plan_upload(conn: asyncpg.Connection, endpoint_id: int, segment_id: int, header: list[str],
+                      rules: ColumnRules) -> ColumnPlan:
+    """How this header maps onto the segment, read without a lock (the body streams on this plan)."""
+    row = await conn.fetchrow(QUERIES["segment_columns"], segment_id, endpoint_id)
+    if row is None:
+        raise NotFound(f"segment {segment_id} does not exist", code="segment_not_found")
+    return plan_columns(header, row["identity_attribute"], row["attributes"], rules)
+
+
+async def lock_and_register(conn: asyncpg.Connection, endpoint_id: int, segment_id: int, header: list[str],
+                            rules: ColumnRules, streamed: ColumnPlan, upload: Upload) -> ColumnPlan:
+    """Take the segment's lock and settle the plan: new header names join the attributes in the same
+    transaction as the data (a failed upload changes nothing); a REMOVE (``rules.extends`` false) changes
+    no column. Attribute positions are applied in SQL. The attribute limit is checked again here, against
+    the columns as they are under the lock (another upload may have added some while this body streamed).
+
+    If another first upload fixed the segment's identity while this body streamed, the identity column
+    differs from the one the rows were normalised on: normalise the new one in SQL, and count rows whose
+    new identity is empty as invalid.
+    """
+    row = await lock_segment(conn, endpoint_id, segment_id)
+    plan = plan_columns(header, row["identity_attribute"], row["attributes"], rules)
+    if (plan.identity_index, plan.lowercase_identity) != (streamed.identity_index, streamed.lowercase_identity):
+        await conn.execute(QUERIES["incoming_normalise_identity"].format(**plan.sql_names()),
+                           plan.lowercase_identity)
+        for dropped in await conn.fetch(QUERIES["incoming_drop_empty_identity"].format(**plan.sql_names())):
+            upload.reject(dropped["ord"], f"empty identity ({plan.identity_attribute})", list(dropped)[1:])
+    if rules.extends and (plan.identity_attribute != row["identity_attribute"]
+                          or list(plan.attributes) != row["attributes"]):
+        await conn.execute(QUERIES["segment_set_columns"], segment_id, plan.identity_attribute,
+                           list(plan.attributes))
+    return plan
+
+
+async def lock_segment(conn: asyncpg.Connection, endpoint_id: int, segment_id: int) -> asyncpg.Record:
+    row = await conn.fetchrow(QUERIES["segment_lock"], segment_id, endpoint_id)
+    if row is None:
+        raise NotFound(f"segment {segment_id} does not exist", code="segment_not_found")
+    require_pushable(segment_id, row["status"])  # it may have been made inactive while the body streamed
+    return row
+
+
+async def stream_incoming(conn: asyncpg.Connection, upload: Upload, plan: ColumnPlan, rejects: RejectSink) -> None:
+    """COPY the upload's valid records into this transaction's ``incoming`` table, pausing to store its
+    rejected rows whenever enough have gathered (gateway.ingest.rejects)."""
+    await conn.execute(QUERIES["incoming_create"].format(**plan.sql_names()))
+    while not upload.done:
+        await conn.copy_records_to_table("incoming", records=upload.records(plan, pause=rejects.full),
+                                         columns=plan.copy_columns())
+        await rejects.flush(conn)
+
+
+async def add_members(conn: asyncpg.Connection, segment_id: int, plan: ColumnPlan, entry: UploadEntry) -> int:
+    """Merge ``incoming`` into the segment: new identities are added, known ones get the new attributes."""
+    await conn.execute(sql("members_create", segment_id=segment_id))
+    merged = await conn.fetchrow(sql("members_add", segment_id=segment_id, **plan.sql_names()))
+    await conn.execute(QUERIES["segment_record_upload"], segment_id, merged["added"], merged["changed"] > 0,
+                       entry.row({"numAdded": merged["added"]}))
+    return merged["added"]
+
+
+async def remove_members(conn: asyncpg.Connection, segment_id: int, plan: ColumnPlan, entry: UploadEntry) -> int:
+    await conn.execute(sql("members_create", segment_id=segment_id))
+    status = await conn.execute(sql("members_remove", segment_id=segment_id, **plan.sql_names()))
+    removed = int(status.split()[-1])
+    await conn.execute(QUERIES["segment_record_upload"], segment_id, -removed, removed > 0,
+                       entry.row({"numRemoved": removed}))
+    return removed
+
+
+def batch_result(segment_id: int, upload: Upload, **counts: Any) -> dict[str, Any]:
+    """The Exchange result object; counts are strings, as in the source's examples."""
+    result: dict[str, Any] = {"segmentId": str(segment_id), "numReceived": str(upload.received),
+                              "numInvalid": str(upload.invalid)}
+    for key, value in counts.items():
+        result[key] = str(value) if key.startswith("num") else value
+    result["invalidSamples"] = upload.invalid_samples
+    return result

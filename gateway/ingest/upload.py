@@ -1,0 +1,287 @@
+"""From a streamed request body to COPY records: gunzip, parse, validate, normalise, count.
+
+Nothing here buffers the body: chunks are read from ``request.content`` as they arrive, parsed
+incrementally, and turned into ``(ord, identity, attrs)`` records that asyncpg's COPY pulls from an
+async generator, so the client, the parser and PostgreSQL run as one pipeline with back-pressure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import dataclasses
+import heapq
+import io
+import zlib
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import Any
+
+from aiohttp import StreamReader
+
+from gateway.ingest.csvparse import CsvHeaderError, CsvStreamParser
+from gateway.errors import BadRequest, ClientIdle, PayloadTooLarge
+
+MAX_INVALID_SAMPLES = 10
+_GZIP_WBITS = 16 + zlib.MAX_WBITS  # a gzip header and trailer around the deflate stream
+_DECOMPRESS_STEP = 1024 * 1024  # inflate at most this much at a time: a gzip bomb stops at the body limit
+# parse at most this much between two looks at ``pause``: bounds the rejected rows gathered in between
+_PARSE_STEP = 64 * 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class ColumnPlan:
+    """How one upload's header maps onto its segment's attributes.
+
+    ``source_index[j]`` is the header column holding segment attribute ``j`` (``-1``: not in this upload).
+    """
+
+    identity_attribute: str
+    attributes: tuple[str, ...]
+    identity_index: int
+    lowercase_identity: bool
+    source_index: tuple[int, ...]
+    width: int  # columns in this upload's header
+
+    def sql_names(self) -> dict[str, str]:
+        """SQL fragments for the ``incoming`` table of this upload, made from column numbers only.
+
+        ``incoming`` has one text column per CSV column (c0, c1, …) instead of a text[]: plain text
+        columns are much cheaper to COPY; the segment-ordered attribute array is built in SQL.
+        """
+        attrs = ", ".join(f"c{i}" if i >= 0 else "NULL" for i in self.source_index)
+        return {
+            "incoming_columns": ", ".join(f"c{i} text COLLATE \"C\" NOT NULL" for i in range(self.width)),
+            "identity": f"c{self.identity_index}",
+            "attrs": f"ARRAY[{attrs}]::text[]",
+        }
+
+    def copy_columns(self) -> tuple[str, ...]:
+        return ("ord", *(f"c{i}" for i in range(self.width)))
+
+
+@dataclasses.dataclass(frozen=True)
+class ColumnRules:
+    """What one upload's header may do to its segment's columns."""
+
+    ids: str | None  # the ``ids`` query parameter (None: not given)
+    max_attributes: int  # GATEWAY_MAX_ATTRIBUTES: the most columns a header has, attributes a segment gets
+    extends: bool = True  # False for REMOVE: only the identity column is read, the others never become attributes
+
+
+def plan_columns(header: Sequence[str], identity_attribute: str | None, attributes: Sequence[str],
+                 rules: ColumnRules) -> ColumnPlan:
+    """Choose the identity column and extend the segment's attributes with this header's new names.
+
+    First upload: the ``ids`` column, else a column whose name contains "email", else the first column.
+    Later uploads: ``ids``, else the segment's identity attribute by name, else the first column.
+    Names compare case-insensitively; attributes keep their first-seen spelling and order.
+
+    400 before anything is applied when the header is wider than ``max_attributes`` or would take the
+    segment past it: every column is a column of the upload's table, every attribute one of each export's
+    select list, and PostgreSQL bounds both. A segment already past it (the limit was lowered) still takes
+    uploads that add nothing.
+    """
+    limit = rules.max_attributes
+    if len(header) > limit:
+        raise BadRequest(f"the header has {len(header)} columns; at most {limit} are allowed "
+                         "(GATEWAY_MAX_ATTRIBUTES); nothing was applied", code="too_many_attributes")
+    ids = rules.ids
+    lowered = [name.lower() for name in header]
+    identity_index = 0
+    if ids and ids.lower() in lowered:
+        identity_index = lowered.index(ids.lower())
+    elif identity_attribute is None:
+        identity_index = next((i for i, name in enumerate(lowered) if "email" in name), 0)
+    elif identity_attribute.lower() in lowered:
+        identity_index = lowered.index(identity_attribute.lower())
+    if identity_attribute is None:
+        identity_attribute = header[identity_index]
+
+    merged = list(attributes)
+    if rules.extends:
+        known = {name.lower() for name in attributes}
+        merged += [name for name in header if name.lower() not in known]
+        if len(merged) > max(limit, len(attributes)):
+            raise BadRequest(f"the header would give the segment {len(merged)} attributes; at most {limit} are "
+                             "allowed (GATEWAY_MAX_ATTRIBUTES); nothing was applied", code="too_many_attributes")
+    position = {name: i for i, name in enumerate(lowered)}
+    return ColumnPlan(identity_attribute=identity_attribute, attributes=tuple(merged),
+                      identity_index=identity_index, lowercase_identity="email" in lowered[identity_index],
+                      source_index=tuple(position.get(name.lower(), -1) for name in merged), width=len(header))
+
+
+async def idle_chunks(content: StreamReader, timeout: float | None) -> AsyncIterator[bytes]:
+    """A request body's chunks as they arrive; 408 ``client_idle`` when none comes for ``timeout`` seconds
+    (``None``: no bound). A slow client is fine as long as something arrives."""
+    while True:
+        try:
+            async with asyncio.timeout(timeout):
+                chunk = await content.readany()
+        except TimeoutError:
+            raise ClientIdle(f"the client sent nothing for {timeout:g} s; nothing was applied") from None
+        if not chunk:
+            return
+        yield chunk
+
+
+class Upload:
+    """One CSV request body being streamed: its header, then its records, with counts as it goes.
+
+    Every invalid row is also passed to ``on_reject(line, reason, raw)`` if given (gateway.ingest.rejects).
+    """
+
+    def __init__(self, content: StreamReader, *, gzipped: bool, max_body_bytes: int, max_field_bytes: int,
+                 on_reject: Callable[[int, str, str], None] | None = None,
+                 idle_timeout: float | None = None) -> None:
+        self._content = content
+        self._idle_timeout = idle_timeout  # 408 when no byte arrives for this long (gateway.http.clients)
+        self._on_reject = on_reject
+        self._inflater = zlib.decompressobj(_GZIP_WBITS) if gzipped else None
+        self._max_body_bytes = max_body_bytes
+        self._parser = CsvStreamParser(max_field_bytes=max_field_bytes, on_invalid=self._invalid)
+        self._ahead: list[tuple[int, list[str]]] = []  # rows parsed but not yet turned into records
+        self._has_nul = False  # sticky: a row may start before the chunk that completes it
+        self._finished = False  # the parser's finish() was called (the body has ended)
+        self._unparsed = memoryview(b"")  # the rest of the chunk being parsed
+        self.done = False  # every record has been produced
+        self._chunks = self._body_chunks()
+        self.body_bytes = 0
+        self.received = 0
+        self.invalid = 0
+        self._samples: list[tuple[int, str]] = []  # max-heap (negated lines) of the first invalid rows
+
+    @property
+    def invalid_samples(self) -> list[dict[str, Any]]:
+        """The first invalid rows by line (rows are rejected in two places, not always in line order)."""
+        return [{"line": -line, "reason": reason} for line, reason in sorted(self._samples, reverse=True)]
+
+    async def read_header(self) -> list[str]:
+        """Read until the header row is complete; 400 if it is missing, empty or has duplicate names."""
+        try:
+            while self._parser.header is None:
+                if not self._unparsed:
+                    chunk = await anext(self._chunks, None)
+                    if chunk is None:
+                        self._finished = True
+                        self._ahead.extend(self._parser.finish())
+                        break
+                    self._has_nul |= b"\x00" in chunk
+                    self._unparsed = memoryview(chunk)
+                self._ahead.extend(self._parser.feed(self._unparsed[:_PARSE_STEP]))
+                self._unparsed = self._unparsed[_PARSE_STEP:]
+        except CsvHeaderError as exc:
+            raise BadRequest(str(exc), code="invalid_header") from None
+        if self._parser.header is None:
+            raise BadRequest("the body has no header row", code="invalid_header")
+        return self._parser.header
+
+    async def records(self, plan: ColumnPlan,
+                      pause: Callable[[], bool] | None = None) -> AsyncIterator[tuple[int | str, ...]]:
+        """``(line, field0, field1, …)`` for each valid row (identity normalised), for COPY into ``incoming``.
+
+        Stops early, between two pieces of the body (at most ``_PARSE_STEP`` bytes each), when ``pause()``
+        says so (the caller stores the rejected rows, then calls again to go on); ``done`` tells when the
+        body is through.
+        """
+        while not self.done:
+            rows, self._ahead = self._ahead, []
+            for record in self._records_of(rows, plan, self._has_nul):
+                yield record
+            if pause is not None and pause():
+                return
+            if self._unparsed:
+                self._ahead = self._parser.feed(self._unparsed[:_PARSE_STEP])
+                self._unparsed = self._unparsed[_PARSE_STEP:]
+                continue
+            chunk = await anext(self._chunks, None)
+            if chunk is None:
+                if self._finished:
+                    self.done = True
+                else:
+                    self._ahead = self._parser.finish()
+                    self._finished = True
+                continue
+            self._has_nul |= b"\x00" in chunk
+            self._unparsed = memoryview(chunk)
+            await asyncio.sleep(0)  # parsing is CPU: let other requests in between chunks
+
+    def _records_of(self, rows: list[tuple[int, list[str]]], plan: ColumnPlan, has_nul: bool):
+        identity_index = plan.identity_index
+        lowercase = plan.lowercase_identity
+        self.received += len(rows)
+        for line, fields in rows:
+            if has_nul and any("\x00" in field for field in fields):
+                self.reject(line, "contains a NUL character", fields)
+                continue
+            identity = fields[identity_index].strip()
+            if lowercase:
+                identity = identity.lower()
+            if not identity:
+                self.reject(line, f"empty identity ({plan.identity_attribute})", fields)
+                continue
+            fields[identity_index] = identity
+            yield line, *fields
+
+    def reject(self, line: int, reason: str, fields: Sequence[str]) -> None:
+        """A row already counted as received (parsed into ``fields``) turned out invalid after all."""
+        raw = ""
+        if self._on_reject is not None:
+            out = io.StringIO()
+            csv.writer(out, lineterminator="").writerow(fields)
+            raw = out.getvalue()
+        self._invalid(line, reason, raw, counted=True)
+
+    def _invalid(self, line: int, reason: str, raw: str, counted: bool = False) -> None:
+        """A row that is not stored: counted, sampled with its line and reason, and passed on."""
+        if self._on_reject is not None:
+            self._on_reject(line, reason, raw)
+        if not counted:
+            self.received += 1  # rows the parser rejected never reach _records_of
+        self.invalid += 1
+        if len(self._samples) < MAX_INVALID_SAMPLES:
+            heapq.heappush(self._samples, (-line, reason))
+        elif -self._samples[0][0] > line:
+            heapq.heapreplace(self._samples, (-line, reason))
+
+    async def _body_chunks(self) -> AsyncIterator[bytes]:
+        async for raw in idle_chunks(self._content, self._idle_timeout):
+            if self._inflater is None:
+                yield self._account(raw)
+                continue
+            for data in self._gunzip(raw):
+                yield self._account(data)
+        if self._inflater is not None and not self._inflater.eof:
+            raise BadRequest("the gzip body ends inside a member (truncated, or bytes after the last member "
+                             "that are not gzip)", code="invalid_gzip")
+
+    def _gunzip(self, raw: bytes) -> Iterator[bytes]:
+        """Inflate ``raw`` and whatever earlier chunks left, at most ``_DECOMPRESS_STEP`` at a time.
+
+        A gzip body is a series of members (RFC 1952, 2.2): ``cat a.gz b.gz``, pigz and streaming writers
+        make several. When a member ends, the bytes after it start the next one, so bytes after the last
+        member that are not gzip are an error, never silently dropped.
+        """
+        while True:
+            member = self._inflater
+            assert member is not None
+            if member.eof:
+                raw = member.unused_data + raw
+                if not raw:
+                    return
+                member = self._inflater = zlib.decompressobj(_GZIP_WBITS)
+            elif not raw and not member.unconsumed_tail:
+                return
+            source = member.unconsumed_tail + raw if raw else member.unconsumed_tail
+            raw = b""
+            try:
+                data = member.decompress(source, _DECOMPRESS_STEP)
+            except zlib.error:
+                raise BadRequest("the body is not valid gzip", code="invalid_gzip") from None
+            if data:
+                yield data
+
+    def _account(self, data: bytes) -> bytes:
+        self.body_bytes += len(data)
+        if self.body_bytes > self._max_body_bytes:
+            raise PayloadTooLarge(f"the body is larger than {self._max_body_bytes} bytes; nothing was applied")
+        return data

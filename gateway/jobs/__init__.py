@@ -1,0 +1,1 @@
+"""Background jobs: the export job queue and its workers."""

@@ -1,0 +1,1 @@
+"""Operations: logs, metrics, the top command, worker processes."""
