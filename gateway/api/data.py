@@ -11,6 +11,7 @@ import time
 from aiohttp import web
 from multidict import MultiMapping
 
+from gateway.ids import parse_int
 from gateway import state
 from gateway.ops import metrics
 from gateway.api.requests import storable_text
@@ -60,9 +61,10 @@ def parse_batch_info(query: MultiMapping[str], operation: Operation) -> BatchInf
 
 
 def _positive(text: str, name: str) -> int:
-    if not (text.isascii() and text.isdigit()) or len(text) > 9 or int(text) < 1:
+    value = parse_int(text, 1, 999_999_999)
+    if value is None:
         raise BadRequest(f"{name} must be a positive integer", code="invalid_batch")
-    return int(text)
+    return value
 
 
 def check_body_headers(request: web.Request, max_body_bytes: int) -> bool:

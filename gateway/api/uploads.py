@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from gateway.ids import MAX_ID, parse_int
 from gateway import state
 from gateway.api.jobs import Gone
 from gateway.api.manage import check_parameters
@@ -19,7 +20,6 @@ routes = web.RouteTableDef()
 
 DEFAULT_PAGE = 50
 MAX_PAGE = 500
-_MAX_ID = 2**63 - 1
 
 
 def _query_int(request: web.Request, name: str, default: int | None, low: int, high: int) -> int:
@@ -27,9 +27,10 @@ def _query_int(request: web.Request, name: str, default: int | None, low: int, h
     text = request.query.get(name)
     if text is None and default is not None:
         return default
-    if text is None or not (text.isascii() and text.isdigit()) or len(text) > 19 or not low <= int(text) <= high:
+    value = parse_int(text, low, high)
+    if value is None:
         raise BadRequest(f"{name} must be an integer from {low} to {high}", code=f"invalid_{name}")
-    return int(text)
+    return value
 
 
 @routes.get("/api/segments/{segment_id}/uploads")
@@ -39,7 +40,7 @@ async def get_uploads(request: web.Request) -> web.Response:
     check_parameters(request.query, ("limit", "cursor"))
     segment_id = parse_segment_id(request.match_info["segment_id"])
     limit = _query_int(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
-    before = _query_int(request, "cursor", _MAX_ID, 1, _MAX_ID)
+    before = _query_int(request, "cursor", MAX_ID, 1, MAX_ID)
     pool = request.app[state.CONTROL_POOL]
     await get_any_segment(pool, request[state.PRINCIPAL].endpoint_id, segment_id)
     rows = await list_uploads(pool, segment_id, before, limit + 1)
@@ -53,7 +54,7 @@ async def get_rejects(request: web.Request) -> web.StreamResponse:
     """Every stored rejected row of one upload (``?upload=ID``, required) as CSV ``line,reason,raw``."""
     check_parameters(request.query, ("upload",))
     segment_id = parse_segment_id(request.match_info["segment_id"])
-    upload_id = _query_int(request, "upload", None, 1, _MAX_ID)
+    upload_id = _query_int(request, "upload", None, 1, MAX_ID)
     endpoint_id = request[state.PRINCIPAL].endpoint_id
     async with request.app[state.DATA_SLOTS].connection(request.app[state.POOL]) as conn:
         await get_any_segment(conn, endpoint_id, segment_id)

@@ -32,12 +32,12 @@ from typing import Any
 import asyncpg
 import orjson
 
+from gateway.ids import MAX_ID, parse_int
 from gateway.errors import BadRequest
 from gateway.db.queries import QUERIES
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
-_MAX_ID = 2**63 - 1
 _UNENCODED_PLUS = re.compile(r" (\d\d:?\d\d)$")
 
 
@@ -91,9 +91,10 @@ def parse_page(query: Mapping[str, str]) -> PageRequest:
     text = query.get("limit")
     limit = DEFAULT_LIMIT
     if text is not None:
-        if not (text.isascii() and text.isdigit()) or len(text) > 4 or not 1 <= int(text) <= MAX_LIMIT:
+        parsed = parse_int(text, 1, MAX_LIMIT)
+        if parsed is None:
             raise BadRequest(f"limit must be an integer from 1 to {MAX_LIMIT}", code="invalid_limit")
-        limit = int(text)
+        limit = parsed
     cursor = query.get("cursor")
     if cursor is None:
         return PageRequest(limit=limit)
@@ -111,7 +112,7 @@ def decode_cursor(cursor: str) -> tuple[int, dt.datetime]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         value = orjson.loads(raw)
         after, watermark = value["after"], _utc(dt.datetime.fromisoformat(value["watermark"]))
-        if isinstance(after, bool) or not isinstance(after, int) or not 0 <= after <= _MAX_ID:
+        if isinstance(after, bool) or not isinstance(after, int) or not 0 <= after <= MAX_ID:
             raise ValueError
     except (binascii.Error, ValueError, TypeError, KeyError, orjson.JSONDecodeError):
         raise BadRequest("cursor is not one this gateway gave out (use nextCursor as it is)",

@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from gateway.ids import parse_int
 from gateway.db.csvcopy import columns_sql
 from gateway.db.names import sql
 from gateway.errors import Conflict, NotFound, NotImplementedYet
@@ -16,7 +17,6 @@ from gateway.db.queries import QUERIES
 
 SEGMENT_TYPES = ("Contact Lists", "Databases", "Queries")
 DEFAULT_TYPE = "Contact Lists"
-_MAX_ID = 2**63 - 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,9 +32,10 @@ class NewSegment:
 
 def parse_segment_id(text: str) -> int:
     """A path's segment id; anything that is not a positive bigint is simply not found."""
-    if not text.isascii() or not text.isdigit() or len(text) > 19 or not 0 < int(text) <= _MAX_ID:
+    segment_id = parse_int(text)
+    if segment_id is None:
         raise NotFound(f"segment {text!r} does not exist", code="segment_not_found")
-    return int(text)
+    return segment_id
 
 
 async def create_segment(conn: asyncpg.Connection, endpoint_id: int, new: NewSegment,

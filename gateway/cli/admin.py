@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 
+from gateway.ids import parse_int
 from gateway.auth.keys import SCOPES, generate_key, insert_key, list_keys, revoke_key
 from gateway.db.pool import database_connection, redact
 from gateway.db.embedded import is_initialised
@@ -89,9 +90,10 @@ def _endpoint_name(text: str) -> str:
 
 
 def _positive_int(text: str) -> int:
-    if not (text.isascii() and text.isdigit()) or int(text) < 1 or len(text) > 18:
+    value = parse_int(text)
+    if value is None:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
-    return int(text)
+    return value
 
 
 def announce_database(settings: Settings, *, init: bool) -> None:

@@ -25,6 +25,7 @@ import orjson
 from gateway.cli.admin import CommandFailed, add_database_flags, migrated_connection
 from gateway.audience.endpoints import endpoint_id
 from gateway.errors import GatewayError
+from gateway.ids import MAX_ID
 from gateway.audience.metadata import EDITABLE, STATUSES, change_segment, describe, insert_segment
 from gateway.audience.segments import SEGMENT_TYPES
 from gateway.settings import Settings
@@ -34,7 +35,6 @@ EXIT_BAD_FILE = 2
 CREATE_FIELDS = ("endpoint", "type", "identityAttribute", "attributes")
 READ_ONLY = ("memberCount", "createdAt", "updatedAt", "metadataUpdatedAt", "lastUploadAt", "deletedAt",
              "purgedAt")
-_MAX_ID = 2**63 - 1
 
 
 def add_commands(commands: argparse._SubParsersAction, add_database_flag: Callable[[argparse.ArgumentParser], None]
@@ -97,7 +97,7 @@ def record_problem(record: Any) -> str | None:
     if unknown:
         return f"unknown field(s) {', '.join(unknown)}"
     segment_id = record.get("id")
-    if isinstance(segment_id, bool) or not isinstance(segment_id, int) or not 0 < segment_id <= _MAX_ID:
+    if isinstance(segment_id, bool) or not isinstance(segment_id, int) or not 0 < segment_id <= MAX_ID:
         return "id must be a positive integer"
     for field in (*EDITABLE, "endpoint", "type"):
         if field in record and not isinstance(record[field], str):

@@ -9,6 +9,7 @@ import time
 
 from aiohttp import web
 
+from gateway.ids import parse_int
 from gateway import state
 from gateway.ops import metrics
 from gateway.ops.logs import ACCESS_LOGGER, REQUEST_ID, REQUEST_ID_HEADER, RequestStats, request_id_from
@@ -108,7 +109,7 @@ def _observe(request: web.Request, response: web.StreamResponse | None, status: 
     segment = request.match_info.get("segment_id", "")
     fields = {"method": method, "route": route, "status": status, "duration_s": round(seconds, 6),
               "rows": stats.rows, "bytes_in": stats.bytes_received, "bytes_out": sent,
-              "segment": int(segment) if segment.isascii() and segment.isdigit() and len(segment) < 19 else None,
+              "segment": parse_int(segment, 0),
               "endpoint": principal.endpoint_name if principal else None}
     if stats.cut_short:
         fields["cut_short"] = stats.cut_short

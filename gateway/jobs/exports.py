@@ -21,6 +21,7 @@ from typing import Any
 
 import asyncpg
 
+from gateway.ids import parse_int
 from gateway.ops import metrics
 from gateway.audience.changefeed import declare_writes
 from gateway.db.pool import CONNECTION_ERRORS
@@ -50,15 +51,17 @@ class JobLost(Exception):
 
 def unknown_job(job_id: str) -> NotFound:
     """Another endpoint's job is answered exactly like one that does not exist."""
-    shown: Any = int(job_id) if job_id.isascii() and job_id.isdigit() and len(job_id) < 19 else job_id
+    number = parse_int(job_id, 0)
+    shown: Any = job_id if number is None else number
     return NotFound(f"job {job_id} does not exist", code="job_not_found",
                     extra={"result": {"id": shown, "status": "unknown"}})
 
 
 def parse_job_id(text: str) -> int:
-    if not (text.isascii() and text.isdigit()) or len(text) > 18 or int(text) < 1:
+    job_id = parse_int(text)
+    if job_id is None:
         raise unknown_job(text)
-    return int(text)
+    return job_id
 
 
 async def create_job(conn: asyncpg.Connection, endpoint_id: int, segment_id: int) -> dict[str, int]:
