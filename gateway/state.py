@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # the keys are names; the types are for the type checker, so 
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 POOL: web.AppKey[asyncpg.Pool] = web.AppKey("pool")  # the main pool: data, jobs, sweeps, management writes
-CONTROL_POOL: web.AppKey[asyncpg.Pool] = web.AppKey("control_pool")  # short control queries only (gateway.http.clients)
+CONTROL_POOL: web.AppKey[asyncpg.Pool] = web.AppKey("control_pool")  # short control queries (gateway.http.clients)
 DATA_SLOTS: web.AppKey[DataSlots] = web.AppKey("data_slots")  # uploads and downloads holding a main-pool connection
 DATABASE_URL: web.AppKey[str] = web.AppKey("database_url")  # for dedicated connections (LISTEN), beside the pool
 EMBEDDED: web.AppKey[EmbeddedPostgres] = web.AppKey("embedded")

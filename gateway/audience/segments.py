@@ -92,7 +92,8 @@ async def get_pushable_segment(conn: asyncpg.Connection | asyncpg.Pool, endpoint
     return row
 
 
-async def direct_export(conn: asyncpg.Connection, endpoint_id: int, segment_id: int, limit: int) -> tuple[str, list[str]]:
+async def direct_export(conn: asyncpg.Connection, endpoint_id: int, segment_id: int,
+                        limit: int) -> tuple[str, list[str]]:
     """The query and header of a direct pull (run it in the same transaction: the query share-locks the
     segment's row first). A segment with 0 or more than ``limit`` members is exported by a job instead."""
     row = await conn.fetchrow(QUERIES["segment_export_info"], segment_id, endpoint_id)

@@ -9,7 +9,8 @@ reads, so a few stalled clients could take every connection and, with them, the 
   have their own small pool (``state.CONTROL_POOL``), so they answer whatever the data requests do.
 - A client that sends nothing or reads nothing for ``GATEWAY_CLIENT_IDLE_TIMEOUT`` is cut: the request
   headers by aiohttp's keep-alive timer (``runner_options``: they must be complete within it), the body by a
-  bound on each read (``gateway.ingest.upload.idle_chunks``: 408 ``client_idle``, the transaction rolls back), the response when a
+  bound on each read (``gateway.ingest.upload.idle_chunks``: 408 ``client_idle``, the transaction rolls
+  back), the response when a
   write moves no byte for it (``write_or_cut``: the connection is aborted and the write raises, which
   cancels the COPY behind it and gives its connection back).
 """

@@ -12,7 +12,8 @@ A job's download is the same bytes every time (a static snapshot scanned in a fi
 strong ``ETag`` and ``Accept-Ranges: bytes``, and its exact length is learnt lazily. A full download that
 streams to its end reports the bytes it sent (``StaticCsv.remember_length``); later ones then carry
 ``Content-Length``. A single byte range needs the length first (the caller measures it with
-``gateway.db.csvcopy.csv_length`` when it is not known yet) and is served as 206 (``gateway.http.ranges``): the COPY runs from the
+``gateway.db.csvcopy.csv_length`` when it is not known yet) and is served as 206 (``gateway.http.ranges``):
+the COPY runs from the
 start, bytes before the range are dropped, and it is cancelled once the range is sent. A compressed answer
 (the client asked for gzip and no range) offers no ranges: they would be over the gzip bytes.
 """

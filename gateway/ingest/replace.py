@@ -99,8 +99,8 @@ async def _stage(conn: asyncpg.Connection, endpoint_id: int, segment_id: int, ba
         await conn.execute(sql("staging_create", segment_id=segment_id, session_id=session_id))
 
     if await conn.fetchval(QUERIES["replace_record_batch"], session_id, batch.number):
-        await conn.execute(sql("staging_clear_batch", segment_id=segment_id, session_id=session_id), batch.number)  # a retry
-    await conn.execute(sql("staging_add_batch", segment_id=segment_id, session_id=session_id, **plan.sql_names()), batch.number)
+        await conn.execute(sql("staging_clear_batch", session_id=session_id), batch.number)  # a retry
+    await conn.execute(sql("staging_add_batch", session_id=session_id, **plan.sql_names()), batch.number)
     upload_id = await conn.fetchval(QUERIES["replace_touch"], session_id, min(MAX_TOUCH_INTERVAL, session_ttl / 10),
                                     entry.row(result))
     return session_id, upload_id, result
