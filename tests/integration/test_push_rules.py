@@ -17,7 +17,7 @@ from tests.integration.pull_helpers import sync_rows
 from tests.integration.push_helpers import (INTRUSIVE_BODY, app_client, attributes, audience, chunked,
                                             create_segment, csv_body, identities, push, push_ok, seeded_segment,
                                             snapshot)
-from tests.integration.test_push_failures import copy_in_progress, wait_for
+from tests.helpers import copy_in_progress, eventually
 
 ACTIONS = ("ADD", "REPLACE", "REMOVE")
 
@@ -494,7 +494,7 @@ async def test_the_limit_holds_for_uploads_streaming_side_by_side(aiohttp_client
 
     slow = asyncio.ensure_future(push(client, segment_id, slow_body(), action))
     try:
-        await wait_for(lambda: copy_in_progress(db), "the slow upload's COPY to start")  # planned: 3 attributes
+        await eventually(lambda: copy_in_progress(db), "the slow upload's COPY to start")  # planned: 3 attributes
         await push_ok(client, segment_id, "email,second,third\nfast@x.com,2,3\n")  # 4 attributes
         after_fast = await snapshot(db, segment_id)
     finally:
