@@ -79,9 +79,11 @@ async def plan_upload(conn: asyncpg.Connection, endpoint_id: int, segment_id: in
 
 
 async def lock_and_register(conn: asyncpg.Connection, endpoint_id: int, segment_id: int, header: list[str],
-                            ids: str | None, streamed: ColumnPlan, upload: Upload) -> ColumnPlan:
+                            ids: str | None, streamed: ColumnPlan, upload: Upload, *,
+                            store_columns: bool = True) -> ColumnPlan:
     """Take the segment's lock and settle the plan: new header names join the attributes in the same
     transaction as the data (a failed upload changes nothing). Attribute positions are applied in SQL.
+    A REMOVE (``store_columns`` false) reads only the identity column: its header changes no attribute.
 
     If another first upload fixed the segment's identity while this body streamed, the identity column
     differs from the one the rows were normalised on: normalise the new one in SQL, and count rows whose
@@ -94,7 +96,8 @@ async def lock_and_register(conn: asyncpg.Connection, endpoint_id: int, segment_
                            plan.lowercase_identity)
         for dropped in await conn.fetch(QUERIES["incoming_drop_empty_identity"].format(**plan.sql_names())):
             upload.reject(dropped["ord"], f"empty identity ({plan.identity_attribute})", list(dropped)[1:])
-    if plan.identity_attribute != row["identity_attribute"] or list(plan.attributes) != row["attributes"]:
+    if store_columns and (plan.identity_attribute != row["identity_attribute"]
+                          or list(plan.attributes) != row["attributes"]):
         await conn.execute(QUERIES["segment_set_columns"], segment_id, plan.identity_attribute,
                            list(plan.attributes))
     return plan

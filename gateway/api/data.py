@@ -105,7 +105,8 @@ async def push(request: web.Request) -> web.Response:
             else:
                 async with conn.transaction():
                     await stream_incoming(conn, upload, plan, rejects)
-                    plan = await lock_and_register(conn, endpoint_id, segment_id, header, ids, plan, upload)
+                    plan = await lock_and_register(conn, endpoint_id, segment_id, header, ids, plan, upload,
+                                                   store_columns=operation is Operation.ADD)
                     await rejects.flush(conn)  # rows rejected under the lock (see lock_and_register)
                     if operation is Operation.ADD:
                         result = batch_result(segment_id, upload,
