@@ -143,10 +143,13 @@ class Run:
 
 # -- the steps ------------------------------------------------------------------------------------------
 
+Check = Callable[[Run], Awaitable[None]]
+
+
 @dataclasses.dataclass
 class Step:
     name: str
-    run: Callable[[Run], Awaitable[None]]
+    run: Check
     needs: tuple[str, ...]  # Run attributes that must be set (see NEEDS)
 
 
@@ -156,8 +159,9 @@ NEEDS = {"segment_id": "no segment was created",
          "job": "no export job was created"}
 
 
-def step(name: str, *needs: str) -> Callable[[Callable[[Run], Awaitable[None]]], Callable[[Run], Awaitable[None]]]:
-    def register(function: Callable[[Run], Awaitable[None]]) -> Callable[[Run], Awaitable[None]]:
+def step(name: str, *needs: str) -> Callable[[Check], Check]:
+    """Register the decorated check as the next step of the sequence."""
+    def register(function: Check) -> Check:
         STEPS.append(Step(name, function, needs))
         return function
     return register
