@@ -128,9 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--junit", type=Path, default=None, metavar="FILE",
                        help="also write the results as JUnit XML, one testcase per check (default: none)")
     check.add_argument("--timeout", type=_positive_seconds, default=30.0, metavar="SECONDS",
-                       help="longest wait for a connection or for the server's next bytes (default 30)")
+                       help="longest wait for a connection or for the server's next bytes")
     check.add_argument("--job-timeout", type=_positive_seconds, default=120.0, metavar="SECONDS",
-                       help="longest wait for an export job to complete (default 120)")
+                       help="longest wait for an export job to complete")
     check.set_defaults(run=_conformance)
     return parser
 
