@@ -278,7 +278,7 @@ def rejects_command(url: str, segment_id: str, source_segment: str) -> str:
     rejects of earlier runs with it come too (their ``upload`` column tells them apart)."""
     query = urllib.parse.urlencode({"sourceSegmentID": source_segment})
     url = f"{url.rstrip('/')}/api/segments/{urllib.parse.quote(segment_id, safe='')}/rejects?{query}"
-    return f'curl -sS -H "Authorization: Bearer $KEY" {shlex.quote(url)}'
+    return f'curl -sS --compressed -H "Authorization: Bearer $KEY" {shlex.quote(url)}'
 
 
 def _print_samples(samples: list[tuple[int, str]], out: TextIO) -> None:
