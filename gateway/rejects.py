@@ -23,6 +23,7 @@ TRUNCATED = "…[truncated]"  # appended to a raw text that was cut
 FLUSH_ROWS = 10_000
 COLUMNS = ("upload_id", "line", "reason", "raw")
 CSV_HEADER = ("line", "reason", "raw")
+SHARE_CSV_HEADER = (*CSV_HEADER, "upload")  # the rejects of several uploads say whose they are
 
 
 def clean_raw(text: str) -> str:
