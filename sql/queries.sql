@@ -592,7 +592,7 @@ SELECT nextval('uploads_id_seq') AS id,
 -- Newest first; $2 is the cursor (only ids below it), $3 the page size.
 SELECT id, method, total_batches, batch_number, replace_session_id, replace_committed, num_received,
        num_invalid, num_added, num_removed, rejects_stored, rejects_not_stored, rejects_expired_at, ids,
-       category, source_endpoint_id, source_segment_id, request_id, started_at, duration_s
+       category, source_endpoint_id, source_segment_id, request_id, started_at, duration_s, first_line
 FROM uploads
 WHERE segment_id = $1 AND id < $2
 ORDER BY id DESC
@@ -605,6 +605,24 @@ WHERE u.id = $1 AND u.segment_id = $2 AND s.endpoint_id = $3;
 
 -- name: upload_rejects_rows
 SELECT line, reason, raw FROM upload_rejects WHERE upload_id = $1 ORDER BY line
+
+-- name: upload_share_summary
+-- The uploads of segment $1 (endpoint $2) of one share: replace session $3 or sourceSegmentID $4 (the
+-- other NULL); how many there are, how many lost their rejects to GATEWAY_REJECTS_TTL, and the rejects
+-- they only counted (over a cap).
+SELECT count(*) AS uploads,
+       count(*) FILTER (WHERE u.rejects_expired_at IS NOT NULL) AS expired,
+       coalesce(sum(u.rejects_not_stored), 0)::bigint AS not_stored
+FROM uploads u JOIN segments s ON s.id = u.segment_id
+WHERE u.segment_id = $1 AND s.endpoint_id = $2 AND (u.replace_session_id = $3 OR u.source_segment_id = $4);
+
+-- name: upload_share_rejects_rows
+-- The stored rejects of those uploads (as upload_share_summary picks them), by line, then upload.
+SELECT r.line, r.reason, r.raw, r.upload_id
+FROM uploads u JOIN upload_rejects r ON r.upload_id = u.id
+WHERE u.segment_id = $1 AND (u.replace_session_id = $2 OR u.source_segment_id = $3)
+  AND u.rejects_expired_at IS NULL
+ORDER BY r.line, r.upload_id
 
 -- name: uploads_expire_rejects
 -- The rejects of uploads older than GATEWAY_REJECTS_TTL ($1 seconds), $2 uploads at a time.

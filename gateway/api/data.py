@@ -11,7 +11,6 @@ import time
 from aiohttp import web
 from multidict import MultiMapping
 
-from gateway.ids import parse_int
 from gateway import state
 from gateway.ops import metrics
 from gateway.api.requests import storable_text
@@ -60,11 +59,20 @@ def parse_batch_info(query: MultiMapping[str], operation: Operation) -> BatchInf
                      **{field: storable_text(query.get(name, ""), name) for field, name in _RECORDED.items()})
 
 
-def _positive(text: str, name: str) -> int:
-    value = parse_int(text, 1, 999_999_999)
-    if value is None:
-        raise BadRequest(f"{name} must be a positive integer", code="invalid_batch")
-    return value
+def _positive(text: str, name: str, digits: int = 9) -> int:
+    if not (text.isascii() and text.isdigit()) or len(text) > digits or int(text) < 1:
+        raise BadRequest(f"{name} must be a positive integer" + (f" of at most {digits} digits" if digits > 9 else ""),
+                         code="invalid_batch")
+    return int(text)
+
+
+def parse_first_line(query: MultiMapping[str]) -> int | None:
+    """``firstLine``: the line of the pushed file on which this body's first data row starts (the first
+    record after the header; blank lines are not rows). Rejected rows are then numbered by the file's lines
+    (a row starting k lines after the first data row in the body: ``firstLine + k``), else by the body's.
+    An empty value counts as absent, like the other batch parameters."""
+    text = query.get("firstLine") or None
+    return None if text is None else _positive(text, "firstLine", digits=15)
 
 
 def check_body_headers(request: web.Request, max_body_bytes: int) -> bool:
@@ -88,6 +96,7 @@ async def push(request: web.Request) -> web.Response:
     operation = _ACTION_OF_METHOD[request.method]
     segment_id = parse_segment_id(request.match_info["segment_id"])
     batch = parse_batch_info(request.query, operation)
+    first_line = parse_first_line(request.query)
     settings = request.app[state.SETTINGS]
     gzipped = check_body_headers(request, settings.max_body_bytes)
     endpoint_id = request[state.PRINCIPAL].endpoint_id
@@ -98,7 +107,7 @@ async def push(request: web.Request) -> web.Response:
                          max_per_endpoint=settings.rejects_max_per_endpoint)
     upload = Upload(request.content, gzipped=gzipped, max_body_bytes=settings.max_body_bytes,
                     max_field_bytes=settings.max_field_bytes, on_reject=rejects.add,
-                    idle_timeout=settings.client_idle_timeout)
+                    idle_timeout=settings.client_idle_timeout, first_line=first_line)
     entry = UploadEntry(segment_id, operation, batch, request[state.REQUEST_ID], upload, rejects)
     with metrics.UPLOADS_IN_FLIGHT.track_inprogress():
         header = await upload.read_header()

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import asyncpg
 from aiohttp import web
 
 from gateway.ids import MAX_ID, parse_int
 from gateway import state
 from gateway.api.jobs import Gone
 from gateway.api.manage import check_parameters
-from gateway.errors import BadRequest
+from gateway.api.requests import storable_text
+from gateway.errors import BadRequest, NotFound
 from gateway.http.csvout import stream_csv
-from gateway.ingest.rejects import CSV_HEADER, REJECTS_QUERY
+from gateway.ingest.rejects import CSV_HEADER, REJECTS_QUERY, SHARE_CSV_HEADER
 from gateway.http.responses import success
 from gateway.audience.metadata import get_any_segment
 from gateway.audience.segments import parse_segment_id
+from gateway.db.queries import QUERIES
 from gateway.ingest.history import entry_json, get_upload, list_uploads
 
 routes = web.RouteTableDef()
@@ -49,18 +52,64 @@ async def get_uploads(request: web.Request) -> web.Response:
     return success({"uploads": [entry_json(row) for row in page], "nextCursor": next_cursor})
 
 
+# the filters of /rejects: exactly one is given
+REJECT_FILTERS = ("upload", "replaceSession", "sourceSegmentID")
+_FILTER_HELP = ("upload=ID (one upload, an id from /uploads), replaceSession=ID (every batch of one REPLACE "
+                "share: replaceSessionId in /uploads) or sourceSegmentID=TEXT (every upload with that "
+                "sourceSegmentID)")
+EXPIRED_HEADER = "X-Rejects-Expired-Uploads"  # uploads of a share whose rejects were dropped (TTL)
+NOT_STORED_HEADER = "X-Rejects-Not-Stored"  # rejects of a share that were only counted (over a cap)
+
+
 @routes.get("/api/segments/{segment_id}/rejects")
 async def get_rejects(request: web.Request) -> web.StreamResponse:
-    """Every stored rejected row of one upload (``?upload=ID``, required) as CSV ``line,reason,raw``."""
-    check_parameters(request.query, ("upload",))
+    """Every stored rejected row of one upload (``?upload=ID``) as CSV ``line,reason,raw``, or of one share
+    (``?replaceSession=ID`` or ``?sourceSegmentID=TEXT``: all its uploads) as CSV ``line,reason,raw,upload``
+    by line, then upload. Exactly one filter is required.
+
+    A share whose uploads all lost their rejects to GATEWAY_REJECTS_TTL is 410; when only some did, what
+    remains streams and ``X-Rejects-Expired-Uploads`` says how many did not."""
+    check_parameters(request.query, REJECT_FILTERS)
+    given = [name for name in REJECT_FILTERS if name in request.query]
+    if not given:
+        raise BadRequest(f"say whose rejected rows: {_FILTER_HELP}", code="missing_filter")
+    if len(given) > 1:
+        raise BadRequest(f"give one filter, not {' and '.join(given)}: {_FILTER_HELP}", code="conflicting_filters")
     segment_id = parse_segment_id(request.match_info["segment_id"])
-    upload_id = _query_int(request, "upload", None, 1, MAX_ID)
     endpoint_id = request[state.PRINCIPAL].endpoint_id
+    session_id = source = None
+    if given == ["upload"]:
+        upload_id = _query_int(request, "upload", None, 1, _MAX_ID)
+    elif given == ["replaceSession"]:
+        session_id = _query_int(request, "replaceSession", None, 1, _MAX_ID)
+    else:
+        source = storable_text(request.query["sourceSegmentID"], "sourceSegmentID")
+        if not source:
+            raise BadRequest("sourceSegmentID must not be empty", code="invalid_sourceSegmentID")
     async with request.app[state.DATA_SLOTS].connection(request.app[state.POOL]) as conn:
         await get_any_segment(conn, endpoint_id, segment_id)
-        row = await get_upload(conn, endpoint_id, segment_id, upload_id)
-        if row["rejects_expired_at"] is not None:
-            raise Gone(f"the rejected rows of upload {upload_id} were dropped after GATEWAY_REJECTS_TTL",
+        if given == ["upload"]:
+            return await _upload_rejects(request, conn, segment_id, endpoint_id, upload_id)
+        share = await conn.fetchrow(QUERIES["upload_share_summary"], segment_id, endpoint_id, session_id, source)
+        what = f"replace session {session_id}" if session_id is not None else f"sourceSegmentID {source!r}"
+        if share["uploads"] == 0:
+            raise NotFound(f"segment {segment_id} has no upload of {what}", code="upload_not_found")
+        if share["expired"] == share["uploads"]:
+            raise Gone(f"the rejected rows of {what} were dropped after GATEWAY_REJECTS_TTL",
                        code="rejects_expired")
-        return await stream_csv(request, conn, REJECTS_QUERY, CSV_HEADER,
-                                filename=f"upload-{upload_id}-rejects.csv", args=(upload_id,))
+        headers = {NOT_STORED_HEADER: str(share["not_stored"])}
+        if share["expired"]:
+            headers[EXPIRED_HEADER] = str(share["expired"])
+        return await stream_csv(request, conn, QUERIES["upload_share_rejects_rows"], SHARE_CSV_HEADER,
+                                filename=f"segment-{segment_id}-rejects.csv", args=(segment_id, session_id, source),
+                                headers=headers)
+
+
+async def _upload_rejects(request: web.Request, conn: asyncpg.Connection, segment_id: int, endpoint_id: int,
+                          upload_id: int) -> web.StreamResponse:
+    row = await get_upload(conn, endpoint_id, segment_id, upload_id)
+    if row["rejects_expired_at"] is not None:
+        raise Gone(f"the rejected rows of upload {upload_id} were dropped after GATEWAY_REJECTS_TTL",
+                   code="rejects_expired")
+    return await stream_csv(request, conn, REJECTS_QUERY, CSV_HEADER,
+                            filename=f"upload-{upload_id}-rejects.csv", args=(upload_id,))

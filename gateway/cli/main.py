@@ -1,4 +1,4 @@
-"""``audience-gateway`` command line: serve, top, migrate, endpoints, keys, segments, push, pull."""
+"""``audience-gateway`` command line: serve, top, migrate, endpoints, keys, segments, push, pull, conformance."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import signal
 import sys
 import textwrap
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import uvloop
 from aiohttp import web
@@ -17,6 +18,7 @@ from gateway import __version__, state
 from gateway.cli import admin as admin_cli, segments as segments_cli
 from gateway.ops import top
 from gateway.client import cli as client_cli
+from gateway.client.conformance import ConformanceOptions, conformance
 from gateway.app import create_app
 from gateway.http.clients import runner_options
 from gateway.db.pool import database_connection
@@ -115,7 +117,34 @@ def build_parser() -> argparse.ArgumentParser:
     admin_cli.add_commands(commands, _add_database_flag)  # endpoints, keys
     segments_cli.add_commands(commands, _add_database_flag)  # segments export, import
     client_cli.add_commands(commands)  # push, pull
+
+    check = commands.add_parser(
+        "conformance", help="run the Exchange call sequence against an endpoint and check its answers",
+        description="Run the Exchange Segment API call sequence (create, list, details, ADD, REPLACE in three "
+                    "batches, REMOVE, GET data, export job, failure cases) against any endpoint and check status "
+                    "codes, envelopes, field types and the data read back. One line per check, then a summary. "
+                    "Exit codes: 0 every check passed, 1 a check failed, 2 usage.")
+    check.add_argument("--url", required=True, help="the endpoint's base URL, e.g. http://127.0.0.1:8080")
+    check.add_argument("--key", required=True,
+                       help="an API key with write scope (admin also lets it delete the segment it created)")
+    check.add_argument("--junit", type=Path, default=None, metavar="FILE",
+                       help="also write the results as JUnit XML, one testcase per check (default: none)")
+    check.add_argument("--timeout", type=_positive_seconds, default=30.0, metavar="SECONDS",
+                       help="longest wait for a connection or for the server's next bytes")
+    check.add_argument("--job-timeout", type=_positive_seconds, default=120.0, metavar="SECONDS",
+                       help="longest wait for an export job to complete")
+    check.set_defaults(run=_conformance)
     return parser
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
 
 
 def _add_database_flag(parser: argparse.ArgumentParser) -> None:
@@ -208,6 +237,11 @@ def _stop_on_signals() -> asyncio.Event:
 
 async def _top(args: argparse.Namespace, settings: Settings) -> int:
     return await top.run(args.url, args.key, once=args.once, interval=args.interval)
+
+
+async def _conformance(args: argparse.Namespace, settings: Settings) -> int:
+    return await conformance(ConformanceOptions(url=args.url, key=args.key, junit=args.junit, timeout=args.timeout,
+                                                job_timeout=args.job_timeout))
 
 
 async def _migrate(args: argparse.Namespace, settings: Settings) -> int:

@@ -24,9 +24,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
+import shlex
 import sys
 import threading
 import time
+import urllib.parse
 import uuid
 from pathlib import Path
 from typing import Any, TextIO
@@ -72,13 +74,13 @@ class Totals:
     committed: bool = False
     audience_size: int | None = None
 
-    def add(self, plan: Plan, number: int, result: dict[str, Any]) -> None:
+    def add(self, result: dict[str, Any]) -> None:
         self.received += int(result.get("numReceived", 0))
         self.invalid += int(result.get("numInvalid", 0))
         self.added += int(result.get("numAdded", 0))
         self.removed += int(result.get("numRemoved", 0))
-        for sample in result.get("invalidSamples", []):
-            self.samples.append((plan.file_line(number, int(sample["line"])), str(sample["reason"])))
+        for sample in result.get("invalidSamples", []):  # numbered by the file's lines (firstLine)
+            self.samples.append((int(sample["line"]), str(sample["reason"])))
         if result.get("replaceCommitted"):
             self.committed, self.audience_size = True, result.get("audienceSize")
 
@@ -134,7 +136,8 @@ async def push(options: PushOptions, out: TextIO | None = None, err: TextIO | No
         return EXIT_USAGE
     assert plan is not None
     client.progress.finish()
-    _summary(options, plan, segment_id, totals, client.progress.elapsed, time.monotonic() - started, out)
+    _summary(options, plan, segment_id, totals, client.progress.elapsed, time.monotonic() - started, out,
+             source_segment=client.params["sourceSegmentID"])
     if options.mode == "replace" and not totals.committed:
         print("audience-gateway push: every batch was sent but the server did not report the REPLACE as "
               "committed", file=err)
@@ -227,10 +230,12 @@ class _Pusher:
 
     async def _send(self, segment_id: str, number: int, body: bytes, slots: asyncio.Semaphore) -> None:
         try:
+            params = {**self.params, "currentBatchNumber": str(number)}
+            if self.plan.starts:  # the server then numbers rejected rows by the file's lines
+                params["firstLine"] = str(self.plan.starts[number - 1])
             result = await self._call(f"batch {number}/{self.plan.total}", METHOD_OF[self.options.mode],
-                                      f"/v1/segments/{segment_id}/data", body, headers=CSV,
-                                      params={**self.params, "currentBatchNumber": str(number)})
-            self.totals.add(self.plan, number, result)
+                                      f"/v1/segments/{segment_id}/data", body, headers=CSV, params=params)
+            self.totals.add(result)
             self.applied += 1
             self.progress.advance(len(body), self.plan.rows_in(number))
         finally:
@@ -248,7 +253,7 @@ def _first(group: BaseExceptionGroup) -> BaseException:
 
 
 def _summary(options: PushOptions, plan: Plan, segment_id: str, totals: Totals, sending: float, total: float,
-             out: TextIO) -> None:
+             out: TextIO, *, source_segment: str) -> None:
     rate = plan.bytes / MB / max(sending, 1e-9)
     print(f"segment {segment_id}: {options.mode.upper()} of {options.path} in {plan.total} batch(es): "
           f"{plan.records:,} rows ({plan.bytes / MB:,.1f} MB) in {total:.1f} s (counting {total - sending:.1f} s, "
@@ -261,6 +266,19 @@ def _summary(options: PushOptions, plan: Plan, segment_id: str, totals: Totals, 
     if totals.received != plan.records:
         print(f"note: the server received {totals.received} rows, the file has {plan.records}", file=out)
     _print_samples(sorted(totals.samples)[:MAX_SAMPLES], out)
+    if totals.invalid:
+        print(f"every rejected row (CSV line,reason,raw,upload): "
+              f"{rejects_command(options.url, segment_id, source_segment)}", file=out)
+
+
+def rejects_command(url: str, segment_id: str, source_segment: str) -> str:
+    """A shell command that fetches every rejected row of this push (``$KEY``: the key it was made with).
+
+    By ``sourceSegmentID``: every run has its own unless ``--source-segment`` names one, and then the
+    rejects of earlier runs with it come too (their ``upload`` column tells them apart)."""
+    query = urllib.parse.urlencode({"sourceSegmentID": source_segment})
+    url = f"{url.rstrip('/')}/api/segments/{urllib.parse.quote(segment_id, safe='')}/rejects?{query}"
+    return f'curl -sS --compressed -H "Authorization: Bearer $KEY" {shlex.quote(url)}'
 
 
 def _print_samples(samples: list[tuple[int, str]], out: TextIO) -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import asyncpg
 from aiohttp import web
@@ -56,11 +56,13 @@ def _asks_compression(request: web.Request) -> bool:
 
 async def stream_csv(request: web.Request, conn: asyncpg.Connection, query: str,
                      attributes: Sequence[str], *, filename: str, args: Sequence[object] = (),
-                     static: StaticCsv | None = None) -> web.StreamResponse:
+                     static: StaticCsv | None = None,
+                     headers: Mapping[str, str] | None = None) -> web.StreamResponse:
     """Answer 200 with the header row, then every row the query (with ``args``) yields, as CSV (gzip if the
     client asks); with ``static``, 206 for a byte range (416 if it cannot be satisfied) once its length is
     known: a range asked for while it is not is ignored, so the caller measures it first."""
-    response = web.StreamResponse(headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+    response = web.StreamResponse(headers={"Content-Disposition": f'attachment; filename="{filename}"',
+                                           **(headers or {})})
     response.content_type = CSV_CONTENT_TYPE
     response.charset = "utf-8"
     length = static.length if static is not None else None

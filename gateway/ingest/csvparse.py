@@ -79,7 +79,9 @@ class CsvStreamParser:
     wrong field count, invalid UTF-8, a field or record over its limit, a quoted field still open at
     the end of the body, or a bare carriage return in an unquoted field. Blank lines are skipped.
     ``raw`` is the start of the row's text as sent (line ending included, invalid bytes as
-    ``surrogateescape`` code points), at most ``max_raw_chars + 2`` characters: longer means cut.
+    ``surrogateescape`` code points), at most ``max_raw_chars + 2`` characters: longer means cut;
+    ``raw_text(line)`` gives the same for a returned row (a caller may still find it invalid).
+    ``first_row_line`` is the line of the first data row (valid or not) once one has been seen.
     """
 
     def __init__(self, *, max_field_bytes: int = 65536, max_record_bytes: int | None = None,
@@ -103,6 +105,11 @@ class CsvStreamParser:
         self._open: _OpenRecord | None = None
         self._bom_pending = True  # until the first 3 bytes have been looked at
         self._skipping = False  # dropping an oversized record up to the next newline
+        self.first_row_line: int | None = None
+        # where the rows returned by the latest feed()/finish() came from, for raw_text(): batches that took
+        # the fast path (first line, their lines) and, by line, the rows of the general path
+        self._fast_batches: list[tuple[int, list[str]]] = []
+        self._slow_rows: dict[int, tuple[str, list[str], int, int]] = {}
 
     # -- public -----------------------------------------------------------------------------------
 
@@ -110,6 +117,7 @@ class CsvStreamParser:
         """Take the next chunk of the body; return the data rows it completed."""
         if not data:
             return []
+        self._forget_returned()
         data = bytes(data)
         if self._bom_pending:
             data = bytes(self._tail) + data
@@ -146,6 +154,7 @@ class CsvStreamParser:
     def finish(self) -> list[tuple[int, list[str]]]:
         """Signal the end of the body; return the remaining rows (the last line may lack a newline)."""
         self._bom_pending = False
+        self._forget_returned()
         rows: list[tuple[int, list[str]]] = []
         if self._tail and not self._skipping:
             batch = bytes(self._tail)
@@ -175,6 +184,27 @@ class CsvStreamParser:
         if not self.at_record_start():
             raise ValueError("lines can only be skipped at the start of a record")
         self._next_line += count
+
+    def raw_text(self, line: int) -> str:
+        """The text as sent of the row starting on ``line`` among those the latest ``feed()`` or ``finish()``
+        returned: its line ending included, at most ``max_raw_chars + 2`` characters (like ``on_invalid``'s)."""
+        span = self._slow_rows.get(line)
+        if span is not None:
+            return self._raw(*span)
+        for first, parts in self._fast_batches:
+            if first <= line < first + len(parts) - 1:  # the last part is the sentinel
+                return (parts[line - first] + "\n")[:self._raw_chars]
+        raise KeyError(f"line {line} is not a row of the latest feed")
+
+    def _forget_returned(self) -> None:
+        if self._fast_batches:
+            self._fast_batches = []
+        if self._slow_rows:
+            self._slow_rows = {}
+
+    def _saw_row(self, line: int) -> None:
+        if self.first_row_line is None:
+            self.first_row_line = line
 
     # -- batches of complete lines ----------------------------------------------------------------
 
@@ -215,6 +245,9 @@ class CsvStreamParser:
         if valid_utf8 and self._open is None and self._width_set:
             rows = self._parse_fast(parts, one_byte_chars, len(batch))
             if rows is not None:
+                if rows:
+                    self._saw_row(first_line)
+                    self._fast_batches.append((first_line, parts))
                 return list(zip(range(first_line, first_line + len(rows)), rows))
 
         lines = [part + "\n" for part in parts[:nlines]]
@@ -320,6 +353,8 @@ class CsvStreamParser:
                 continue
             reason = self._problem(row, check_utf8=merged or not valid_utf8, check_fields=merged or watch_fields)
             if reason is None:
+                self._saw_row(line)
+                self._slow_rows[line] = (head, lines, start, stop)
                 out.append((line, row))
             else:
                 self._report(line, reason, self._raw(head, lines, start, stop))
@@ -392,6 +427,7 @@ class CsvStreamParser:
         self._report(line, reason, raw)
 
     def _report(self, line: int, reason: str, raw: str) -> None:
+        self._saw_row(line)
         if self.on_invalid is not None:
             self.on_invalid(line, reason, raw)
 

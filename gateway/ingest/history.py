@@ -68,7 +68,7 @@ class UploadEntry:
         row.update({
             "id": self.rejects.upload_id, "segment_id": self.segment_id, "method": self.operation.value,
             "total_batches": self.batch.total, "batch_number": self.batch.number, "replace_session_id": None,
-            "replace_committed": None,
+            "replace_committed": None, "first_line": self.upload.first_line,
             "rejects_stored": self.rejects.stored, "rejects_not_stored": self.rejects.not_stored,
             "ids": self.batch.ids, "category": self.batch.category,
             "source_endpoint_id": self.batch.source_endpoint_id, "source_segment_id": self.batch.source_segment_id,
@@ -89,6 +89,7 @@ def entry_json(row: asyncpg.Record) -> dict[str, Any]:
         "rejectsExpired": row["rejects_expired_at"] is not None,
         "ids": row["ids"], "category": row["category"],
         "sourceEndpointID": row["source_endpoint_id"], "sourceSegmentID": row["source_segment_id"],
+        "firstLine": row["first_line"],
         "startedAt": row["started_at"].isoformat(), "durationSeconds": row["duration_s"],
         "requestId": row["request_id"],
     }

@@ -24,6 +24,7 @@ FLUSH_ROWS = 10_000
 COLUMNS = ("upload_id", "line", "reason", "raw")
 CSV_HEADER = ("line", "reason", "raw")
 REJECTS_QUERY = QUERIES["upload_rejects_rows"]  # one upload's stored rejected rows ($1: its id), as CSV_HEADER
+SHARE_CSV_HEADER = (*CSV_HEADER, "upload")  # the rejects of several uploads say whose they are
 
 
 def clean_raw(text: str) -> str:

@@ -127,13 +127,19 @@ async def idle_chunks(content: StreamReader, timeout: float | None) -> AsyncIter
 class Upload:
     """One CSV request body being streamed: its header, then its records, with counts as it goes.
 
-    Every invalid row is also passed to ``on_reject(line, reason, raw)`` if given (gateway.ingest.rejects).
+    Every invalid row is also passed to ``on_reject(line, reason, raw)`` if given (gateway.ingest.rejects), ``raw``
+    being the start of its text as sent.
+
+    Invalid rows (``on_reject``, ``invalid_samples``) are numbered by the body's lines, or, with
+    ``first_line`` (the ``firstLine`` batch parameter), by the pushed file's: the body's first data row is
+    on line ``first_line`` and a row starting k lines after it on ``first_line + k``.
     """
 
     def __init__(self, content: StreamReader, *, gzipped: bool, max_body_bytes: int, max_field_bytes: int,
                  on_reject: Callable[[int, str, str], None] | None = None,
-                 idle_timeout: float | None = None) -> None:
+                 idle_timeout: float | None = None, first_line: int | None = None) -> None:
         self._content = content
+        self.first_line = first_line
         self._idle_timeout = idle_timeout  # 408 when no byte arrives for this long (gateway.http.clients)
         self._on_reject = on_reject
         self._inflater = zlib.decompressobj(_GZIP_WBITS) if gzipped else None
@@ -223,16 +229,27 @@ class Upload:
             yield line, *fields
 
     def reject(self, line: int, reason: str, fields: Sequence[str]) -> None:
-        """A row already counted as received (parsed into ``fields``) turned out invalid after all."""
+        """A row already counted as received (parsed into ``fields``) turned out invalid after all.
+
+        Its raw text is the row as sent when the parser still has it (a row of the piece being turned into
+        records); a row dropped later, under the segment's lock (``lock_and_register``), is re-serialised
+        from its fields."""
         raw = ""
         if self._on_reject is not None:
-            out = io.StringIO()
-            csv.writer(out, lineterminator="").writerow(fields)
-            raw = out.getvalue()
+            try:
+                raw = self._parser.raw_text(line)
+            except KeyError:
+                out = io.StringIO()
+                csv.writer(out, lineterminator="").writerow(fields)
+                raw = out.getvalue()
         self._invalid(line, reason, raw, counted=True)
 
     def _invalid(self, line: int, reason: str, raw: str, counted: bool = False) -> None:
         """A row that is not stored: counted, sampled with its line and reason, and passed on."""
+        if self.first_line is not None:
+            first_row_line = self._parser.first_row_line
+            assert first_row_line is not None  # this row, if no other before it
+            line += self.first_line - first_row_line
         if self._on_reject is not None:
             self._on_reject(line, reason, raw)
         if not counted:

@@ -52,18 +52,23 @@ async def connect_without_password(server: EmbeddedPostgres) -> None:
     await conn.close()
 
 
+async def assert_only_the_password_opens(server: EmbeddedPostgres, dsn: str) -> None:
+    """Refused without the password, open with the DSN; the password file 0600, the socket's directory 0700."""
+    with pytest.raises(asyncpg.InvalidPasswordError):
+        await connect_without_password(server)
+    conn = await asyncpg.connect(dsn)
+    assert await conn.fetchval("SELECT current_user") == "postgres"
+    await conn.close()
+    assert stat.S_IMODE(server.password_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(socket_dir(server)).st_mode) == 0o700
+
+
 async def test_only_the_password_opens_the_server(tmp_path):
     """No local account gets in without the password: its file is 0600, the socket's directory 0700."""
     server = EmbeddedPostgres(tmp_path / "data")
     dsn = await asyncio.to_thread(server.start)
     try:
-        with pytest.raises(asyncpg.InvalidPasswordError):
-            await connect_without_password(server)
-        conn = await asyncpg.connect(dsn)
-        assert await conn.fetchval("SELECT current_user") == "postgres"
-        await conn.close()
-        assert stat.S_IMODE(server.password_file.stat().st_mode) == 0o600
-        assert stat.S_IMODE(os.stat(socket_dir(server)).st_mode) == 0o700
+        await assert_only_the_password_opens(server, dsn)
     finally:
         await asyncio.to_thread(server.stop)
 
@@ -81,12 +86,7 @@ async def test_a_data_dir_of_an_earlier_version_that_trusted_everyone_is_upgrade
     upgraded = EmbeddedPostgres(tmp_path / "data")
     dsn = await asyncio.to_thread(upgraded.start)
     try:
-        with pytest.raises(asyncpg.InvalidPasswordError):
-            await connect_without_password(upgraded)
-        conn = await asyncpg.connect(dsn)
-        await conn.close()
-        assert stat.S_IMODE(upgraded.password_file.stat().st_mode) == 0o600
-        assert stat.S_IMODE(os.stat(socket_dir(upgraded)).st_mode) == 0o700
+        await assert_only_the_password_opens(upgraded, dsn)
     finally:
         await asyncio.to_thread(upgraded.stop)
 

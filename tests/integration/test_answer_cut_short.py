@@ -5,14 +5,12 @@ is logged as such, not as a database failure."""
 import asyncio
 import dataclasses
 import logging
-import socket
 
 from gateway.app import create_app
-from tests.conftest import ADMIN_KEY
 from tests.integration.pull_helpers import eventually
 from tests.integration.push_helpers import create_segment, push_ok
 from tests.integration.test_pull_disconnect import (ACTIVE_EXPORT_COPY, ROWS, ServedLikeServe, assert_all_released,
-                                                    hang_up_mid_download, large_body)
+                                                    hang_up_mid_download, large_body, slow_download)
 
 ACTIVE_COPY_PID = ACTIVE_EXPORT_COPY.replace("count(*)", "pid")
 
@@ -27,17 +25,8 @@ async def served_large_segment(aiohttp_client, settings):
 
 async def test_database_lost_mid_download_aborts_the_transfer(aiohttp_client, settings, db, caplog):
     client, segment_id = await served_large_segment(aiohttp_client, settings)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, (client.server.host, client.server.port))
-    reader, writer = await asyncio.open_connection(sock=sock)
+    reader, writer, received = await slow_download(client, f"/v1/segments/{segment_id}/data")
     try:
-        writer.write(f"GET /v1/segments/{segment_id}/data HTTP/1.1\r\nHost: test\r\n"
-                     f"Authorization: Bearer {ADMIN_KEY}\r\nAccept-Encoding: identity\r\n\r\n".encode())
-        await writer.drain()
-        received = await reader.readexactly(4096)
-        assert received.startswith(b"HTTP/1.1 200 ")
         pid = await eventually(lambda: db.fetchval(ACTIVE_COPY_PID), "the export's COPY to be running")
         assert await db.fetchval("SELECT pg_terminate_backend($1)", pid)
         received += await asyncio.wait_for(reader.read(), 10)  # to the end: the server closes the connection

@@ -27,25 +27,18 @@ async def stop(data: bytes) -> None:
     raise Stop()
 
 
-async def test_a_sink_that_stops_on_the_last_chunk_leaves_the_pool_usable(database_url):
+@pytest.mark.parametrize("query, times", [
+    ("SELECT 1", 3),  # one row: its only chunk is also its last
+    ("SELECT i, repeat('x', 100) FROM generate_series(1, 200000) i", 1),  # stopped mid-COPY
+], ids=["last-chunk", "mid-copy"])
+async def test_a_sink_that_stops_the_copy_leaves_the_pool_usable(database_url, query, times):
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
     try:
-        for _ in range(3):  # a one-row COPY: its only chunk is also its last
+        for _ in range(times):
             with pytest.raises(Stop):
                 async with pool.acquire() as conn, streaming_transaction(conn):
-                    await copy_csv_out(conn, "SELECT 1", stop)
+                    await copy_csv_out(conn, query, stop)
             assert await asyncio.wait_for(pool.fetchval("SELECT 2"), SETTLE) == 2
-    finally:
-        await asyncio.wait_for(pool.close(), SETTLE)
-
-
-async def test_a_sink_that_stops_mid_copy_leaves_the_pool_usable(database_url):
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
-    try:
-        with pytest.raises(Stop):
-            async with pool.acquire() as conn, streaming_transaction(conn):
-                await copy_csv_out(conn, "SELECT i, repeat('x', 100) FROM generate_series(1, 200000) i", stop)
-        assert await asyncio.wait_for(pool.fetchval("SELECT 2"), SETTLE) == 2
     finally:
         await asyncio.wait_for(pool.close(), SETTLE)
 

@@ -32,20 +32,27 @@ async def large_body(rows: int = ROWS, per_chunk: int = 10_000):
                       for i in range(start, min(rows, start + per_chunk))).encode()
 
 
-async def hang_up_mid_download(client, db, path: str) -> None:
-    """GET ``path`` on a raw socket with a small receive buffer, read a few KB, and close while the
-    export's COPY is still running (the server is held back by the unread response)."""
+async def slow_download(client, path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]:
+    """GET ``path`` on a raw socket with a small receive buffer (so the server's writes soon wait for us);
+    the reader, the writer and the first 4 KiB received (which start with a 200 status line)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
     sock.setblocking(False)
     await asyncio.get_running_loop().sock_connect(sock, (client.server.host, client.server.port))
     reader, writer = await asyncio.open_connection(sock=sock)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: {client.server.host}:{client.server.port}\r\n"
+                 f"Authorization: Bearer {ADMIN_KEY}\r\nAccept-Encoding: identity\r\n\r\n".encode())
+    await writer.drain()
+    head = await reader.readexactly(4096)
+    assert head.startswith(b"HTTP/1.1 200 "), head[:200]
+    return reader, writer, head
+
+
+async def hang_up_mid_download(client, db, path: str) -> None:
+    """Start a slow download of ``path``, read a few KB, and close while the export's COPY is still
+    running (the server is held back by the unread response)."""
+    reader, writer, _ = await slow_download(client, path)
     try:
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: {client.server.host}:{client.server.port}\r\n"
-                     f"Authorization: Bearer {ADMIN_KEY}\r\nAccept-Encoding: identity\r\n\r\n".encode())
-        await writer.drain()
-        head = await reader.readexactly(4096)
-        assert head.startswith(b"HTTP/1.1 200 "), head[:200]
         await reader.readexactly(4096)
 
         async def copy_running() -> bool:

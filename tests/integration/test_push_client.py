@@ -1,12 +1,17 @@
 """``audience-gateway push``: a file (plain or gzip, quoted newlines, CRLF) sent as exact batches to the
 real app on a real port, through a proxy that records the requests and injects faults."""
 
+import asyncio
+import csv
 import gzip
+import io
+import os
 
 import pytest
 
 from gateway.app import create_app
 from gateway.client import batches
+from tests.conftest import ADMIN_KEY, AUTH
 from tests.integration.client_helpers import FaultyProxy, run_push, server_url, write_csv
 from tests.integration.pull_helpers import by_identity, sync_rows
 from tests.integration.push_helpers import create_segment, identities, push_ok
@@ -252,3 +257,68 @@ async def test_create_makes_one_segment_even_when_its_answer_is_lost(proxy, clie
     assert len(segment_ids) == 1
     assert f"created segment {segment_ids[0]} (Weekly)" in outcome.err
     assert await sync_rows(client, segment_ids[0]) == (HEADER, by_identity(rows))
+
+
+# Invalid rows in three batches of 3 records; quoted newlines and a blank line come before some of them.
+SHARE_FILE = (b'email,name\n'                 # 1
+              b'a@x.com,"multi\nline"\n'       # 2-3   batch 1
+              b'"",Ann\n'                      # 4     empty identity, quotes as sent
+              b'b@x.com,Bo\n'                  # 5
+              b'short\n'                       # 6     batch 2: one field
+              b'\n'                            # 7     blank: no row
+              b'c@x.com,"x\ny"\n'              # 8-9
+              b'"  ",Cy\n'                     # 10    empty identity once stripped
+              b'd@x.com,Di\n'                  # 11    batch 3
+              b'e@x.com,N\x00L\n'              # 12    NUL: stored as U+FFFD
+              b'"",Zed\r\n')                   # 13    line ending not kept
+SHARE_REJECTS = [["4", "empty identity (email)", '"",Ann'], ["6", "expected 2 fields, got 1", "short"],
+                 ["10", "empty identity (email)", '"  ",Cy'], ["12", "contains a NUL character", "e@x.com,N\ufffdL"],
+                 ["13", "empty identity (email)", '"",Zed']]
+
+
+async def share_rejects(client, segment_id: str, **query: str) -> list[list[str]]:
+    response = await client.get(f"/api/segments/{segment_id}/rejects", params=query, headers=AUTH)
+    assert response.status == 200, await response.text()
+    rows = list(csv.reader(io.StringIO(await response.text(), newline="")))
+    assert rows[0] == ["line", "reason", "raw", "upload"]
+    assert all(row[3].isdigit() for row in rows[1:])
+    return [row[:3] for row in rows[1:]]
+
+
+@pytest.mark.parametrize("mode", ["add", "replace"])
+async def test_one_call_returns_every_reject_of_a_push_by_the_files_lines_and_bytes(proxy, client, tmp_path, mode):
+    path = tmp_path / "share.csv"
+    path.write_bytes(SHARE_FILE)
+    segment_id = await create_segment(client)
+
+    outcome = await run_push(proxy.url, path, segment=segment_id, batch_rows=3, mode=mode)
+
+    assert outcome.code == 0, outcome
+    sent = sorted(proxy.data_requests(), key=lambda seen: int(seen.query["currentBatchNumber"]))
+    assert [seen.query["firstLine"] for seen in sent] == ["2", "6", "11"]
+    assert "invalid 5" in outcome.out
+    assert [line.split(":")[0].strip() for line in outcome.out.splitlines() if line.startswith("  line ")] == [
+        "line 4", "line 6", "line 10", "line 12", "line 13"]  # the samples too are the file's lines
+    source = sent[0].query["sourceSegmentID"]
+    assert await share_rejects(client, segment_id, sourceSegmentID=source) == SHARE_REJECTS
+    if mode == "replace":
+        uploads = (await (await client.get(f"/api/segments/{segment_id}/uploads", headers=AUTH)).json())["result"]
+        [session] = {entry["replaceSessionId"] for entry in uploads["uploads"]}
+        assert await share_rejects(client, segment_id, replaceSession=str(session)) == SHARE_REJECTS
+
+    # the summary's command, run as shown (with $KEY set), returns the same rows
+    [command] = [line.split(": ", 1)[1] for line in outcome.out.splitlines() if line.startswith("every rejected row")]
+    assert command.startswith("curl ") and "$KEY" in command
+    run = await asyncio.create_subprocess_shell(command, stdout=asyncio.subprocess.PIPE,
+                                                env={**os.environ, "KEY": ADMIN_KEY})
+    stdout, _ = await asyncio.wait_for(run.communicate(), timeout=30)
+    assert run.returncode == 0
+    rows = list(csv.reader(io.StringIO(stdout.decode(), newline="")))
+    assert rows[0] == ["line", "reason", "raw", "upload"] and [row[:3] for row in rows[1:]] == SHARE_REJECTS
+
+
+async def test_a_push_without_invalid_rows_prints_no_rejects_command(proxy, client, tmp_path):
+    path = write_csv(tmp_path / "ok.csv", HEADER, noted(5))
+    outcome = await run_push(proxy.url, path, segment=await create_segment(client), batch_rows=2)
+    assert outcome.code == 0, outcome
+    assert "every rejected row" not in outcome.out

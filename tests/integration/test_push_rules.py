@@ -98,6 +98,20 @@ async def test_remove_on_a_segment_without_data_changes_no_column(client, db):
                              int(segment_id)) == ("email", ["name", "email"])
 
 
+async def test_remove_in_the_source_documents_shape_reads_only_the_identity(client, db):
+    """The source document's REMOVE body: other column names, every column sent. Only the identity (here the
+    first column) is read; the other columns never become attributes nor change the members left."""
+    segment_id = await create_segment(client)
+    await push_ok(client, segment_id, "Email,FirstName\na@x.com,Ann\nb@x.com,Bob\n")
+    removed = await push_ok(client, segment_id, "EmailAddress,First,Gender\nA@x.com,Tina,F\nb@x.com,James,M\n"
+                                                "c@x.com,Joan,F\n", "REMOVE")
+    assert removed["numRemoved"] == "2"
+    assert await attributes(db, segment_id) == ["Email", "FirstName"]
+    assert await db.fetchval("SELECT identity_attribute FROM segments WHERE id = $1", int(segment_id)) == "Email"
+    await push_ok(client, segment_id, "Email,FirstName\nd@x.com,Dan\n")
+    assert await audience(db, segment_id) == {"d@x.com": {"Email": "d@x.com", "FirstName": "Dan"}}
+
+
 # -- identity ----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("header, ids, identity_attribute, identity", [

@@ -242,7 +242,7 @@ async def test_not_found_and_bad_parameters(client, make_key):
         return response.status, body.get("error", {}).get("code")
 
     rejects_path = f"/api/segments/{segment_id}/rejects"
-    assert await status(rejects_path) == (400, "invalid_upload")
+    assert await status(rejects_path) == (400, "missing_filter")
     assert await status(rejects_path, upload="abc") == (400, "invalid_upload")
     assert await status(rejects_path, upload=str(upload_id + 1000)) == (404, "upload_not_found")
     assert await status(f"/api/segments/{other}/rejects", upload=str(upload_id)) == (404, "upload_not_found")
@@ -305,3 +305,94 @@ async def test_a_deleted_segment_keeps_its_history_and_rejects_readable(client):
     response = await client.get(f"/api/segments/{segment_id}/uploads", params={"limit": "5", "page": "2"},
                                 headers=AUTH)
     assert (response.status, (await response.json())["error"]["code"]) == (400, "unknown_parameter")
+
+
+async def share_rows(client, segment_id: str, **query: str):
+    response = await client.get(f"/api/segments/{segment_id}/rejects", params=query, headers=AUTH)
+    assert response.status == 200, await response.text()
+    rows = list(csv.reader(io.StringIO(await response.text(), newline="")))
+    assert rows[0] == ["line", "reason", "raw", "upload"]
+    return response.headers, rows[1:]
+
+
+async def test_first_line_numbers_rejects_by_the_files_lines(client):
+    """The body's first data row (after the header, a blank line and before a quoted newline) is line
+    firstLine; later rows keep their distance; the samples, the stored rejects and the history agree."""
+    segment_id = await create_segment(client)
+    body = b'email,name\n\n"",Ann\nok@x.com,"two\nlines"\nshort\n'
+    result = await push_ok(client, segment_id, body, firstLine="40")
+    assert result["invalidSamples"] == [{"line": 40, "reason": "empty identity (email)"},
+                                        {"line": 43, "reason": "expected 2 fields, got 1"}]
+    [entry] = (await history(client, segment_id))["uploads"]
+    assert entry["firstLine"] == 40
+    assert await reject_rows(client, segment_id, entry["id"]) == [
+        ["40", "empty identity (email)", '"",Ann'], ["43", "expected 2 fields, got 1", "short"]]
+    # without it, the body's own lines (as before)
+    await push_ok(client, segment_id, body)
+    latest = (await history(client, segment_id))["uploads"][0]
+    assert latest["firstLine"] is None
+    assert [row[0] for row in await reject_rows(client, segment_id, latest["id"])] == ["3", "6"]
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "abc", "1.5", "9" * 16])
+async def test_an_invalid_first_line_is_a_400_that_changes_nothing(client, db, value):
+    segment_id = await create_segment(client)
+    reply = await push(client, segment_id, "email\na@x.com\n", firstLine=value)
+    reply.assert_failure(400, "invalid_batch")
+    assert "firstLine" in reply.body["error"]["message"]
+    assert (await history(client, segment_id))["uploads"] == []
+    assert await db.fetchval("SELECT count(*) FROM upload_rejects") == 0
+
+
+async def test_rejects_of_a_share_by_source_segment_id_are_every_upload_of_it(client):
+    segment_id = await create_segment(client)
+    share = {"sourceSegmentID": "crm-7", "totalBatchCount": "2"}
+    await push_ok(client, segment_id, 'email\n""\nb@x.com\n""\n', query="currentBatchNumber=2&firstLine=5&"
+                  + "&".join(f"{k}={v}" for k, v in share.items()))
+    await push_ok(client, segment_id, 'email\na@x.com\n""\n', query="currentBatchNumber=1&firstLine=2&"
+                  + "&".join(f"{k}={v}" for k, v in share.items()))
+    await push_ok(client, segment_id, 'email\n""\n', sourceSegmentID="another")
+    headers, rows = await share_rows(client, segment_id, sourceSegmentID="crm-7")
+    uploads = {entry["currentBatchNumber"]: str(entry["id"])
+               for entry in (await history(client, segment_id))["uploads"] if entry["sourceSegmentID"] == "crm-7"}
+    reason = "empty identity (email)"
+    assert rows == [["3", reason, '""', uploads[1]], ["5", reason, '""', uploads[2]],
+                    ["7", reason, '""', uploads[2]]]  # by line, whatever order the batches came in
+    assert headers["X-Rejects-Not-Stored"] == "0" and "X-Rejects-Expired-Uploads" not in headers
+
+
+async def test_a_share_whose_rejects_partly_expired_streams_the_rest_and_says_so(client, db):
+    segment_id = await create_segment(client)
+    for number in (1, 2):
+        await push_ok(client, segment_id, 'email\n""\n', total=2, number=number, sourceSegmentID="s",
+                      firstLine=str(number * 10))
+    first, second = sorted(entry["id"] for entry in (await history(client, segment_id))["uploads"])
+    await db.execute("UPDATE uploads SET rejects_expired_at = now() WHERE id = $1", first)
+    await db.execute("DELETE FROM upload_rejects WHERE upload_id = $1", first)
+    headers, rows = await share_rows(client, segment_id, sourceSegmentID="s")
+    assert [row[0] for row in rows] == ["20"] and headers["X-Rejects-Expired-Uploads"] == "1"
+    await db.execute("UPDATE uploads SET rejects_expired_at = now() WHERE id = $1", second)
+    response = await client.get(f"/api/segments/{segment_id}/rejects", params={"sourceSegmentID": "s"},
+                                headers=AUTH)
+    assert (response.status, (await response.json())["error"]["code"]) == (410, "rejects_expired")
+
+
+async def test_the_rejects_filters_say_what_they_need(client):
+    segment_id = await create_segment(client)
+    await push_ok(client, segment_id, 'email\n""\n', sourceSegmentID="s")
+    path = f"/api/segments/{segment_id}/rejects"
+
+    async def failure(**params):
+        response = await client.get(path, params=params, headers=AUTH)
+        body = await response.json()
+        return response.status, body["error"]["code"], body["error"]["message"]
+
+    status, code, message = await failure()
+    assert (status, code) == (400, "missing_filter")
+    assert all(name in message for name in ("upload=", "replaceSession=", "sourceSegmentID="))
+    status, code, message = await failure(upload="1", sourceSegmentID="s")
+    assert (status, code) == (400, "conflicting_filters") and "upload and sourceSegmentID" in message
+    assert (await failure(replaceSession="x"))[:2] == (400, "invalid_replaceSession")
+    assert (await failure(sourceSegmentID=""))[:2] == (400, "invalid_sourceSegmentID")
+    assert (await failure(sourceSegmentID="nope"))[:2] == (404, "upload_not_found")
+    assert (await failure(replaceSession="12345"))[:2] == (404, "upload_not_found")

@@ -59,7 +59,7 @@ def test_every_option_is_explained_with_its_default(argv, parser, capsys):
 def test_top_level_help_names_every_command(capsys):
     text = help_of((), capsys)
     names = {path[0] for path, _ in COMMANDS if path}
-    assert names == {"serve", "top", "migrate", "endpoints", "keys", "segments", "push", "pull"}
+    assert names == {"serve", "top", "migrate", "endpoints", "keys", "segments", "push", "pull", "conformance"}
     for name in names:
         assert re.search(rf"^\s+{name}\b", text, re.M), name
 

@@ -319,3 +319,16 @@ def test_header_is_kept_as_written():
     rows, invalid, header = parse(b'"Email","First Name",Sex\r\nx@y.z,Ann,F\r\n')
     assert header == ["Email", "First Name", "Sex"]
     assert rows == [(2, ["x@y.z", "Ann", "F"])]
+
+
+def test_raw_text_is_each_returned_rows_text_as_sent_however_the_body_is_cut():
+    body = b'email,name\n\n"",Ann\r\nx,"multi\nline"\n"  ",Bob\nshort\na,b\n'
+    expected = {3: '"",Ann\r\n', 4: 'x,"multi\nline"\n', 6: '"  ",Bob\n', 8: "a,b\n"}
+    for size in (1, 2, 5, 7, len(body)):
+        parser = CsvStreamParser()
+        seen = {}
+        for start in range(0, len(body), size):
+            seen.update({line: parser.raw_text(line) for line, _ in parser.feed(body[start:start + size])})
+        seen.update({line: parser.raw_text(line) for line, _ in parser.finish()})
+        assert seen == expected, size
+        assert parser.first_row_line == 3
