@@ -79,9 +79,9 @@ async def get_rejects(request: web.Request) -> web.StreamResponse:
     endpoint_id = request[state.PRINCIPAL].endpoint_id
     session_id = source = None
     if given == ["upload"]:
-        upload_id = _query_int(request, "upload", None, 1, _MAX_ID)
+        upload_id = _query_int(request, "upload", None, 1, MAX_ID)
     elif given == ["replaceSession"]:
-        session_id = _query_int(request, "replaceSession", None, 1, _MAX_ID)
+        session_id = _query_int(request, "replaceSession", None, 1, MAX_ID)
     else:
         source = storable_text(request.query["sourceSegmentID"], "sourceSegmentID")
         if not source:
