@@ -13,6 +13,9 @@ import sys
 import pytest
 
 from tests.acceptance.cli_process import GatewayProcess
+from tests.conftest import REPO
+
+README = (REPO / "README.md").read_text()
 
 KEY = "acceptance-key-0123456789abcdef-0123456789"
 
@@ -96,3 +99,32 @@ def test_ctrl_c_exits_130(tmp_path):
         assert "interrupted" in process.stderr.read()
         process.stderr.close()
         connection.close()
+
+
+async def test_the_readmes_first_steps(served, tmp_path):
+    """README "First steps": push examples/people.csv, pull it back, fetch its rejects with the command push
+    printed; the figures the README shows are the ones the commands give."""
+    example = REPO / "examples" / "people.csv"
+    pushed = run_cli("push", str(example), "--url", served, "--key", KEY, "--create", "People", "--mode", "replace")
+    assert pushed.returncode == 0, pushed.stderr
+    for shown in ("received 10, invalid 2, added 8; REPLACE committed, audience size 8",
+                  "line 5: expected 4 fields, got 3", "line 9: empty identity (Email)"):
+        assert shown in pushed.stdout and shown in README
+    segment_id = pushed.stdout.split()[1].rstrip(":")
+
+    output = tmp_path / "people-back.csv"
+    pulled = run_cli("pull", "--url", served, "--key", KEY, "--segment", segment_id, "-o", str(output))
+    assert pulled.returncode == 0, pulled.stderr
+    header, *members = csv.reader(io.StringIO(output.read_text(encoding="utf-8"), newline=""))
+    assert header == ["Email", "FirstName", "LastName", "Country"] and len(members) == 8
+    assert ["ivy@example.com", "Ivy", "Irwin", "IE"] in members
+
+    printed = pushed.stdout.strip().splitlines()[-1]
+    assert printed.startswith("every rejected row (CSV line,reason,raw,upload): curl ")
+    command = printed.split(": ", 1)[1]
+    fetched = subprocess.run(["bash", "-c", command], env={**os.environ, "KEY": KEY}, capture_output=True,
+                             text=True, timeout=60)
+    rows = list(csv.reader(io.StringIO(fetched.stdout, newline="")))
+    assert rows[0] == ["line", "reason", "raw", "upload"]
+    assert [row[:3] for row in rows[1:]] == [["5", "expected 4 fields, got 3", "dan@example.com,Dan,Dunn"],
+                                              ["9", "empty identity (Email)", '"",Gus,Gray,DE']]

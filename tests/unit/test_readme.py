@@ -25,3 +25,14 @@ def test_ci_runs_the_readme_test_command():
 
 def test_readme_shows_a_serve_command():
     assert any("gateway serve" in line for line in code_lines())
+
+
+def test_every_file_the_readme_names_is_in_the_repository():
+    """``examples/…``, ``docs/…`` and the other paths of the repository that the README names exist (files a
+    command creates, like ``people-back.csv`` or ``examples/people.csv.gz``, are not named with these folders
+    unless made by ``gzip -k``)."""
+    made = {"examples/people.csv.gz"}  # made by the README's own `gzip -k examples/people.csv`
+    named = {path for path, after in re.findall(r"\b((?:examples|docs|ops|bench|sql|tests|gateway)/[\w./-]*\w)(-?<?)",
+                                                README) if not after.endswith("<")}  # not a pattern like bench-<time>
+    missing = sorted(path for path in named - made if not (REPO / path).exists())
+    assert not missing, missing
