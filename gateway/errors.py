@@ -5,6 +5,7 @@ Driver errors are translated into these in one place (``gateway.db.pool``) so ha
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 
@@ -26,6 +27,12 @@ class GatewayError(Exception):
 class BadRequest(GatewayError):
     status = 400
     code = "bad_request"
+
+
+def invalid_code(parameter: str) -> str:
+    """The error code of an invalid parameter: ``invalid_`` and its name in snake case, as every error code is
+    (``replaceSession`` → ``invalid_replace_session``)."""
+    return "invalid_" + re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", parameter).lower()
 
 
 class Unauthorized(GatewayError):

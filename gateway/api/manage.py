@@ -18,7 +18,7 @@ from multidict import MultiMapping
 from gateway import state
 from gateway.api.requests import read_json_object, storable_text
 from gateway.audience.changefeed import parse_page, parse_time
-from gateway.errors import BadRequest, NotFound
+from gateway.errors import BadRequest, NotFound, invalid_code
 from gateway.audience.metadata import (EDITABLE, STATUSES, SegmentFilters, change_segment, describe, get_any_segment,
                               mapping, mapping_page, purge_segment, segment_page)
 from gateway.http.responses import success
@@ -39,7 +39,7 @@ def check_parameters(query: MultiMapping[str], allowed: Iterable[str]) -> None:
 def choice(query: MultiMapping[str], name: str, choices: Iterable[str]) -> str | None:
     value = query.get(name)
     if value is not None and value not in choices:
-        raise BadRequest(f"{name} must be one of {', '.join(choices)}", code=f"invalid_{name}")
+        raise BadRequest(f"{name} must be one of {', '.join(choices)}", code=invalid_code(name))
     return value
 
 

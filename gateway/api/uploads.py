@@ -10,7 +10,7 @@ from gateway import state
 from gateway.api.jobs import Gone
 from gateway.api.manage import check_parameters
 from gateway.api.requests import storable_text
-from gateway.errors import BadRequest, NotFound
+from gateway.errors import BadRequest, NotFound, invalid_code
 from gateway.http.csvout import stream_csv
 from gateway.ingest.rejects import CSV_HEADER, REJECTS_QUERY, SHARE_CSV_HEADER
 from gateway.http.responses import success
@@ -32,7 +32,7 @@ def _query_int(request: web.Request, name: str, default: int | None, low: int, h
         return default
     value = parse_int(text, low, high)
     if value is None:
-        raise BadRequest(f"{name} must be an integer from {low} to {high}", code=f"invalid_{name}")
+        raise BadRequest(f"{name} must be an integer from {low} to {high}", code=invalid_code(name))
     return value
 
 
@@ -85,7 +85,7 @@ async def get_rejects(request: web.Request) -> web.StreamResponse:
     else:
         source = storable_text(request.query["sourceSegmentID"], "sourceSegmentID")
         if not source:
-            raise BadRequest("sourceSegmentID must not be empty", code="invalid_sourceSegmentID")
+            raise BadRequest("sourceSegmentID must not be empty", code=invalid_code("sourceSegmentID"))
     async with request.app[state.DATA_SLOTS].connection(request.app[state.POOL]) as conn:
         await get_any_segment(conn, endpoint_id, segment_id)
         if given == ["upload"]:

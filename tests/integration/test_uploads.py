@@ -392,7 +392,7 @@ async def test_the_rejects_filters_say_what_they_need(client):
     assert all(name in message for name in ("upload=", "replaceSession=", "sourceSegmentID="))
     status, code, message = await failure(upload="1", sourceSegmentID="s")
     assert (status, code) == (400, "conflicting_filters") and "upload and sourceSegmentID" in message
-    assert (await failure(replaceSession="x"))[:2] == (400, "invalid_replaceSession")
-    assert (await failure(sourceSegmentID=""))[:2] == (400, "invalid_sourceSegmentID")
+    assert (await failure(replaceSession="x"))[:2] == (400, "invalid_replace_session")
+    assert (await failure(sourceSegmentID=""))[:2] == (400, "invalid_source_segment_id")
     assert (await failure(sourceSegmentID="nope"))[:2] == (404, "upload_not_found")
     assert (await failure(replaceSession="12345"))[:2] == (404, "upload_not_found")
