@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import asyncpg
 
@@ -28,21 +29,19 @@ RECONNECT_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)  # then 5 s between attempts
 CLOSE_TIMEOUT = 2.0
 
 
+@dataclass
 class Listener:
     """LISTEN on ``channel`` on a dedicated connection named ``name`` until ``run()`` is cancelled, calling
     ``on_notify(payload)`` for each notification and ``on_connect()`` after each (re)connection."""
 
-    def __init__(self, url: str, channel: str, name: str, on_notify: Callable[[str], object], *,
-                 on_connect: Callable[[], object] = lambda: None, ping_seconds: float = PING_SECONDS,
-                 ping_timeout: float = PING_TIMEOUT) -> None:
-        self.url = url
-        self.channel = channel
-        self.name = name
-        self.on_notify = on_notify
-        self.on_connect = on_connect
-        self.ping_seconds = ping_seconds
-        self.ping_timeout = ping_timeout
-        self.connected = False
+    url: str
+    channel: str
+    name: str  # its application_name, seen in pg_stat_activity
+    on_notify: Callable[[str], object]
+    on_connect: Callable[[], object] = lambda: None
+    ping_seconds: float = PING_SECONDS
+    ping_timeout: float = PING_TIMEOUT
+    connected: bool = field(default=False, init=False)
 
     async def run(self) -> None:
         failures = 0
