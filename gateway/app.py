@@ -15,9 +15,8 @@ from gateway.ops.workers import prepare_database
 from gateway.api import data, health, jobs, manage, openapi, segments, uploads
 from gateway.api import metrics as metrics_api
 from gateway.http.clients import DataSlots
-from gateway.db.pool import CONNECTION_ERRORS, create_pool
+from gateway.db.pool import CONNECTION_ERRORS, attach_database, create_pool
 from gateway.http.drain import InFlight
-from gateway.db.embedded import EmbeddedPostgres
 from gateway.auth.cache import LAST_USED_FLUSH_SECONDS, KeyCache
 from gateway.http.middleware import (auth_middleware, close_when_draining, error_middleware, on_answer_prepare,
                                 request_middleware)
@@ -66,31 +65,15 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     """Embedded server if no URL is set, then the pools (main and control, see gateway.http.clients),
     migrations and the bootstrap key."""
     settings = app[state.SETTINGS]
-    url = settings.database_url
-    embedded = None
-    if url is None:
-        embedded = EmbeddedPostgres(settings.data_dir)
-        url = await asyncio.to_thread(embedded.start)
-        app[state.EMBEDDED] = embedded
-    try:
-        pool = await create_pool(url, max_size=settings.pool_max_size)
-        try:
-            generated = await prepare_database(pool, settings.api_key)
-            if generated:
-                app[state.GENERATED_KEY] = generated
-            control_pool = await create_pool(url, max_size=settings.control_pool_size)
-            try:
-                app[state.POOL] = pool
-                app[state.CONTROL_POOL] = control_pool
-                app[state.DATABASE_URL] = url
-                yield
-            finally:
-                await control_pool.close()
-        finally:
-            await pool.close()
-    finally:
-        if embedded is not None:
-            await asyncio.to_thread(embedded.stop)
+    async with attach_database(settings) as url, await create_pool(url, max_size=settings.pool_max_size) as pool:
+        generated = await prepare_database(pool, settings.api_key)
+        if generated:
+            app[state.GENERATED_KEY] = generated
+        async with await create_pool(url, max_size=settings.control_pool_size) as control_pool:
+            app[state.POOL] = pool
+            app[state.CONTROL_POOL] = control_pool
+            app[state.DATABASE_URL] = url
+            yield
 
 
 async def pool_metrics_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -12,7 +12,6 @@ if TYPE_CHECKING:  # the keys are names; the types are for the type checker, so 
     from gateway.auth.cache import KeyCache
     from gateway.auth.keys import Principal
     from gateway.auth.throttle import FailureThrottle
-    from gateway.db.embedded import EmbeddedPostgres
     from gateway.http.clients import DataSlots
     from gateway.http.drain import InFlight
     from gateway.ops.logs import RequestStats
@@ -23,7 +22,6 @@ POOL: web.AppKey[asyncpg.Pool] = web.AppKey("pool")  # the main pool: data, jobs
 CONTROL_POOL: web.AppKey[asyncpg.Pool] = web.AppKey("control_pool")  # short control queries (gateway.http.clients)
 DATA_SLOTS: web.AppKey[DataSlots] = web.AppKey("data_slots")  # uploads and downloads holding a main-pool connection
 DATABASE_URL: web.AppKey[str] = web.AppKey("database_url")  # for dedicated connections (LISTEN), beside the pool
-EMBEDDED: web.AppKey[EmbeddedPostgres] = web.AppKey("embedded")
 GENERATED_KEY: web.AppKey[str] = web.AppKey("generated_key")  # set when start-up created the first key
 KEYS: web.AppKey[KeyCache] = web.AppKey("keys")
 AUTH_THROTTLE: web.AppKey[FailureThrottle] = web.AppKey("auth_throttle")

@@ -7,17 +7,16 @@ more than many handlers themselves. So:
   rows, the oldest dropped first). The secret's hash, revocation and expiry are still checked at every call
   against the cached row, so an expiry takes effect to the second. Unknown keys are not cached.
 - ``keys revoke`` NOTIFYs ``audience_gateway_keys`` in its transaction; every process LISTENs on a dedicated
-  connection and drops the key at once. If that connection is lost, the process reconnects (and empties its
-  cache, since it may have missed revocations); meanwhile the TTL bounds how long a revoked key still works.
+  connection and drops the key at once. If that connection is lost or stops answering, the process
+  reconnects (gateway.db.listen) and empties its cache, since it may have missed revocations; meanwhile the
+  TTL bounds how long a revoked key still works.
 - ``last_used_at`` is kept in memory and written for all keys used since in one statement at most once a
   minute (and at shutdown), instead of one write per request.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import logging
 import time
 
 import asyncpg
@@ -25,16 +24,12 @@ import asyncpg
 from gateway.auth import keys as auth
 from gateway.auth.keys import Principal
 from gateway.errors import Unauthorized
-from gateway.db.pool import CONNECTION_ERRORS
+from gateway.db.listen import Listener
 from gateway.db.queries import QUERIES
-
-log = logging.getLogger(__name__)
 
 CACHE_TTL = 5.0
 CACHE_MAX_KEYS = 10_000
 LAST_USED_FLUSH_SECONDS = 60.0
-LISTENER_PING_SECONDS = 10.0  # a query on the idle LISTEN connection notices a half-open one
-RECONNECT_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)  # then 5 s between attempts
 LISTENER_NAME = "audience-gateway key revocations"
 RECENTLY_VALID_SECONDS = 3600
 
@@ -48,7 +43,7 @@ class KeyCache:
         self._forgets = 0  # bumped by every drop: a lookup that raced with a revocation is not cached
         self._last_used: dict[int, dt.datetime] = {}
         self._recently_valid: dict[str, float] = {}  # lookup_id → last success (monotonic)
-        self.listening = False
+        self._listener: Listener | None = None
 
     async def authenticate(self, authorization: str | None) -> Principal:
         """The caller of a request, or Unauthorized (401)."""
@@ -97,42 +92,14 @@ class KeyCache:
 
     # --- revocations --------------------------------------------------------------------------
     async def listen_for_revocations(self, url: str) -> None:
-        """Run until cancelled: LISTEN for revocations, reconnecting whenever the connection is lost."""
-        failures = 0
-        while True:
-            try:
-                conn = await asyncpg.connect(url, timeout=10, server_settings={"application_name": LISTENER_NAME})
-            except (*CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
-                delay = RECONNECT_DELAYS[min(failures, len(RECONNECT_DELAYS) - 1)]
-                failures += 1
-                log.warning("cannot LISTEN for key revocations (%s); retrying in %s s, cached keys expire "
-                            "after %s s meanwhile", exc, delay, self._ttl)
-                await asyncio.sleep(delay)
-                continue
-            failures = 0
-            try:
-                await self._listen(conn)
-            except (*CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
-                log.warning("lost the key revocation listener (%s); reconnecting", exc)
-            finally:
-                self.listening = False
-                await _close(conn)
+        """Run until cancelled: LISTEN for revocations (gateway.db.listen reconnects and checks liveness)."""
+        self._listener = Listener(url, auth.REVOCATIONS_CHANNEL, LISTENER_NAME, self.forget,
+                                  on_connect=self.clear)  # revocations may have been missed meanwhile
+        await self._listener.run()
 
-    async def _listen(self, conn: asyncpg.Connection) -> None:
-        lost = asyncio.Event()
-        conn.add_termination_listener(lambda _conn: lost.set())
-        await conn.add_listener(auth.REVOCATIONS_CHANNEL, self._on_notification)
-        self.clear()  # revocations may have been missed while nothing listened
-        self.listening = True
-        while not lost.is_set():
-            try:
-                await asyncio.wait_for(lost.wait(), LISTENER_PING_SECONDS)
-            except TimeoutError:
-                await conn.fetchval(QUERIES["server_version_num"])
-        log.warning("the key revocation listener's connection closed; reconnecting")
-
-    def _on_notification(self, _conn: object, _pid: int, _channel: str, lookup_id: str) -> None:
-        self.forget(lookup_id)
+    @property
+    def listening(self) -> bool:
+        return self._listener is not None and self._listener.connected
 
     # --- last used ----------------------------------------------------------------------------
     async def flush_last_used(self) -> None:
@@ -147,9 +114,3 @@ class KeyCache:
                 self._last_used[key_id] = max(at, self._last_used.get(key_id, at))
             raise
 
-
-async def _close(conn: asyncpg.Connection) -> None:
-    try:
-        await asyncio.wait_for(conn.close(), 2)
-    except Exception:
-        conn.terminate()

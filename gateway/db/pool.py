@@ -68,20 +68,24 @@ async def translate_errors() -> AsyncIterator[None]:
 
 
 @asynccontextmanager
+async def attach_database(settings: Settings) -> AsyncIterator[str]:
+    """The database's URL for the duration: the configured one, else the embedded server in the data dir,
+    started (or attached to, if another process runs it) on entry and left on exit, which stops it if this
+    process was its last user (gateway.db.embedded)."""
+    if settings.database_url is not None:
+        yield settings.database_url
+        return
+    embedded = EmbeddedPostgres(settings.data_dir)
+    url = await asyncio.to_thread(embedded.start)
+    try:
+        yield url
+    finally:
+        await asyncio.to_thread(embedded.stop)
+
+
+@asynccontextmanager
 async def database_connection(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
     """A connection for a CLI command: the configured URL, or the embedded server (attached if running)."""
-    embedded = None
-    url = settings.database_url
-    if url is None:
-        embedded = EmbeddedPostgres(settings.data_dir)
-        url = await asyncio.to_thread(embedded.start)
-    try:
-        pool = await create_pool(url, max_size=1)
-        try:
-            async with pool.acquire() as conn:
-                yield conn
-        finally:
-            await pool.close()
-    finally:
-        if embedded is not None:
-            await asyncio.to_thread(embedded.stop)
+    async with attach_database(settings) as url, await create_pool(url, max_size=1) as pool, \
+            pool.acquire() as conn:
+        yield conn

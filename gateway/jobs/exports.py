@@ -24,6 +24,7 @@ import asyncpg
 from gateway.ids import parse_int
 from gateway.ops import metrics
 from gateway.audience.changefeed import declare_writes
+from gateway.db.listen import Listener
 from gateway.db.pool import CONNECTION_ERRORS
 from gateway.errors import NotFound
 from gateway.db.csvcopy import columns_sql, csv_length
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 JOB_TYPE = "ExportSegmentData"
 NOTIFY_CHANNEL = "audience_gateway_jobs"
+LISTENER_NAME = "audience-gateway job notifications"
 MAX_ATTEMPTS = 5  # a job whose worker died this often (it may be what kills it) ends in error
 
 
@@ -139,12 +141,14 @@ class ExportWorkers:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
-        self._listener: asyncpg.Connection | None = None
+        # NOTIFY wakes a worker at once; polling finds every job anyway. On (re)connection, look for work
+        # that was announced while nothing listened.
+        self._listener = Listener(listen_url, NOTIFY_CHANNEL, LISTENER_NAME, lambda _payload: self._wake.set(),
+                                  on_connect=self._wake.set)
 
     async def start(self) -> None:
-        await self._listen()
         self._tasks = [asyncio.create_task(self._work(), name=f"export-worker-{i}") for i in range(self.count)]
-        self._tasks.append(asyncio.create_task(self._keep_listening(), name="export-listener"))
+        self._tasks.append(asyncio.create_task(self._listener.run(), name="export-listener"))
 
     async def stop(self) -> None:
         """Stop working and hand running jobs back, so another process can take them at once."""
@@ -153,25 +157,6 @@ class ExportWorkers:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         with contextlib.suppress(*CONNECTION_ERRORS):
             await self.pool.execute(QUERIES["jobs_release"], self.owner)
-        if self._listener is not None:
-            with contextlib.suppress(*CONNECTION_ERRORS):
-                await self._listener.close()
-
-    async def _listen(self) -> None:
-        """A dedicated connection (not the pool's) for NOTIFY; without it, polling still finds every job."""
-        try:
-            self._listener = await asyncpg.connect(self.listen_url, timeout=10)
-            await self._listener.add_listener(NOTIFY_CHANNEL, lambda *args: self._wake.set())
-        except CONNECTION_ERRORS as exc:
-            log.warning("job notifications unavailable (%s); polling every %.0f s", exc, self.poll_seconds)
-
-    async def _keep_listening(self) -> None:
-        """Reconnect the NOTIFY connection if it drops (polling covers the gap)."""
-        while True:
-            await asyncio.sleep(self.poll_seconds)
-            if self._listener is None or self._listener.is_closed():
-                await self._listen()
-                self._wake.set()  # look for work that was announced while we were deaf
 
     async def _work(self) -> None:
         while True:

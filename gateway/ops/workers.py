@@ -26,8 +26,7 @@ from prometheus_client import multiprocess
 
 from gateway.auth.keys import ensure_bootstrap_key
 from gateway.db.migrations import apply_migrations
-from gateway.db.pool import create_pool
-from gateway.db.embedded import EmbeddedPostgres
+from gateway.db.pool import attach_database, create_pool
 from gateway.ops.metrics import MULTIPROC_DIR_ENV
 from gateway.settings import Settings
 
@@ -56,21 +55,15 @@ class Workers:
         self.port = port
         self.settings = settings
         self.children: list[asyncio.subprocess.Process] = []
-        self._embedded: EmbeddedPostgres | None = None
+        self._database = contextlib.AsyncExitStack()  # the embedded server, if any, until close()
         self._metrics_dir = Path(tempfile.mkdtemp(prefix="audience-gateway-metrics-"))
         self._pipes: list[asyncio.Task] = []
 
     async def start(self) -> tuple[str | None, int]:
         """Database, migrations, then the workers; returns a newly generated key (or None) and the port."""
-        url = self.settings.database_url
-        if url is None:
-            self._embedded = EmbeddedPostgres(self.settings.data_dir)
-            url = await asyncio.to_thread(self._embedded.start)
-        pool = await create_pool(url, max_size=1)
-        try:
+        url = await self._database.enter_async_context(attach_database(self.settings))
+        async with await create_pool(url, max_size=1) as pool:
             generated = await prepare_database(pool, self.settings.api_key)
-        finally:
-            await pool.close()
         with self._reserve_port() as port:
             env = {**os.environ, "GATEWAY_DATABASE_URL": url, MULTIPROC_DIR_ENV: str(self._metrics_dir)}
             argv = [sys.executable, "-m", "gateway", "serve", "--worker", "--host", self.host, "--port", str(port)]
@@ -108,8 +101,7 @@ class Workers:
             task.cancel()
         await asyncio.gather(*self._pipes, return_exceptions=True)
         shutil.rmtree(self._metrics_dir, ignore_errors=True)
-        if self._embedded is not None:
-            await asyncio.to_thread(self._embedded.stop)
+        await self._database.aclose()
 
     @contextlib.contextmanager
     def _reserve_port(self):
