@@ -187,7 +187,7 @@ class JobWorkers:
             outcome = "complete"
         except JobLost:
             outcome = "lost"
-            log.info("job %d (%s) was canceled or taken over: stopped", lease.id, lease.kind)
+            log.info("job %d was canceled or taken over: stopped (a %s job)", lease.id, lease.kind)
         except asyncio.CancelledError:
             if asyncio.current_task().cancelling():  # type: ignore[union-attr]
                 raise  # the process is stopping; stop() hands the job back
@@ -196,7 +196,7 @@ class JobWorkers:
         except Exception as exc:
             outcome = "error"
             reason = kind.failure_reason(exc)
-            log.exception("job %d (%s) failed (its reason says: %s)", lease.id, lease.kind, reason)
+            log.exception("job %d failed (a %s job; its reason says: %s)", lease.id, lease.kind, reason)
             with contextlib.suppress(*CONNECTION_ERRORS):
                 await self.pool.execute(QUERIES["job_fail"], lease.id, self.owner, reason)
         finally:
