@@ -1,6 +1,6 @@
 """The periodic sweeps every ``serve`` process runs in the background, in one table (``SWEEPS``): each one's
-name, interval and work. Every process runs them all; the work is locked in SQL, so processes do not
-repeat each other's."""
+name, interval and work. Every process runs them all: the key flush writes this process's own last-used
+times; the others' work is locked in SQL, so processes do not repeat each other's."""
 
 from __future__ import annotations
 
