@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
-import asyncpg
 from aiohttp import web
 
 from gateway import state
@@ -17,15 +16,14 @@ from gateway.api import metrics as metrics_api
 from gateway.http.clients import DataSlots
 from gateway.db.pool import CONNECTION_ERRORS, attach_database, create_pool
 from gateway.http.drain import InFlight
-from gateway.auth.cache import LAST_USED_FLUSH_SECONDS, KeyCache
+from gateway.auth.cache import KeyCache
 from gateway.http.middleware import (auth_middleware, close_when_draining, error_middleware, on_answer_prepare,
                                 request_middleware)
-from gateway.jobs.exports import ExportWorkers, drop_expired_exports
-from gateway.audience.metadata import purge_deleted
-from gateway.ingest.replace import expire_idle_sessions
+from gateway.jobs import sweepers
+from gateway.jobs.exports import EXPORT
+from gateway.jobs.queue import JobWorkers
 from gateway.settings import Settings
 from gateway.auth.throttle import FailureThrottle
-from gateway.ingest.history import sweep_uploads
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +46,8 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(pool_metrics_ctx)
     app.cleanup_ctx.append(keys_ctx)
-    app.cleanup_ctx.append(replace_sweeper_ctx)
-    app.cleanup_ctx.append(export_workers_ctx)
+    app.cleanup_ctx.append(sweepers_ctx)
+    app.cleanup_ctx.append(job_workers_ctx)
     app.add_routes(health.routes)
     app.add_routes(segments.routes)
     app.add_routes(data.routes)
@@ -85,71 +83,36 @@ async def pool_metrics_ctx(app: web.Application) -> AsyncIterator[None]:
     await asyncio.gather(task, return_exceptions=True)
 
 
-def sweep_interval(ttl: float) -> float:
-    """Sweep often enough to honour short TTLs, at most once a minute."""
-    return max(0.5, min(60.0, ttl / 4))
-
-
-async def _sweep_forever(name: str, interval: float, sweep: Callable[[], Awaitable[object]]) -> None:
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            await sweep()
-        except CONNECTION_ERRORS as exc:
-            log.warning("%s skipped: database unavailable (%s)", name, exc)
-        except Exception:
-            log.exception("%s failed", name)
-
-
 async def keys_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The API-key cache with its revocation listener and last-used flush (gateway.auth.cache), and the
-    throttle of failed authentications (gateway.auth.throttle)."""
+    """The API-key cache with its revocation listener (gateway.auth.cache; its last-used times are flushed
+    by a sweep, and once more at shutdown), and the throttle of failed authentications (gateway.auth.throttle)."""
     settings = app[state.SETTINGS]
     keys = KeyCache(app[state.CONTROL_POOL])
     app[state.KEYS] = keys
     app[state.AUTH_THROTTLE] = FailureThrottle(settings.auth_failure_limit, settings.auth_failure_window)
-    tasks = [
-        asyncio.create_task(keys.listen_for_revocations(app[state.DATABASE_URL]), name="key-revocation-listener"),
-        asyncio.create_task(_sweep_forever("key last-used flush", LAST_USED_FLUSH_SECONDS, keys.flush_last_used),
-                            name="key-last-used-flush"),
-    ]
+    listener = asyncio.create_task(keys.listen_for_revocations(app[state.DATABASE_URL]),
+                                   name="key-revocation-listener")
     yield
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    listener.cancel()
+    await asyncio.gather(listener, return_exceptions=True)
     try:
         await keys.flush_last_used()
     except CONNECTION_ERRORS as exc:
         log.warning("key last-used times not written at shutdown: database unavailable (%s)", exc)
 
 
-async def replace_sweeper_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Expire idle REPLACE sessions and expired export data, purge deleted segments after their grace,
-    and drop old upload rejects and history, in the background (every process runs this; the work
-    is locked in SQL)."""
-    settings = app[state.SETTINGS]
-    pool = app[state.POOL]
-    tasks = [
-        asyncio.create_task(_sweep_forever("replace session sweep", sweep_interval(settings.replace_session_ttl),
-                                           lambda: expire_idle_sessions(pool, settings.replace_session_ttl))),
-        asyncio.create_task(_sweep_forever("export data sweep", sweep_interval(settings.export_ttl),
-                                           lambda: drop_expired_exports(pool))),
-        asyncio.create_task(_sweep_forever("deleted segment purge", sweep_interval(settings.delete_grace),
-                                           lambda: purge_deleted(pool, settings.delete_grace))),
-        asyncio.create_task(_sweep_forever("upload rejects sweep", sweep_interval(settings.rejects_ttl),
-                                           lambda: sweep_uploads(pool, settings.rejects_ttl,
-                                                                 settings.upload_history_ttl))),
-    ]
+async def sweepers_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The periodic sweeps (gateway.jobs.sweepers)."""
+    tasks = sweepers.start(sweepers.Resources(app[state.POOL], app[state.SETTINGS], app[state.KEYS]))
     yield
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def export_workers_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings = app[state.SETTINGS]
-    workers = ExportWorkers(app[state.POOL], app[state.DATABASE_URL], count=settings.export_workers,
-                            lease_seconds=settings.job_lease, export_ttl=settings.export_ttl)
+async def job_workers_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The job queue's workers (gateway.jobs.queue), running the kinds of job listed here."""
+    workers = JobWorkers(app[state.POOL], app[state.DATABASE_URL], app[state.SETTINGS], kinds=[EXPORT])
     await workers.start()
     yield
     await workers.stop()

@@ -437,36 +437,70 @@ WHERE id = $1 AND endpoint_id = $2 AND status <> 'deleted'
 FOR SHARE;
 
 -- name: job_insert
+-- Any kind of job (gateway.jobs.queue); the NOTIFY wakes the workers of every process.
 WITH job AS (
-    INSERT INTO jobs (endpoint_id, segment_id, job_type) VALUES ($1, $2, $3)
+    INSERT INTO jobs (kind, endpoint_id, segment_id) VALUES ($1, $2, $3)
     RETURNING id, data_id
 )
 SELECT job.id, job.data_id, pg_notify('audience_gateway_jobs', job.id::text) FROM job;
 
 -- name: job_get
+-- A job of kind $3 of endpoint $2; none once its segment is deleted.
 SELECT id, data_id, segment_id, status, reason, row_count, created_at, started_at, finished_at, expires_at,
        expires_at IS NOT NULL AND expires_at <= now() AS expired, attributes, data_dropped_at, data_bytes
 FROM jobs
-WHERE id = $1 AND endpoint_id = $2
-  AND EXISTS (SELECT 1 FROM segments s WHERE s.id = jobs.segment_id AND s.status <> 'deleted');
+WHERE id = $1 AND endpoint_id = $2 AND kind = $3
+  AND (segment_id IS NULL OR EXISTS (SELECT 1 FROM segments s WHERE s.id = jobs.segment_id AND s.status <> 'deleted'));
 
 -- name: job_claim
--- The oldest waiting job, or a running one whose worker stopped renewing its lease.
+-- The oldest waiting job of the kinds $4 this process runs, or a running one whose worker stopped renewing
+-- its lease.
 UPDATE jobs SET status = 'running', lease_owner = $1, lease_expires_at = now() + make_interval(secs => $2),
                 attempts = attempts + 1, started_at = coalesce(started_at, now())
 WHERE id = (
     SELECT id FROM jobs
-    WHERE status = 'waiting' OR (status = 'running' AND lease_expires_at < now() AND attempts < $3)
+    WHERE (status = 'waiting' OR (status = 'running' AND lease_expires_at < now() AND attempts < $3))
+      AND kind = ANY($4::text[])
     ORDER BY id
     LIMIT 1
     FOR UPDATE SKIP LOCKED
 )
-RETURNING id, segment_id, endpoint_id, attempts;
+RETURNING id, kind, endpoint_id, segment_id, attempts;
 
 -- name: job_heartbeat
 UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $3)
 WHERE id = $1 AND lease_owner = $2 AND status = 'running'
 RETURNING id;
+
+-- name: job_complete
+-- Only while this worker still holds the job (not canceled, lease not taken over).
+UPDATE jobs SET status = 'complete', finished_at = now(), lease_owner = NULL, lease_expires_at = NULL
+WHERE id = $1 AND lease_owner = $2 AND status = 'running'
+RETURNING id;
+
+-- name: job_fail
+UPDATE jobs SET status = 'error', reason = $3, finished_at = now(), lease_owner = NULL, lease_expires_at = NULL
+WHERE id = $1 AND lease_owner = $2 AND status = 'running';
+
+-- name: job_cancel
+-- A job of kind $3 of endpoint $2 that has not ended in error or been canceled; none once its segment is deleted.
+UPDATE jobs SET status = 'canceled', finished_at = coalesce(finished_at, now()), lease_owner = NULL,
+                lease_expires_at = NULL
+WHERE id = $1 AND endpoint_id = $2 AND kind = $3 AND status IN ('waiting', 'running', 'complete')
+  AND (segment_id IS NULL OR EXISTS (SELECT 1 FROM segments s WHERE s.id = jobs.segment_id AND s.status <> 'deleted'))
+RETURNING id;
+
+-- name: jobs_release
+-- A stopping worker hands its running jobs back (they are claimable again at once).
+UPDATE jobs SET status = 'waiting', lease_owner = NULL, lease_expires_at = NULL
+WHERE lease_owner = $1 AND status = 'running';
+
+-- name: jobs_give_up
+UPDATE jobs SET status = 'error', reason = format('its worker stopped %s times; giving up', attempts),
+                finished_at = now(), lease_owner = NULL, lease_expires_at = NULL
+WHERE status = 'running' AND lease_expires_at < now() AND attempts >= $1;
+
+-- Export jobs (gateway.jobs.exports): the snapshot of a segment's audience, its data and its expiry.
 
 -- name: job_segment_columns
 -- FOR SHARE, as in segment_export_info: the snapshot that follows sees a whole audience.
@@ -484,44 +518,22 @@ CREATE TABLE {export_table} (attrs text[]);
 -- name: job_members_exist
 SELECT to_regclass($1) IS NOT NULL;
 
--- name: job_complete
--- Only while this worker still holds the job (not canceled, lease not taken over).
-UPDATE jobs SET status = 'complete', finished_at = now(), lease_owner = NULL, lease_expires_at = NULL,
-                attributes = $3, row_count = $4, expires_at = now() + make_interval(secs => $5)
-WHERE id = $1 AND lease_owner = $2 AND status = 'running'
-RETURNING id;
+-- name: export_job_result
+-- In the snapshot's transaction, with job_complete.
+UPDATE jobs SET attributes = $2, row_count = $3, expires_at = now() + make_interval(secs => $4)
+WHERE id = $1;
 
 -- name: job_store_data_bytes
 -- The download's exact length, learnt lazily: from a full download that streamed to its end, or measured
 -- for the first range request. Every download is the same bytes, so the first value stored stays.
 UPDATE jobs SET data_bytes = $2 WHERE id = $1 AND data_bytes IS NULL;
 
--- name: job_fail
-UPDATE jobs SET status = 'error', reason = $3, finished_at = now(), lease_owner = NULL, lease_expires_at = NULL
-WHERE id = $1 AND lease_owner = $2 AND status = 'running';
-
--- name: job_cancel
-UPDATE jobs SET status = 'canceled', finished_at = coalesce(finished_at, now()), lease_owner = NULL,
-                lease_expires_at = NULL
-WHERE id = $1 AND endpoint_id = $2 AND status IN ('waiting', 'running', 'complete')
-  AND EXISTS (SELECT 1 FROM segments s WHERE s.id = jobs.segment_id AND s.status <> 'deleted')
-RETURNING id;
-
--- name: jobs_release
--- A stopping worker hands its running jobs back (they are claimable again at once).
-UPDATE jobs SET status = 'waiting', lease_owner = NULL, lease_expires_at = NULL
-WHERE lease_owner = $1 AND status = 'running';
-
 -- name: jobs_expired_data
+-- Export jobs ($1: their kind) whose data expired or that were canceled, and whose snapshot is still there.
 SELECT id FROM jobs
-WHERE data_dropped_at IS NULL AND (expires_at <= now() OR status = 'canceled')
+WHERE kind = $1 AND data_dropped_at IS NULL AND (expires_at <= now() OR status = 'canceled')
 ORDER BY id
 LIMIT 100;
-
--- name: jobs_give_up
-UPDATE jobs SET status = 'error', reason = format('its worker stopped %s times; giving up', attempts),
-                finished_at = now(), lease_owner = NULL, lease_expires_at = NULL
-WHERE status = 'running' AND lease_expires_at < now() AND attempts >= $1;
 
 -- name: job_mark_dropped
 UPDATE jobs SET data_dropped_at = now() WHERE id = $1;

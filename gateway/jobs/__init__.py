@@ -1,1 +1,2 @@
-"""Background jobs: the export job queue and its workers."""
+"""Background work: the job queue (``queue``), the kinds of job it runs (``exports``: the export snapshot),
+and the periodic sweeps (``sweepers``)."""

@@ -89,3 +89,30 @@ async def test_history_written_before_0007_stays_readable(empty_database_url, mo
         assert "lateRetry" not in late
     finally:
         await conn.close()
+
+
+async def test_export_jobs_written_before_0010_get_their_kind(empty_database_url, monkeypatch):
+    """0010 turns job_type into kind: an export job an older gateway wrote is of kind ExportSegmentData (and
+    still answered by /v1/jobs, which asks for that kind); other kinds, without a segment, fit too."""
+    real = migration_files()
+    monkeypatch.setattr("gateway.db.migrations.migration_files",
+                        lambda: [(version, path) for version, path in real if version < "0010"])
+    conn = await asyncpg.connect(empty_database_url)
+    try:
+        await apply_migrations(conn)
+        endpoint = await conn.fetchval("SELECT id FROM endpoints")
+        segment = await conn.fetchval("INSERT INTO segments (endpoint_id, name) VALUES ($1, 'old') RETURNING id",
+                                      endpoint)
+        job = await conn.fetchval("INSERT INTO jobs (endpoint_id, segment_id, job_type) "
+                                  "VALUES ($1, $2, 'ExportSegmentData') RETURNING id", endpoint, segment)
+
+        monkeypatch.setattr("gateway.db.migrations.migration_files", lambda: real)
+        assert "0010_job_kinds" in await apply_migrations(conn)
+        assert await conn.fetchval("SELECT kind FROM jobs WHERE id = $1", job) == "ExportSegmentData"
+        assert (await conn.fetchrow(QUERIES["job_get"], job, endpoint, "ExportSegmentData"))["status"] == "waiting"
+        other = await conn.fetchrow(QUERIES["job_insert"], "SomeOtherKind", endpoint, None)
+        assert await conn.fetchval("SELECT kind FROM jobs WHERE id = $1", other["id"]) == "SomeOtherKind"
+        with pytest.raises(asyncpg.CheckViolationError):
+            await conn.fetchrow(QUERIES["job_insert"], "ExportSegmentData", endpoint, None)
+    finally:
+        await conn.close()

@@ -2,7 +2,7 @@
 when their worker dies, and shared by several gateway processes on one database, each job run once."""
 
 from gateway.app import create_app
-from gateway.jobs.exports import NOTIFY_CHANNEL
+from gateway.jobs.queue import NOTIFY_CHANNEL
 from tests.integration.pull_helpers import (HEADER, BusyWorker, by_identity, create_job, download, eventually,
                                             job_row, job_status, members_table, people, segment_with, table_lock,
                                             wait_for_status)

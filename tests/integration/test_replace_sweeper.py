@@ -2,7 +2,8 @@
 
 import dataclasses
 
-from gateway.app import create_app, sweep_interval
+from gateway.app import create_app
+from gateway.jobs.sweepers import sweep_interval
 from tests.conftest import AUTH
 from tests.helpers import eventually, members_table, staging_table
 
