@@ -21,7 +21,7 @@ import asyncpg
 
 from gateway.app import create_app
 from gateway.settings import Settings
-from tests.helpers import members_table
+from tests.helpers import copy_in_progress, eventually, members_table
 from tests.conftest import AUTH, GatewayTestServer
 
 METHOD_OF = {"ADD": "POST", "REPLACE": "PUT", "REMOVE": "DELETE"}
@@ -117,6 +117,27 @@ async def push(client, segment_id: str, body: bytes | str | AsyncIterator[bytes]
 async def push_ok(client, segment_id: str, body: bytes | str, action: str = "ADD", **options: Any) -> dict[str, Any]:
     """A push that must succeed; its result."""
     return (await push(client, segment_id, body, action, **options)).result
+
+
+async def overtaken_push(client, db: asyncpg.Connection, segment_id: str, head: bytes, rest: bytes,
+                         first: str, **first_options: Any) -> Reply:
+    """A push of ``head`` + ``rest`` that another push (``first``, which must succeed) overtakes: ``rest`` is held
+    back until the first one is applied, and the first is sent only once this one streams its rows (its
+    header read and planned, its COPY into ``incoming`` running). The race ``lock_and_register`` settles."""
+    release = asyncio.Event()
+
+    async def held_body() -> AsyncIterator[bytes]:
+        yield head
+        await release.wait()
+        yield rest
+
+    slow = asyncio.create_task(push(client, segment_id, held_body()))
+    try:
+        await eventually(lambda: copy_in_progress(db), "the overtaken push to stream its rows")
+        await push_ok(client, segment_id, first, **first_options)
+    finally:
+        release.set()
+    return await slow
 
 
 async def app_client(aiohttp_client, settings: Settings, **changes: Any):
