@@ -99,6 +99,18 @@ async def test_history_pages_newest_first_with_a_cursor(client):
     assert seen == everything and len(seen) == 5
 
 
+async def test_history_pages_by_the_one_paging_rule_and_still_takes_a_raw_id_cursor(client):
+    """The rule of every /api list (limit up to 1000, an opaque cursor); the old cursor, an upload id as
+    digits, still pages from that id."""
+    segment_id = await create_segment(client)
+    for number in range(3):
+        await push_ok(client, segment_id, f"email\nu{number}@x.com\n")
+    everything = (await history(client, segment_id, limit="1000"))["uploads"]
+    first = await history(client, segment_id, limit="1")
+    assert not first["nextCursor"].isdigit()
+    assert (await history(client, segment_id, cursor=str(everything[0]["id"])))["uploads"] == everything[1:]
+
+
 def invalid_rows(max_field_bytes: int) -> list[tuple[str, str]]:
     """(raw text as sent, reason) of rows that are invalid under a 3-column header ``email,name,note``."""
     long_raw = "x@x.com,name," + "n" * 2000  # over the field limit, and over the raw cap
