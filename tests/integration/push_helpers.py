@@ -8,6 +8,7 @@ gateway says it stored.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import dataclasses
 import io
@@ -119,11 +120,12 @@ async def push_ok(client, segment_id: str, body: bytes | str, action: str = "ADD
     return (await push(client, segment_id, body, action, **options)).result
 
 
-async def overtaken_push(client, db: asyncpg.Connection, segment_id: str, head: bytes, rest: bytes,
-                         first: str, **first_options: Any) -> Reply:
-    """A push of ``head`` + ``rest`` that another push (``first``, which must succeed) overtakes: ``rest`` is held
-    back until the first one is applied, and the first is sent only once this one streams its rows (its
-    header read and planned, its COPY into ``incoming`` running). The race ``lock_and_register`` settles."""
+@contextlib.asynccontextmanager
+async def streaming_push(client, db: asyncpg.Connection, segment_id: str, head: bytes,
+                         rest: bytes) -> AsyncIterator[asyncio.Task[Reply]]:
+    """A push of ``head`` + ``rest``, held after ``head`` while the block runs: the block starts once the
+    push streams its rows (its header read and planned, its COPY into ``incoming`` running); ``rest`` is
+    sent when it ends. Yields the push's task."""
     release = asyncio.Event()
 
     async def held_body() -> AsyncIterator[bytes]:
@@ -131,12 +133,20 @@ async def overtaken_push(client, db: asyncpg.Connection, segment_id: str, head: 
         await release.wait()
         yield rest
 
-    slow = asyncio.create_task(push(client, segment_id, held_body()))
+    task = asyncio.create_task(push(client, segment_id, held_body()))
     try:
-        await eventually(lambda: copy_in_progress(db), "the overtaken push to stream its rows")
-        await push_ok(client, segment_id, first, **first_options)
+        await eventually(lambda: copy_in_progress(db), "the push to stream its rows")
+        yield task
     finally:
         release.set()
+
+
+async def overtaken_push(client, db: asyncpg.Connection, segment_id: str, head: bytes, rest: bytes,
+                         first: str, **first_options: Any) -> Reply:
+    """A push that another push (``first``, which must succeed) overtakes while it streams: the race
+    ``lock_and_register`` settles."""
+    async with streaming_push(client, db, segment_id, head, rest) as slow:
+        await push_ok(client, segment_id, first, **first_options)
     return await slow
 
 
