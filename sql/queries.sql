@@ -252,10 +252,15 @@ CREATE TEMPORARY TABLE incoming (
     {incoming_columns}
 ) ON COMMIT DROP;
 
--- name: incoming_normalise_identity
--- Only when another upload fixed the identity attribute while this body streamed (see lock_and_register).
-UPDATE incoming SET {identity} = CASE WHEN $1 THEN lower(btrim({identity}, E' \t\r\n\f\x0b'))
-                                      ELSE btrim({identity}, E' \t\r\n\f\x0b') END;
+-- name: incoming_identities
+-- Only when another upload fixed the identity attribute while this body streamed (see lock_and_register):
+-- the new identity column, read to be normalised in Python (gateway.ingest.upload.normalise_identity).
+SELECT ord, {identity} AS identity FROM incoming;
+
+-- name: incoming_set_identities
+-- $1: ords, $2: their normalised identities (only those that changed).
+UPDATE incoming SET {identity} = v.identity FROM unnest($1::integer[], $2::text[]) AS v(ord, identity)
+WHERE incoming.ord = v.ord;
 
 -- name: incoming_drop_empty_identity
 DELETE FROM incoming WHERE {identity} = '' RETURNING *;

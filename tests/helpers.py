@@ -14,6 +14,9 @@ T = TypeVar("T")
 COPY_BACKENDS = ("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
                  "AND pid <> pg_backend_pid() AND query ILIKE 'COPY%'")
 
+LOCK_WAITERS = ("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'")
+
 
 async def eventually(check: Callable[[], Awaitable[T]], what: str, timeout: float = 10.0) -> T:
     """Poll ``await check()`` until it is truthy; its value. An AssertionError after ``timeout`` seconds."""
@@ -30,6 +33,11 @@ async def eventually(check: Callable[[], Awaitable[T]], what: str, timeout: floa
 async def copy_in_progress(db) -> list[int]:
     """The backends running a COPY (an upload streaming its body, a download streaming its rows)."""
     return [row["pid"] for row in await db.fetch(COPY_BACKENDS)]
+
+
+async def lock_waiters(db) -> list[int]:
+    """The backends waiting for a lock (a heavyweight one: a row or a table)."""
+    return [row["pid"] for row in await db.fetch(LOCK_WAITERS)]
 
 
 def members_table(segment_id: str | int) -> str:

@@ -17,15 +17,15 @@ from multidict import MultiMapping
 
 from gateway import state
 from gateway.api.requests import read_json_object, storable_text
-from gateway.audience.changefeed import parse_page, parse_time
+from gateway.audience.changefeed import Page, PageRequest, iso, parse_time, position
 from gateway.errors import BadRequest, NotFound, invalid_code
 from gateway.audience.metadata import (EDITABLE, STATUSES, SegmentFilters, change_segment, describe, get_any_segment,
                               mapping, mapping_page, purge_segment, segment_page)
+from gateway.http.paging import PAGE_PARAMETERS, encode_cursor, parse_page
 from gateway.http.responses import success
 from gateway.audience.segments import SEGMENT_TYPES, parse_segment_id
 
 routes = web.RouteTableDef()
-PAGE_PARAMETERS = ("limit", "cursor")
 
 
 def check_parameters(query: MultiMapping[str], allowed: Iterable[str]) -> None:
@@ -43,6 +43,17 @@ def choice(query: MultiMapping[str], name: str, choices: Iterable[str]) -> str |
     return value
 
 
+def feed_page(query: MultiMapping[str]) -> PageRequest:
+    """``limit`` and ``cursor`` of a change-feed list (gateway.http.paging)."""
+    page = parse_page(query, position)
+    return PageRequest(page.limit) if page.position is None else PageRequest(page.limit, *page.position)
+
+
+def feed_envelope(name: str, items: list[dict[str, Any]], page: Page) -> dict[str, Any]:
+    """The result object of a change-feed list: its items under ``name``, then the paging fields."""
+    return {name: items, "nextCursor": encode_cursor(page.next), "nextUpdatedSince": iso(page.watermark)}
+
+
 def updated_since(query: MultiMapping[str]) -> Any:
     text = query.get("updatedSince")
     return None if text is None else parse_time(text, "updatedSince")
@@ -50,7 +61,7 @@ def updated_since(query: MultiMapping[str]) -> Any:
 
 @routes.get("/api/segments")
 async def list_segments(request: web.Request) -> web.Response:
-    """This endpoint's segments, every status, in id order, ``limit`` (1..1000, default 100) at a time.
+    """This endpoint's segments, every status, in id order, ``limit`` at a time (gateway.http.paging).
 
     Filters: ``status``, ``type``, ``q`` (in the name or description, any case), ``updatedSince`` (ISO 8601
     with a zone: metadata or membership changed after it). Result: ``{"segments": [...], "nextCursor":
@@ -60,10 +71,10 @@ async def list_segments(request: web.Request) -> web.Response:
     check_parameters(query, ("status", "type", "q", "updatedSince", *PAGE_PARAMETERS))
     filters = SegmentFilters(status=choice(query, "status", STATUSES), type=choice(query, "type", SEGMENT_TYPES),
                              text=storable_text(query.get("q", ""), "q") or None, updated_since=updated_since(query))
-    page = parse_page(query)
+    page = feed_page(query)
     async with request.app[state.POOL].acquire() as conn:
         result = await segment_page(conn, request[state.PRINCIPAL].endpoint_id, filters, page)
-    return success(result.envelope("segments", [describe(row) for row in result.rows]))
+    return success(feed_envelope("segments", [describe(row) for row in result.rows], result))
 
 
 @routes.get("/api/segments/{segment_id}")
@@ -135,7 +146,7 @@ async def get_mappings(request: web.Request) -> web.Response:
     if named not in (principal.endpoint_name, str(principal.endpoint_id)):
         raise NotFound(f"destination {named!r} does not exist", code="destination_not_found")
     since = updated_since(request.query)
-    page = parse_page(request.query)
+    page = feed_page(request.query)
     async with request.app[state.POOL].acquire() as conn:
         result = await mapping_page(conn, principal.endpoint_id, since, page)
-    return success(result.envelope("mappings", [mapping(row) for row in result.rows]))
+    return success(feed_envelope("mappings", [mapping(row) for row in result.rows], result))

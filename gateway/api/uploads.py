@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
 from aiohttp import web
 
@@ -12,6 +14,7 @@ from gateway.api.manage import check_parameters
 from gateway.api.requests import storable_text
 from gateway.errors import BadRequest, NotFound, invalid_code
 from gateway.http.csvout import stream_csv
+from gateway.http.paging import PAGE_PARAMETERS, encode_cursor, parse_page
 from gateway.ingest.rejects import CSV_HEADER, REJECTS_QUERY, SHARE_CSV_HEADER
 from gateway.http.responses import success
 from gateway.audience.metadata import get_any_segment
@@ -20,9 +23,6 @@ from gateway.db.queries import QUERIES
 from gateway.ingest.history import entry_json, get_upload, list_uploads
 
 routes = web.RouteTableDef()
-
-DEFAULT_PAGE = 50
-MAX_PAGE = 500
 
 
 def _query_int(request: web.Request, name: str, default: int | None, low: int, high: int) -> int:
@@ -36,20 +36,33 @@ def _query_int(request: web.Request, name: str, default: int | None, low: int, h
     return value
 
 
+def _before(fields: dict[str, Any]) -> int:
+    """The id a page of history ended at (a cursor's ``before``): the next page is older."""
+    before = fields["before"]
+    if type(before) is not int or not 1 <= before <= MAX_ID:
+        raise ValueError("before is not an id")
+    return before
+
+
+def _raw_id(cursor: str) -> int | None:
+    """The cursor as this route gave it out before cursors were opaque: the id as digits (still accepted)."""
+    return parse_int(cursor)
+
+
 @routes.get("/api/segments/{segment_id}/uploads")
 async def get_uploads(request: web.Request) -> web.Response:
-    """One entry per applied batch, newest first; ``cursor`` is the ``nextCursor`` of the previous page.
-    Like every ``/api`` route, it shows a segment whatever its status (a deleted one too)."""
-    check_parameters(request.query, ("limit", "cursor"))
+    """One entry per applied batch, newest first, ``limit`` at a time (gateway.http.paging). Like every
+    ``/api`` route, it shows a segment whatever its status (a deleted one too)."""
+    check_parameters(request.query, PAGE_PARAMETERS)
     segment_id = parse_segment_id(request.match_info["segment_id"])
-    limit = _query_int(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
-    before = _query_int(request, "cursor", MAX_ID, 1, MAX_ID)
+    page = parse_page(request.query, _before, legacy=_raw_id)
     pool = request.app[state.CONTROL_POOL]
     await get_any_segment(pool, request[state.PRINCIPAL].endpoint_id, segment_id)
-    rows = await list_uploads(pool, segment_id, before, limit + 1)
-    page = rows[:limit]
-    next_cursor = str(page[-1]["id"]) if len(rows) > limit else None
-    return success({"uploads": [entry_json(row) for row in page], "nextCursor": next_cursor})
+    rows = await list_uploads(pool, segment_id, page.position or MAX_ID, page.limit + 1)
+    more = len(rows) > page.limit
+    rows = rows[:page.limit]
+    next_cursor = encode_cursor({"before": rows[-1]["id"]} if more else None)
+    return success({"uploads": [entry_json(row) for row in rows], "nextCursor": next_cursor})
 
 
 # the filters of /rejects: exactly one is given

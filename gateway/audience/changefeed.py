@@ -1,8 +1,8 @@
 """Keyset pages and the ``updatedSince`` change feed of the ``/api`` lists. No HTTP here.
 
-Pages are in id order; the cursor is opaque (base64 of the last id and the feed's watermark), so segments
-created while a client pages through only ever appear after the ids it has seen: nothing is skipped or
-repeated.
+Pages are in id order; the cursor (made opaque by gateway.http.paging) holds the last id and the feed's
+watermark, so segments created while a client pages through only ever appear after the ids it has seen:
+nothing is skipped or repeated.
 
 The guarantee of ``updatedSince``: each answer carries ``nextUpdatedSince``, a watermark W such that every
 change made before W is in the answer (when it matches the filters). A client that polls with
@@ -21,8 +21,6 @@ pages of one listing share the first page's W (it travels in the cursor).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import datetime as dt
 import re
@@ -30,20 +28,17 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import asyncpg
-import orjson
 
-from gateway.ids import MAX_ID, parse_int
+from gateway.ids import MAX_ID
 from gateway.errors import BadRequest
 from gateway.db.queries import QUERIES
 
-DEFAULT_LIMIT = 100
-MAX_LIMIT = 1000
 _UNENCODED_PLUS = re.compile(r" (\d\d:?\d\d)$")
 
 
 @dataclasses.dataclass(frozen=True)
 class PageRequest:
-    limit: int = DEFAULT_LIMIT
+    limit: int
     after: int = 0  # the last id of the previous page
     watermark: dt.datetime | None = None  # the first page's, once a cursor carries it
 
@@ -51,12 +46,8 @@ class PageRequest:
 @dataclasses.dataclass(frozen=True)
 class Page:
     rows: Sequence[asyncpg.Record]
-    next_cursor: str | None
+    next: dict[str, Any] | None  # the fields of the next page's cursor (gateway.http.paging); None at the end
     watermark: dt.datetime
-
-    def envelope(self, name: str, items: list[dict[str, Any]]) -> dict[str, Any]:
-        """The result object of a listing: its items under ``name``, then the paging fields."""
-        return {name: items, "nextCursor": self.next_cursor, "nextUpdatedSince": iso(self.watermark)}
 
 
 def iso(at: dt.datetime | None) -> str | None:
@@ -86,37 +77,12 @@ def _utc(at: dt.datetime) -> dt.datetime:
         raise ValueError("out of range") from None
 
 
-def parse_page(query: Mapping[str, str]) -> PageRequest:
-    """``limit`` (1..1000, default 100) and ``cursor`` (a previous answer's ``nextCursor``)."""
-    text = query.get("limit")
-    limit = DEFAULT_LIMIT
-    if text is not None:
-        parsed = parse_int(text, 1, MAX_LIMIT)
-        if parsed is None:
-            raise BadRequest(f"limit must be an integer from 1 to {MAX_LIMIT}", code="invalid_limit")
-        limit = parsed
-    cursor = query.get("cursor")
-    if cursor is None:
-        return PageRequest(limit=limit)
-    after, watermark = decode_cursor(cursor)
-    return PageRequest(limit=limit, after=after, watermark=watermark)
-
-
-def encode_cursor(after: int, watermark: dt.datetime) -> str:
-    raw = orjson.dumps({"after": after, "watermark": watermark.isoformat()})
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[int, dt.datetime]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        value = orjson.loads(raw)
-        after, watermark = value["after"], _utc(dt.datetime.fromisoformat(value["watermark"]))
-        if isinstance(after, bool) or not isinstance(after, int) or not 0 <= after <= MAX_ID:
-            raise ValueError
-    except (binascii.Error, ValueError, TypeError, KeyError, orjson.JSONDecodeError):
-        raise BadRequest("cursor is not one this gateway gave out (use nextCursor as it is)",
-                         code="invalid_cursor") from None
+def position(fields: Mapping[str, Any]) -> tuple[int, dt.datetime]:
+    """``(after, watermark)`` from the fields of a page's cursor (``Page.next``); ValueError, TypeError or
+    KeyError when they are not a position this feed gave out."""
+    after, watermark = fields["after"], _utc(dt.datetime.fromisoformat(fields["watermark"]))
+    if isinstance(after, bool) or not isinstance(after, int) or not 0 <= after <= MAX_ID:
+        raise ValueError("after is not an id")
     return after, watermark
 
 
@@ -144,4 +110,4 @@ async def read_page(conn: asyncpg.Connection, endpoint_id: int, page: PageReques
     rows = await fetch(page.after, page.limit + 1)
     more = len(rows) > page.limit
     rows = rows[:page.limit]
-    return Page(rows, encode_cursor(rows[-1]["id"], mark) if more else None, mark)
+    return Page(rows, {"after": rows[-1]["id"], "watermark": mark.isoformat()} if more else None, mark)

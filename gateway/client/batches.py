@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from gateway.ingest.csvparse import CsvHeaderError, CsvStreamParser
+from gateway.ingest.csvparse import CsvHeaderError, CsvStreamParser, fold_name
 
 CHUNK_BYTES = 1 << 20
 GZIP_MAGIC = b"\x1f\x8b"

@@ -35,7 +35,7 @@ from typing import Any, TextIO
 
 import aiohttp
 
-from gateway.client.batches import MAX_SAMPLES, FileProblem, Plan, cut, read_header, scan
+from gateway.client.batches import MAX_SAMPLES, FileProblem, Plan, cut, fold_name, read_header, scan
 from gateway.client.http import ClientFailure, RetryPolicy, json_result, new_session, retrying
 from gateway.client.progress import MB, Progress
 
@@ -99,7 +99,7 @@ async def push(options: PushOptions, out: TextIO | None = None, err: TextIO | No
     except FileProblem as exc:
         print(f"audience-gateway push: {exc}", file=err)
         return EXIT_USAGE
-    if options.ids and options.ids.casefold() not in {name.casefold() for name in header}:
+    if options.ids and fold_name(options.ids) not in {fold_name(name) for name in header}:
         print(f"audience-gateway push: --ids {options.ids!r} is not a column of {options.path} "
               f"({', '.join(header)})", file=err)
         return EXIT_USAGE

@@ -1,1 +1,1 @@
-"""HTTP plumbing shared by the handlers: middleware, answers, ranges, CSV streaming out, slow clients, drain."""
+"""HTTP plumbing shared by the handlers: middleware, answers, paging, ranges, CSV streaming out, slow clients, drain."""

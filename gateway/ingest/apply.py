@@ -13,12 +13,14 @@ from typing import Any
 import asyncpg
 
 from gateway.errors import NotFound
-from gateway.ingest.upload import ColumnPlan, ColumnRules, Upload, plan_columns
+from gateway.ingest.upload import ColumnPlan, ColumnRules, Upload, normalise_identity, plan_columns
 from gateway.ingest.rejects import RejectSink
 from gateway.audience.segments import require_pushable
 from gateway.db.names import sql
 from gateway.db.queries import QUERIES
 from gateway.ingest.history import UploadEntry
+
+NORMALISE_STEP = 50_000  # identities read and written back per round trip by normalise_incoming
 
 
 async def plan_upload(conn: asyncpg.Connection, endpoint_id: int, segment_id: int, header: list[str],
@@ -38,14 +40,13 @@ async def lock_and_register(conn: asyncpg.Connection, endpoint_id: int, segment_
     the columns as they are under the lock (another upload may have added some while this body streamed).
 
     If another first upload fixed the segment's identity while this body streamed, the identity column
-    differs from the one the rows were normalised on: normalise the new one in SQL, and count rows whose
-    new identity is empty as invalid.
+    differs from the one the rows were normalised on: normalise the new one (by the same Python rule), and
+    count rows whose new identity is empty as invalid.
     """
     row = await lock_segment(conn, endpoint_id, segment_id)
     plan = plan_columns(header, row["identity_attribute"], row["attributes"], rules)
     if (plan.identity_index, plan.lowercase_identity) != (streamed.identity_index, streamed.lowercase_identity):
-        await conn.execute(QUERIES["incoming_normalise_identity"].format(**plan.sql_names()),
-                           plan.lowercase_identity)
+        await normalise_incoming(conn, plan)
         for dropped in await conn.fetch(QUERIES["incoming_drop_empty_identity"].format(**plan.sql_names())):
             upload.reject(dropped["ord"], f"empty identity ({plan.identity_attribute})", list(dropped)[1:])
     if rules.extends and (plan.identity_attribute != row["identity_attribute"]
@@ -53,6 +54,20 @@ async def lock_and_register(conn: asyncpg.Connection, endpoint_id: int, segment_
         await conn.execute(QUERIES["segment_set_columns"], segment_id, plan.identity_attribute,
                            list(plan.attributes))
     return plan
+
+
+async def normalise_incoming(conn: asyncpg.Connection, plan: ColumnPlan) -> None:
+    """Normalise ``incoming``'s identity column in Python (``normalise_identity``: SQL's ``lower`` under
+    ``COLLATE "C"`` would fold only ASCII), reading it through a cursor and writing back only what changed,
+    ``NORMALISE_STEP`` rows at a time. Runs only in the race described in ``lock_and_register``."""
+    names = plan.sql_names()
+    rows = await conn.cursor(QUERIES["incoming_identities"].format(**names))
+    while chunk := await rows.fetch(NORMALISE_STEP):
+        changed = [(row["ord"], normalised) for row in chunk
+                   if (normalised := normalise_identity(row["identity"], plan.lowercase_identity)) != row["identity"]]
+        if changed:
+            ords, identities = zip(*changed)
+            await conn.execute(QUERIES["incoming_set_identities"].format(**names), list(ords), list(identities))
 
 
 async def lock_segment(conn: asyncpg.Connection, endpoint_id: int, segment_id: int) -> asyncpg.Record:

@@ -28,7 +28,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["CsvHeaderError", "CsvStreamParser"]
+__all__ = ["CsvHeaderError", "CsvStreamParser", "fold_name"]
 
 _BOM = b"\xef\xbb\xbf"
 
@@ -47,6 +47,13 @@ _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
 _CSV_FIELD_LIMIT = 2**31 - 1
 if csv.field_size_limit() < _CSV_FIELD_LIMIT:
     csv.field_size_limit(_CSV_FIELD_LIMIT)
+
+
+def fold_name(name: str) -> str:
+    """The one rule for comparing column names (header duplicates, ``ids``, attributes): Unicode full case
+    folding (``str.casefold``), so "Straße", "STRASSE" and "strasse" are one name, while "İD" folds to
+    "i̇d" (i + combining dot) and is not "id". Lives here because the push client shares this module."""
+    return name.casefold()
 
 
 class CsvHeaderError(ValueError):
@@ -381,7 +388,7 @@ class CsvStreamParser:
         for number, name in enumerate(names, 1):
             if not name.strip():
                 raise CsvHeaderError(f"line {line}: header field {number} is empty; every field needs a name")
-            key = name.casefold()
+            key = fold_name(name)
             if key in seen:
                 raise CsvHeaderError(f"line {line}: duplicate field name {name!r} "
                                      f"(same as {seen[key]!r}; names are case-insensitive)")

@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import StreamReader
 
-from gateway.ingest.csvparse import CsvHeaderError, CsvStreamParser
+from gateway.ingest.csvparse import CsvHeaderError, CsvStreamParser, fold_name
 from gateway.errors import BadRequest, ClientIdle, PayloadTooLarge
 
 MAX_INVALID_SAMPLES = 10
@@ -26,6 +26,14 @@ _GZIP_WBITS = 16 + zlib.MAX_WBITS  # a gzip header and trailer around the deflat
 _DECOMPRESS_STEP = 1024 * 1024  # inflate at most this much at a time: a gzip bomb stops at the body limit
 # parse at most this much between two looks at ``pause``: bounds the rejected rows gathered in between
 _PARSE_STEP = 64 * 1024
+
+
+def normalise_identity(identity: str, lowercase: bool) -> str:
+    """The one rule for identities, applied in Python only (SQL's ``lower`` under ``COLLATE "C"`` folds only
+    ASCII, and ``btrim`` knows fewer spaces than ``str.strip``): surrounding whitespace trimmed, lower-cased
+    (``str.lower``) when the identity column is an email column."""
+    identity = identity.strip()
+    return identity.lower() if lowercase else identity
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,28 +94,28 @@ def plan_columns(header: Sequence[str], identity_attribute: str | None, attribut
         raise BadRequest(f"the header has {len(header)} columns; at most {limit} are allowed "
                          "(GATEWAY_MAX_ATTRIBUTES); nothing was applied", code="too_many_attributes")
     ids = rules.ids
-    lowered = [name.lower() for name in header]
+    folded = [fold_name(name) for name in header]
     identity_index = 0
-    if ids and ids.lower() in lowered:
-        identity_index = lowered.index(ids.lower())
+    if ids and fold_name(ids) in folded:
+        identity_index = folded.index(fold_name(ids))
     elif identity_attribute is None:
-        identity_index = next((i for i, name in enumerate(lowered) if "email" in name), 0)
-    elif identity_attribute.lower() in lowered:
-        identity_index = lowered.index(identity_attribute.lower())
+        identity_index = next((i for i, name in enumerate(folded) if "email" in name), 0)
+    elif fold_name(identity_attribute) in folded:
+        identity_index = folded.index(fold_name(identity_attribute))
     if identity_attribute is None:
         identity_attribute = header[identity_index]
 
     merged = list(attributes)
     if rules.extends:
-        known = {name.lower() for name in attributes}
-        merged += [name for name in header if name.lower() not in known]
+        known = {fold_name(name) for name in attributes}
+        merged += [name for name in header if fold_name(name) not in known]
         if len(merged) > max(limit, len(attributes)):
             raise BadRequest(f"the header would give the segment {len(merged)} attributes; at most {limit} are "
                              "allowed (GATEWAY_MAX_ATTRIBUTES); nothing was applied", code="too_many_attributes")
-    position = {name: i for i, name in enumerate(lowered)}
+    position = {name: i for i, name in enumerate(folded)}
     return ColumnPlan(identity_attribute=identity_attribute, attributes=tuple(merged),
-                      identity_index=identity_index, lowercase_identity="email" in lowered[identity_index],
-                      source_index=tuple(position.get(name.lower(), -1) for name in merged), width=len(header))
+                      identity_index=identity_index, lowercase_identity="email" in folded[identity_index],
+                      source_index=tuple(position.get(fold_name(name), -1) for name in merged), width=len(header))
 
 
 async def idle_chunks(content: StreamReader, timeout: float | None) -> AsyncIterator[bytes]:
@@ -219,9 +227,7 @@ class Upload:
             if has_nul and any("\x00" in field for field in fields):
                 self.reject(line, "contains a NUL character", fields)
                 continue
-            identity = fields[identity_index].strip()
-            if lowercase:
-                identity = identity.lower()
+            identity = normalise_identity(fields[identity_index], lowercase)
             if not identity:
                 self.reject(line, f"empty identity ({plan.identity_attribute})", fields)
                 continue

@@ -21,34 +21,42 @@ async def test_sigterm_to_the_group_drains_an_upload_in_flight(tmp_path):
     env = {**free_data_dir(tmp_path), "GATEWAY_API_KEY": KEY, "GATEWAY_LOG_LEVEL": "INFO"}
     gateway = GatewayProcess("serve", "--port", "0", env=env)
     url = gateway.wait_listening()
+    log_lines = collect_lines(gateway.process.stderr)
     postmaster = postmaster_pid(tmp_path / "data")
     assert postmaster is not None
     pgid = os.getpgid(gateway.process.pid)
     assert pgid != os.getpgid(0), "the gateway must run in its own process group"
+    release = asyncio.Event()
 
-    async def slow_body():
+    async def held_body():
         yield b"Email,Name\n" + b"".join(b"early%d@example.com,E\n" % i for i in range(5))
-        await asyncio.sleep(0.3)  # the request is being handled
-        os.killpg(pgid, signal.SIGTERM)
-        await asyncio.sleep(1)
+        await release.wait()  # the rest comes once the drain has begun
         yield b"".join(b"late%d@example.com,L\n" % i for i in range(5)) + b",no identity\n"
 
     async with aiohttp.ClientSession(headers=AUTH) as session:
         async with session.post(url + "/v1/segments", json={"name": "Drained"}) as response:
             segment = (await response.json())["result"]["segmentId"]
-        async with session.post(f"{url}/v1/segments/{segment}/data", data=slow_body(),
-                                headers={"Content-Type": "text/csv", "X-Request-ID": "drain-1"}) as response:
+        upload = asyncio.create_task(session.post(f"{url}/v1/segments/{segment}/data", data=held_body(),
+                                                  headers={"Content-Type": "text/csv", "X-Request-ID": "drain-1"}))
+        await until(lambda: upload_in_flight(session, url), "the upload to be in flight")
+        os.killpg(pgid, signal.SIGTERM)
+        await until(lambda: asyncio.sleep(0, any(STOPPING in line for line in log_lines)), "the drain to begin")
+        release.set()
+        async with await upload as response:
             assert response.status == 200
             result = (await response.json())["result"]
     assert (result["numReceived"], result["numInvalid"], result["numAdded"]) == ("11", "1", "10")
 
     code = await asyncio.to_thread(gateway.process.wait, 60)
-    stderr = gateway.process.stderr.read()
-    assert code == 0, stderr
+    assert code == 0, "".join(log_lines)
     gateway.stop()
     assert postmaster_pid(tmp_path / "data") is None, "the embedded PostgreSQL must be stopped"
-    entries = [json.loads(line) for line in stderr.splitlines() if line.strip()]
-    assert any(entry.get("request_id") == "drain-1" and entry.get("status") == 200 for entry in entries)
+
+    def logged(entry: dict) -> bool:
+        return entry.get("request_id") == "drain-1" and entry.get("status") == 200
+
+    await until(lambda: asyncio.sleep(0, any(logged(json.loads(line)) for line in log_lines if line.strip())),
+                "the upload's access line")
 
 
 MAX_BATCHES = 60  # the batches sent after SIGTERM, at most, before the test gives up waiting for the drain
@@ -68,6 +76,12 @@ async def until(check, what: str, timeout: float = 30.0):
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.02)
     return value
+
+
+async def upload_in_flight(session: aiohttp.ClientSession, url: str) -> bool:
+    async with session.get(url + "/metrics") as response:
+        text = await response.text()
+    return re.search(r"^audience_gateway_uploads_in_flight 1\.0$", text, re.MULTILINE) is not None
 
 
 async def test_no_request_starts_on_a_kept_alive_connection_after_the_drain_began(tmp_path):
@@ -98,12 +112,7 @@ async def test_no_request_starts_on_a_kept_alive_connection_after_the_drain_bega
         data = f"{url}/v1/segments/{segment}/data"
         held = asyncio.create_task(held_session.post(data, data=held_body(), headers={"Content-Type": "text/csv"}))
 
-        async def upload_in_flight() -> bool:
-            async with setup.get(url + "/metrics") as response:
-                text = await response.text()
-            return re.search(r"^audience_gateway_uploads_in_flight 1\.0$", text, re.MULTILINE) is not None
-
-        await until(upload_in_flight, "the held upload to be in flight")
+        await until(lambda: upload_in_flight(setup, url), "the held upload to be in flight")
         async with idle.get(url + "/v1/segments") as response:
             assert response.status == 200  # this connection now waits, kept alive
 

@@ -8,6 +8,7 @@ gateway says it stored.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import dataclasses
 import io
@@ -21,7 +22,7 @@ import asyncpg
 
 from gateway.app import create_app
 from gateway.settings import Settings
-from tests.helpers import members_table
+from tests.helpers import copy_in_progress, eventually, members_table
 from tests.conftest import AUTH, GatewayTestServer
 
 METHOD_OF = {"ADD": "POST", "REPLACE": "PUT", "REMOVE": "DELETE"}
@@ -117,6 +118,36 @@ async def push(client, segment_id: str, body: bytes | str | AsyncIterator[bytes]
 async def push_ok(client, segment_id: str, body: bytes | str, action: str = "ADD", **options: Any) -> dict[str, Any]:
     """A push that must succeed; its result."""
     return (await push(client, segment_id, body, action, **options)).result
+
+
+@contextlib.asynccontextmanager
+async def streaming_push(client, db: asyncpg.Connection, segment_id: str, head: bytes,
+                         rest: bytes) -> AsyncIterator[asyncio.Task[Reply]]:
+    """A push of ``head`` + ``rest``, held after ``head`` while the block runs: the block starts once the
+    push streams its rows (its header read and planned, its COPY into ``incoming`` running); ``rest`` is
+    sent when it ends. Yields the push's task."""
+    release = asyncio.Event()
+
+    async def held_body() -> AsyncIterator[bytes]:
+        yield head
+        await release.wait()
+        yield rest
+
+    task = asyncio.create_task(push(client, segment_id, held_body()))
+    try:
+        await eventually(lambda: copy_in_progress(db), "the push to stream its rows")
+        yield task
+    finally:
+        release.set()
+
+
+async def overtaken_push(client, db: asyncpg.Connection, segment_id: str, head: bytes, rest: bytes,
+                         first: str, **first_options: Any) -> Reply:
+    """A push that another push (``first``, which must succeed) overtakes while it streams: the race
+    ``lock_and_register`` settles."""
+    async with streaming_push(client, db, segment_id, head, rest) as slow:
+        await push_ok(client, segment_id, first, **first_options)
+    return await slow
 
 
 async def app_client(aiohttp_client, settings: Settings, **changes: Any):

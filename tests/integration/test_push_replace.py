@@ -7,6 +7,7 @@ from gateway import state
 from gateway.ingest.replace import expire_idle_sessions
 from tests.integration.push_helpers import (app_client, audience, create_segment, identities, push, push_ok,
                                             sessions, snapshot, staging_tables)
+from tests.helpers import eventually, lock_waiters
 
 OLD = "email,name\nold1@x.com,Old\nold2@x.com,Old\n"
 
@@ -232,7 +233,7 @@ async def test_batches_stage_without_the_segment_lock_and_the_commit_waits_for_i
         staged = await asyncio.wait_for(replace_batch(client, segment_id, rows_body("p2"), 3, 2), 10)
         assert staged["replaceCommitted"] is False
         completing = asyncio.ensure_future(replace_batch(client, segment_id, rows_body("p3"), 3, 3))
-        await asyncio.sleep(1.0)
+        await eventually(lambda: lock_waiters(db), "batch 3's commit to wait for the segment's lock")
         assert not completing.done()  # batch 3 is staged, its commit waits for the segment's lock
     finally:
         await transaction.rollback()

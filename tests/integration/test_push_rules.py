@@ -15,8 +15,8 @@ from tests.conftest import AUTH
 from gateway.settings import MAX_ATTRIBUTES_CEILING
 from tests.integration.pull_helpers import sync_rows
 from tests.integration.push_helpers import (INTRUSIVE_BODY, app_client, attributes, audience, chunked,
-                                            create_segment, csv_body, identities, push, push_ok, seeded_segment,
-                                            snapshot)
+                                            create_segment, csv_body, identities, overtaken_push, push, push_ok,
+                                            seeded_segment, snapshot)
 from tests.helpers import copy_in_progress, eventually
 
 ACTIONS = ("ADD", "REPLACE", "REMOVE")
@@ -152,15 +152,27 @@ async def test_a_first_upload_overtaken_by_another_is_applied_as_a_later_upload(
     """Calls apply one at a time in the order they reach the segment's lock: an upload still streaming
     when another one fixes the identity attribute is then a later upload (identity found by name)."""
     segment_id = await create_segment(client)
-    slow = asyncio.create_task(push(client, segment_id, chunked(b"name,id\nOne,K1\n", b"Two,K2\n", pause=0.5)))
-    await asyncio.sleep(0.2)  # the slow upload has its header and is streaming its rows
-    await push_ok(client, segment_id, "id,name\nK0,Zero\n")  # the first upload applied: identity "id"
-    reply = await slow
+    # the first upload applied while this one streams: identity "id"
+    reply = await overtaken_push(client, db, segment_id, b"name,id\nOne,K1\n", b"Two,K2\n", "id,name\nK0,Zero\n")
     assert reply.status == 200, reply.text
     assert reply.result["numAdded"] == "2"
     assert await db.fetchval("SELECT identity_attribute FROM segments WHERE id = $1", int(segment_id)) == "id"
     assert await audience(db, segment_id) == {"K0": {"id": "K0", "name": "Zero"}, "K1": {"id": "K1", "name": "One"},
                                               "K2": {"id": "K2", "name": "Two"}}
+
+
+async def test_a_non_ascii_email_is_one_member_whether_normalised_while_streaming_or_under_the_lock(client, db):
+    """The identity rule is applied in Python on both paths: while the body streams, and under the lock when
+    another first upload fixed another identity column meanwhile (SQL's ``lower`` under ``COLLATE "C"``
+    turned "ÉLODIE@Example.com" into "Élodie@example.com": a second member)."""
+    segment_id = await create_segment(client)
+    # this push streams as a first upload (identity: backup_email, the first email column); the other one
+    # fixes "email" meanwhile, so the column holding ÉLODIE is normalised only under the lock
+    reply = await overtaken_push(client, db, segment_id, "backup_email,email\nb@x.com,\u00a0ÉLODIE@Example.com \n".encode(),
+                                 "c@x.com,ZOË@Example.com\n".encode(),
+                                 "email,backup_email\nÉLODIE@Example.com,a@x.com\n", ids="email")
+    assert (reply.result["numAdded"], reply.result["numInvalid"]) == ("1", "0")
+    assert await identities(db, segment_id) == {"élodie@example.com", "zoë@example.com"}
 
 
 async def test_identity_is_trimmed_and_lowercased_only_in_email_columns(client, db):

@@ -7,7 +7,6 @@ until this file says what status means for it.
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import re
 
@@ -17,7 +16,7 @@ from gateway.app import create_app
 from gateway.settings import Settings
 from tests.integration.manage_helpers import api, set_status
 from tests.integration.pull_helpers import Job, create_job, wait_for_status
-from tests.integration.push_helpers import chunked, create_segment, push, seeded_segment, snapshot
+from tests.integration.push_helpers import create_segment, push, seeded_segment, snapshot, streaming_push
 
 pytestmark = pytest.mark.pg15
 
@@ -96,10 +95,8 @@ async def test_made_inactive_while_the_body_streams(client, db):
     """The status is checked again under the segment's lock: a push whose body was streaming when the
     segment became inactive is refused and applies nothing."""
     segment_id, before = await seeded_segment(client, db)
-    body = chunked(b"email,name\n", b"late@x.com,Late\n", pause=0.5)
-    pushing = asyncio.create_task(push(client, segment_id, body))
-    await asyncio.sleep(0.2)
-    await set_status(client, segment_id, "inactive")
+    async with streaming_push(client, db, segment_id, b"email,name\n", b"late@x.com,Late\n") as pushing:
+        await set_status(client, segment_id, "inactive")
     (await pushing).assert_failure(409, "segment_inactive")
     assert await snapshot(db, segment_id) == before
 

@@ -1,7 +1,6 @@
 """Upload history (``GET /api/segments/{id}/uploads``) and every rejected row
 (``GET /api/segments/{id}/rejects?upload=…``): checked against what was pushed and what the pushes answered."""
 
-import asyncio
 import csv
 import io
 
@@ -11,7 +10,7 @@ from gateway import state
 from gateway.ingest import rejects
 from gateway.ingest.history import sweep_uploads
 from tests.conftest import AUTH
-from tests.integration.push_helpers import app_client, chunked, create_segment, push, push_ok
+from tests.integration.push_helpers import app_client, chunked, create_segment, overtaken_push, push, push_ok
 
 pytestmark = pytest.mark.pg15
 
@@ -98,6 +97,18 @@ async def test_history_pages_newest_first_with_a_cursor(client):
         if cursor is None:
             break
     assert seen == everything and len(seen) == 5
+
+
+async def test_history_pages_by_the_one_paging_rule_and_still_takes_a_raw_id_cursor(client):
+    """The rule of every /api list (limit up to 1000, an opaque cursor); the old cursor, an upload id as
+    digits, still pages from that id."""
+    segment_id = await create_segment(client)
+    for number in range(3):
+        await push_ok(client, segment_id, f"email\nu{number}@x.com\n")
+    everything = (await history(client, segment_id, limit="1000"))["uploads"]
+    first = await history(client, segment_id, limit="1")
+    assert not first["nextCursor"].isdigit()
+    assert (await history(client, segment_id, cursor=str(everything[0]["id"])))["uploads"] == everything[1:]
 
 
 def invalid_rows(max_field_bytes: int) -> list[tuple[str, str]]:
@@ -214,14 +225,12 @@ async def test_a_refused_push_leaves_no_history_and_no_rejects(aiohttp_client, s
     assert await db.fetchval("SELECT count(*) FROM upload_rejects") == 0
 
 
-async def test_rows_rejected_under_the_lock_are_stored_too(client):
+async def test_rows_rejected_under_the_lock_are_stored_too(client, db):
     """An upload overtaken by the first upload (which fixes another identity column) finds some of its rows
     without an identity only once it holds the segment's lock: they are rejected and stored then."""
     segment_id = await create_segment(client)
-    slow = asyncio.create_task(push(client, segment_id, chunked(b"name,id\nOne,K1\n", b"Two,\n", pause=0.5)))
-    await asyncio.sleep(0.2)  # the slow upload streams with "name" as its identity
-    await push_ok(client, segment_id, "id,name\nK0,Zero\n")  # the first upload applied: identity "id"
-    reply = await slow
+    # streams with "name" as its identity; the first upload applied meanwhile: identity "id"
+    reply = await overtaken_push(client, db, segment_id, b"name,id\nOne,K1\n", b"Two,\n", "id,name\nK0,Zero\n")
     assert (reply.result["numInvalid"], reply.result["numAdded"]) == ("1", "1")
     entry = (await history(client, segment_id))["uploads"][0]
     assert (entry["numInvalid"], entry["rejectsStored"]) == (1, 1)
