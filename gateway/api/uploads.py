@@ -15,12 +15,11 @@ from gateway.api.requests import storable_text
 from gateway.errors import BadRequest, NotFound, invalid_code
 from gateway.http.csvout import stream_csv
 from gateway.http.paging import PAGE_PARAMETERS, encode_cursor, parse_page
-from gateway.ingest.rejects import CSV_HEADER, REJECTS_QUERY, SHARE_CSV_HEADER
+from gateway.ingest.rejects import CSV_HEADER, REJECTS_QUERY, SHARE_CSV_HEADER, SHARE_REJECTS_QUERY
 from gateway.http.responses import success
 from gateway.audience.metadata import get_any_segment
 from gateway.audience.segments import parse_segment_id
-from gateway.db.queries import QUERIES
-from gateway.ingest.history import entry_json, get_upload, list_uploads
+from gateway.ingest.history import entry_json, get_upload, list_uploads, share_summary
 
 routes = web.RouteTableDef()
 
@@ -103,7 +102,7 @@ async def get_rejects(request: web.Request) -> web.StreamResponse:
         await get_any_segment(conn, endpoint_id, segment_id)
         if given == ["upload"]:
             return await _upload_rejects(request, conn, segment_id, endpoint_id, upload_id)
-        share = await conn.fetchrow(QUERIES["upload_share_summary"], segment_id, endpoint_id, session_id, source)
+        share = await share_summary(conn, segment_id, endpoint_id, session_id, source)
         what = f"replace session {session_id}" if session_id is not None else f"sourceSegmentID {source!r}"
         if share["uploads"] == 0:
             raise NotFound(f"segment {segment_id} has no upload of {what}", code="upload_not_found")
@@ -113,7 +112,7 @@ async def get_rejects(request: web.Request) -> web.StreamResponse:
         headers = {NOT_STORED_HEADER: str(share["not_stored"])}
         if share["expired"]:
             headers[EXPIRED_HEADER] = str(share["expired"])
-        return await stream_csv(request, conn, QUERIES["upload_share_rejects_rows"], SHARE_CSV_HEADER,
+        return await stream_csv(request, conn, SHARE_REJECTS_QUERY, SHARE_CSV_HEADER,
                                 filename=f"segment-{segment_id}-rejects.csv", args=(segment_id, session_id, source),
                                 headers=headers)
 

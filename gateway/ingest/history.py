@@ -102,6 +102,13 @@ async def get_upload(conn: asyncpg.Connection, endpoint_id: int, segment_id: int
     return row
 
 
+async def share_summary(conn: asyncpg.Connection, segment_id: int, endpoint_id: int, session_id: int | None,
+                        source: str | None) -> asyncpg.Record:
+    """The uploads of one share (a replace session, or a sourceSegmentID): how many, how many of them lost
+    their rejects to GATEWAY_REJECTS_TTL, and the rejects only counted (over a cap)."""
+    return await conn.fetchrow(QUERIES["upload_share_summary"], segment_id, endpoint_id, session_id, source)
+
+
 async def list_uploads(pool: asyncpg.Pool, segment_id: int, before: int, limit: int) -> list[asyncpg.Record]:
     return await pool.fetch(QUERIES["upload_list"], segment_id, before, limit)
 

@@ -25,6 +25,8 @@ COLUMNS = ("upload_id", "line", "reason", "raw")
 CSV_HEADER = ("line", "reason", "raw")
 REJECTS_QUERY = QUERIES["upload_rejects_rows"]  # one upload's stored rejected rows ($1: its id), as CSV_HEADER
 SHARE_CSV_HEADER = (*CSV_HEADER, "upload")  # the rejects of several uploads say whose they are
+# a share's stored rejected rows ($1 segment, $2 replace session or $3 sourceSegmentID), as SHARE_CSV_HEADER
+SHARE_REJECTS_QUERY = QUERIES["upload_share_rejects_rows"]
 
 
 def clean_raw(text: str) -> str:
