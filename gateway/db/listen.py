@@ -6,6 +6,10 @@ besides asyncpg's termination listener (a clean close is noticed at once), the c
 every ``ping_seconds`` that must answer within ``ping_timeout``; otherwise it is abandoned and replaced.
 Notifications sent while nothing listened are lost: ``on_connect`` runs after every (re)connection so the
 caller can resynchronise (the key cache empties itself, the export workers look for work once).
+
+Waits with a bound use ``asyncio.timeout``, never ``asyncio.wait_for``: on Python 3.11, ``wait_for`` returns
+the awaited result when a cancellation arrives just as it completes, and the cancellation is lost — a task
+stopped at that instant (``serve``'s shutdown) then runs on, and the shutdown waits for it for ever.
 """
 
 from __future__ import annotations
@@ -74,7 +78,8 @@ class Listener:
         self.on_connect()
         while not lost.is_set():
             try:
-                await asyncio.wait_for(lost.wait(), self.ping_seconds)
+                async with asyncio.timeout(self.ping_seconds):  # never wait_for: see the module's docstring
+                    await lost.wait()
             except TimeoutError:
                 await conn.fetchval(QUERIES["server_version_num"], timeout=self.ping_timeout)
         log.warning("%s: the LISTEN connection closed; reconnecting", self.name)
@@ -84,6 +89,7 @@ async def _close(conn: asyncpg.Connection) -> None:
     if conn.is_closed():
         return
     try:
-        await asyncio.wait_for(conn.close(), CLOSE_TIMEOUT)
+        async with asyncio.timeout(CLOSE_TIMEOUT):
+            await conn.close()
     except Exception:
         conn.terminate()

@@ -44,8 +44,9 @@ class InFlight:
 
     async def wait_idle(self, timeout: float) -> bool:
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(timeout):  # not wait_for, which can lose a cancellation (gateway.db.listen)
+                await self._idle.wait()
+        except TimeoutError:
             return False
         return True
 

@@ -147,8 +147,9 @@ class JobWorkers:
                 log.warning("cannot claim jobs: %s", exc)
                 job = None
             if job is None:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+                with contextlib.suppress(TimeoutError):  # not wait_for: see gateway.db.listen
+                    async with asyncio.timeout(self.poll_seconds):
+                        await self._wake.wait()
                 continue
             await self._run(self._lease(job))
 

@@ -89,8 +89,9 @@ async def run(url: str, key: str | None, *, once: bool, interval: float = 1.0, o
         with _keys_pressed(quit_pressed) if terminal else contextlib.nullcontext():
             before, taken = await scrape(session, url), time.monotonic()
             while True:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(quit_pressed.wait(), interval)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(interval):
+                        await quit_pressed.wait()
                 if quit_pressed.is_set():
                     return 0
                 after, now = await scrape(session, url), time.monotonic()

@@ -38,10 +38,18 @@ class GatewayProcess:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         if self.process.poll() is None:
             self.process.send_signal(sig)
-        code = self.process.wait(timeout)
-        for stream in (self.process.stdout, self.process.stderr):
-            if stream:
-                stream.close()
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()  # its embedded PostgreSQL, in its own session, is adopted by a later start
+            self.process.wait()
+            stderr = self.process.stderr.read() if self.process.stderr else ""
+            raise AssertionError(f"the gateway did not exit within {timeout} s of signal {sig}; its stderr ends: "
+                                 f"{stderr[-4000:]}") from None
+        finally:
+            for stream in (self.process.stdout, self.process.stderr):
+                if stream:
+                    stream.close()
         return code
 
 
