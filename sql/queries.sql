@@ -316,7 +316,13 @@ CREATE TABLE {staging} (
 );
 
 -- name: staging_clear_batch
-DELETE FROM {staging} WHERE batch = $1;
+-- What an earlier copy of batch $1 staged: rows written by another transaction (a batch COPYs its rows
+-- straight into the staging table, in its own top-level transaction, before it learns it is a copy).
+DELETE FROM {staging} WHERE batch = $1 AND xmin <> pg_current_xact_id()::xid;
+
+-- name: staging_batch_distinct_count
+-- The distinct identities this transaction staged as batch $1 (when too many to count in memory).
+SELECT count(DISTINCT identity) FROM {staging} WHERE batch = $1 AND xmin = pg_current_xact_id()::xid;
 
 -- name: staging_add_batch
 INSERT INTO {staging} (batch, ord, identity, attrs)
