@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -33,7 +32,6 @@ from gateway.ingest.history import BatchInfo, UploadEntry
 log = logging.getLogger(__name__)
 
 STAGED_COLUMNS = ("batch", "ord", "identity", "attrs")  # what a batch COPYs straight into staging
-COPY_CHUNK_LINES = 1000
 MAX_TOUCH_INTERVAL = 1.0  # seconds: a session's last_batch_at may lag this much (or TTL/10) behind its batches
 
 
@@ -125,8 +123,7 @@ async def _stage_streamed(conn: asyncpg.Connection, endpoint_id: int, segment_id
     schema, table = staging_table(session_id)
     while not upload.done:
         await conn.copy_to_table(table, schema_name=schema, columns=STAGED_COLUMNS, format="text",
-                                 source=_chunks(upload.records(plan, pause=entry.rejects.full,
-                                                               staged_batch=batch.number)))
+                                 source=upload.records(plan, pause=entry.rejects.full, staged_batch=batch.number))
         await entry.rejects.flush(conn)
     await _segment_columns(conn, endpoint_id, segment_id)  # it may have been made inactive meanwhile
     staged_identities = (len(upload.identities) if upload.identities is not None else await conn.fetchval(
@@ -134,18 +131,6 @@ async def _stage_streamed(conn: asyncpg.Connection, endpoint_id: int, segment_id
     result = batch_result(segment_id, upload, numAdded=staged_identities, replaceCommitted=False)
     await _record_batch(conn, session_id, batch.number)
     return await _touch(conn, session_id, session_ttl, entry, result), result
-
-
-async def _chunks(lines: AsyncIterator[str]) -> AsyncIterator[bytes]:
-    """COPY text lines, ``COPY_CHUNK_LINES`` to a message."""
-    chunk: list[str] = []
-    async for line in lines:
-        chunk.append(line)
-        if len(chunk) == COPY_CHUNK_LINES:
-            yield "".join(chunk).encode()
-            chunk = []
-    if chunk:
-        yield "".join(chunk).encode()
 
 
 async def _stage(conn: asyncpg.Connection, endpoint_id: int, segment_id: int, batch: BatchInfo, upload: Upload,

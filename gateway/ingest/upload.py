@@ -215,9 +215,9 @@ class Upload:
     async def records(self, plan: ColumnPlan, pause: Callable[[], bool] | None = None,
                       staged_batch: int | None = None) -> AsyncIterator[tuple[Any, ...]]:
         """``(line, field0, field1, …)`` for each valid row (identity normalised), for COPY into ``incoming``;
-        with ``staged_batch`` k, ``staging_line(k, line, identity, attrs)`` (attrs in the segment's attribute
-        order, the plan's), for COPY straight into a REPLACE session's staging table, and ``identities``
-        gathered.
+        with ``staged_batch`` k, one piece of COPY text (``staging_line(k, line, identity, attrs)`` of each
+        of its rows, attrs in the segment's attribute order, the plan's) at a time, for COPY straight into a
+        REPLACE session's staging table, and ``identities`` gathered.
 
         Stops early, between two pieces of the body (at most ``_PARSE_STEP`` bytes each), when ``pause()``
         says so (the caller stores the rejected rows, then calls again to go on); ``done`` tells when the
@@ -225,8 +225,11 @@ class Upload:
         """
         while not self.done:
             rows, self._ahead = self._ahead, []
-            for record in self._records_of(rows, plan, self._has_nul, staged_batch):
-                yield record
+            if staged_batch is None:
+                for record in self._records_of(rows, plan, self._has_nul, None):
+                    yield record
+            elif rows:
+                yield "".join(self._records_of(rows, plan, self._has_nul, staged_batch)).encode()
             if pause is not None and pause():
                 return
             if self._unparsed:
