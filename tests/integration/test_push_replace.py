@@ -1,11 +1,12 @@
 """REPLACE shares: staged batch by batch, committed in one transaction when every batch is in."""
 
 import asyncio
+import gzip
 import random
 
 from gateway import state
 from gateway.ingest.replace import expire_idle_sessions
-from tests.integration.push_helpers import (app_client, audience, create_segment, identities, push, push_ok,
+from tests.integration.push_helpers import (app_client, audience, create_segment, csv_body, identities, push, push_ok,
                                             sessions, snapshot, staging_tables)
 from tests.helpers import eventually, lock_waiters
 
@@ -258,3 +259,37 @@ async def test_two_copies_of_a_batch_at_once_stage_one_body(client, db):
         assert await identities(db, segment_id) in (
             {"a1@x.com", "a2@x.com", "last@x.com"}, {"b1@x.com", "last@x.com"})
         assert done["audienceSize"] == len(await identities(db, segment_id))
+
+
+async def staged_rows(db, segment_id: str) -> int:
+    (session,) = [s for s in await sessions(db, segment_id) if s["status"] == "open"]
+    return await db.fetchval(f'SELECT count(*) FROM staging."replace_{session["id"]}"')
+
+
+async def test_a_batch_copied_straight_into_staging_keeps_every_character(client, db):
+    """Batch 2 finds its session open: its rows go to the staging table as COPY text, escaped there."""
+    segment_id, _ = await old_segment(client, db)
+    await replace_batch(client, segment_id, rows_body("first"), 2, 1)
+    odd = ['tab\there', 'new\nline', 'back\\slash', 'quo"te', '{braces}', 'a,b', 'NULL', '', ' sp ',
+           '\\N', 'é✓']
+    body = csv_body(["email", "name"], [(f"o{i}@x.com", value) for i, value in enumerate(odd)])
+    staged = await replace_batch(client, segment_id, body.decode(), 2, 2)
+    assert staged["numAdded"] == str(len(odd)), staged
+    stored = await audience(db, segment_id)
+    assert {f"o{i}@x.com": {"email": f"o{i}@x.com", "name": value} for i, value in enumerate(odd)}.items() \
+        <= stored.items()
+    assert len(stored) == len(odd) + 1
+
+
+async def test_a_batch_failing_mid_body_after_its_rows_went_to_staging_leaves_nothing_staged(client, db):
+    segment_id, before = await old_segment(client, db)
+    await replace_batch(client, segment_id, rows_body("first"), 2, 1)
+    rows = csv_body(["email", "name"], [(f"m{i}@x.com", "v") for i in range(20000)])
+    truncated = gzip.compress(rows)[:-40]  # every row inflates, then the gzip stream ends inside its member
+    failed = await push(client, segment_id, truncated, "REPLACE", total=2, number=2,
+                        headers={"Content-Encoding": "gzip"})
+    assert failed.status == 400 and "invalid_gzip" in failed.text
+    assert await staged_rows(db, segment_id) == 1
+    assert (await snapshot(db, segment_id))["members"] == before["members"]
+    done = await replace_batch(client, segment_id, rows_body("second", "third"), 2, 2)
+    assert (done["replaceCommitted"], done["audienceSize"]) == (True, 3)
