@@ -1,6 +1,7 @@
 """REPLACE sessions: batches staged durably in PostgreSQL, committed atomically when all are in.
 
 A session is keyed by (segment, T, ids, sourceEndpointID, sourceSegmentID) and owns one staging table.
+A batch of an open session whose plan needs no lock COPYs straight into it; others go through ``incoming``.
 Batches stage side by side, each in its own transaction, without the segment's lock when their header
 adds nothing to the segment (else they take it, as every push does): a KEY SHARE lock on the session's row
 keeps a commit or an expiry waiting until they end, and the row of (session, k) in replace_batches orders

@@ -267,18 +267,22 @@ async def staged_rows(db, segment_id: str) -> int:
 
 
 async def test_a_batch_copied_straight_into_staging_keeps_every_character(client, db):
-    """Batch 2 finds its session open: its rows go to the staging table as COPY text, escaped there."""
+    """Batches 2 and 3 find their session open: their rows go to the staging table as COPY text, escaped
+    there (batch 2), or as they are when the body holds nothing to escape (batch 3, CRLF line ends)."""
     segment_id, _ = await old_segment(client, db)
-    await replace_batch(client, segment_id, rows_body("first"), 2, 1)
-    odd = ['tab\there', 'new\nline', 'back\\slash', 'quo"te', '{braces}', 'a,b', 'NULL', '', ' sp ',
-           '\\N', 'é✓']
-    body = csv_body(["email", "name"], [(f"o{i}@x.com", value) for i, value in enumerate(odd)])
-    staged = await replace_batch(client, segment_id, body.decode(), 2, 2)
-    assert staged["numAdded"] == str(len(odd)), staged
+    await replace_batch(client, segment_id, rows_body("first"), 3, 1)
+    odd = ['tab\there', 'new\nline', 'back\\slash', 'quo"te', '{braces}', 'a,b', 'NULL', '', ' sp ', '\\N', 'é✓']
+    plain = ['{braces}', 'NULL', '', ' sp ', 'é✓', '{"x"}'[0] + '}', 'a b']
+    expected = {}
+    for number, values, newline in ((2, odd, "\n"), (3, plain, "\r\n")):
+        rows = [(f"o{number}.{i}@x.com", value) for i, value in enumerate(values)]
+        staged = await replace_batch(client, segment_id, csv_body(["email", "name"], rows, newline).decode(), 3,
+                                     number)
+        assert (staged["numAdded"], staged["numInvalid"]) == (str(len(values)), "0"), staged
+        expected.update({identity: {"email": identity, "name": value} for identity, value in rows})
     stored = await audience(db, segment_id)
-    assert {f"o{i}@x.com": {"email": f"o{i}@x.com", "name": value} for i, value in enumerate(odd)}.items() \
-        <= stored.items()
-    assert len(stored) == len(odd) + 1
+    assert expected.items() <= stored.items()
+    assert len(stored) == len(expected) + 1
 
 
 async def test_a_batch_failing_mid_body_after_its_rows_went_to_staging_leaves_nothing_staged(client, db):
