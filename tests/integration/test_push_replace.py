@@ -5,6 +5,7 @@ import gzip
 import random
 
 from gateway import state
+from gateway.ingest import upload as upload_module
 from gateway.ingest.replace import expire_idle_sessions
 from tests.integration.push_helpers import (app_client, audience, create_segment, csv_body, identities, push, push_ok,
                                             sessions, snapshot, staging_tables)
@@ -297,3 +298,11 @@ async def test_a_batch_failing_mid_body_after_its_rows_went_to_staging_leaves_no
     assert (await snapshot(db, segment_id))["members"] == before["members"]
     done = await replace_batch(client, segment_id, rows_body("second", "third"), 2, 2)
     assert (done["replaceCommitted"], done["audienceSize"]) == (True, 3)
+
+
+async def test_a_batch_with_too_many_identities_to_count_in_memory_counts_them_in_sql(client, db, monkeypatch):
+    monkeypatch.setattr(upload_module, "MAX_COUNTED_IDENTITIES", 2)
+    segment_id, _ = await old_segment(client, db)
+    await replace_batch(client, segment_id, rows_body("first"), 2, 1)
+    staged = await replace_batch(client, segment_id, rows_body("r1", "r2", "r1", "r3", "r2", " R3"), 2, 2)
+    assert (staged["numAdded"], staged["audienceSize"]) == ("3", 4)
