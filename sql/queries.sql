@@ -407,10 +407,12 @@ ORDER BY id
 LIMIT 100;
 
 -- name: replace_lock_session_for_expiry
--- Under the segment's lock, so no batch of this session is being staged meanwhile.
+-- Under the segment's lock, so no batch of this session is being staged meanwhile. SKIP LOCKED: a session
+-- a batch is streaming into (KEY SHARE, held while its body arrives) is not idle, and a busy segment is
+-- tried again at the next sweep; the sweep never waits, holding the segment's lock, behind a slow body.
 SELECT s.id FROM replace_sessions s JOIN segments g ON g.id = s.segment_id
 WHERE s.id = $1 AND s.status = 'open' AND s.last_batch_at < now() - make_interval(secs => $2)
-FOR NO KEY UPDATE OF g FOR UPDATE OF s;
+FOR NO KEY UPDATE OF g FOR UPDATE OF s SKIP LOCKED;
 
 -- name: replace_mark_expired
 UPDATE replace_sessions SET status = 'expired', ended_at = now() WHERE id = $1;

@@ -306,3 +306,32 @@ async def test_a_batch_with_too_many_identities_to_count_in_memory_counts_them_i
     await replace_batch(client, segment_id, rows_body("first"), 2, 1)
     staged = await replace_batch(client, segment_id, rows_body("r1", "r2", "r1", "r3", "r2", " R3"), 2, 2)
     assert (staged["numAdded"], staged["audienceSize"]) == ("3", 4)
+
+
+async def test_a_session_a_batch_is_streaming_into_does_not_expire(client, db):
+    """The batch holds its session (KEY SHARE) from before its body streams: the sweep skips the session
+    instead of expiring it under the batch or waiting behind the body with the segment's lock."""
+    segment_id, _ = await old_segment(client, db)
+    await replace_batch(client, segment_id, rows_body("first"), 2, 1)
+    await db.execute("UPDATE replace_sessions SET last_batch_at = now() - interval '2 hours' "
+                     "WHERE segment_id = $1", int(segment_id))
+    rest = asyncio.Event()
+
+    async def body():
+        yield rows_body("second").encode()
+        await rest.wait()
+        yield b"third@x.com,v\n"
+
+    sending = asyncio.ensure_future(push(client, segment_id, body(), "REPLACE", total=2, number=2))
+
+    async def copying() -> bool:
+        return await db.fetchval("SELECT count(*) FROM pg_stat_activity "
+                                 "WHERE query LIKE 'COPY \"staging\".%' AND state = 'active'") == 1
+    try:
+        await eventually(copying, "batch 2 to COPY into the staging table")
+        assert await asyncio.wait_for(expire_idle_sessions(client.app[state.POOL], 3600), 10) == 0
+    finally:
+        rest.set()
+    done = await asyncio.wait_for(sending, 10)
+    assert done.status == 200 and '"replaceCommitted":true' in done.text.replace(" ", "")
+    assert await identities(db, segment_id) == {"first@x.com", "second@x.com", "third@x.com"}
