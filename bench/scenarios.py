@@ -97,11 +97,12 @@ def _committed_once(results: list[dict], rows: int) -> None:
         raise RuntimeError(f"REPLACE did not commit once with {rows} members: {committed}")
 
 
-async def _timed_push(run: Run, segment_id: str, method: str,
-                      batches: list[tuple[int, bytes]]) -> tuple[float, list[dict]]:
+async def _timed_push(run: Run, segment_id: str, method: str, batches: list[tuple[int, bytes]],
+                      concurrency: int | None = None) -> tuple[float, list[dict]]:
+    """``concurrency`` batches in flight (default ``--concurrency``; 1: one after another, one connection)."""
     started = time.perf_counter()
     results = await client.push_batches(run.session, run.gateway.url, segment_id, method, batches, len(batches),
-                                        run.args.concurrency)
+                                        concurrency or run.args.concurrency)
     return time.perf_counter() - started, results
 
 
@@ -142,6 +143,25 @@ async def replace(run: Run) -> dict:
     figures["vs_naive_speedup"] = round(naive["projected_s"] / figures["seconds"], 1)
     figures["targets"] = [_target("≤ 1.0× psql \\copy", figures["vs_psql"] <= 1.0),
                           _target("≥ 10× faster than the naive peer", figures["vs_naive_speedup"] >= 10)]
+    return figures
+
+
+async def replace_seq(run: Run) -> dict:
+    """The replace scenario's batches sent one after another on one connection, as a plain Exchange
+    client may send them (``--concurrency`` does not apply)."""
+    lines = run.lines(run.rows, seed=1)
+    batches = data.batches(lines, run.batch_rows)
+    csv_path = run.csv("replace", lines)
+
+    async def once(repeat: int) -> tuple[float, float]:
+        psql = anchors.copy_in_seconds(run.dsn, csv_path)
+        segment_id = await run.segment(f"replace-seq-{repeat}")
+        seconds, results = await _timed_push(run, segment_id, "PUT", batches, concurrency=1)
+        _committed_once(results, run.rows)
+        return seconds, psql
+
+    figures = _figures(run.rows, await run.repeat(once), batches=len(batches), concurrency=1)
+    figures["targets"] = [_target("≤ 1.0× psql \\copy", figures["vs_psql"] <= 1.0)]
     return figures
 
 
@@ -348,5 +368,5 @@ async def push(run: Run) -> dict:
 
 
 SCENARIOS: dict[str, Callable[[Run], Awaitable[dict]]] = {
-    "replace": replace, "add": add, "remove": remove, "export": export, "big": big, "latency": latency,
+    "replace": replace, "replace-seq": replace_seq, "add": add, "remove": remove, "export": export, "big": big, "latency": latency,
     "two-serve": two_serve, "push": push}

@@ -316,7 +316,13 @@ CREATE TABLE {staging} (
 );
 
 -- name: staging_clear_batch
-DELETE FROM {staging} WHERE batch = $1;
+-- What an earlier copy of batch $1 staged: rows written by another transaction (a batch COPYs its rows
+-- straight into the staging table, in its own top-level transaction, before it learns it is a copy).
+DELETE FROM {staging} WHERE batch = $1 AND xmin <> pg_current_xact_id()::xid;
+
+-- name: staging_batch_distinct_count
+-- The distinct identities this transaction staged as batch $1 (when too many to count in memory).
+SELECT count(DISTINCT identity) FROM {staging} WHERE batch = $1 AND xmin = pg_current_xact_id()::xid;
 
 -- name: staging_add_batch
 INSERT INTO {staging} (batch, ord, identity, attrs)
@@ -401,10 +407,12 @@ ORDER BY id
 LIMIT 100;
 
 -- name: replace_lock_session_for_expiry
--- Under the segment's lock, so no batch of this session is being staged meanwhile.
+-- Under the segment's lock, so no batch of this session is being staged meanwhile. SKIP LOCKED: a session
+-- a batch is streaming into (KEY SHARE, held while its body arrives) is not idle, and a busy segment is
+-- tried again at the next sweep; the sweep never waits, holding the segment's lock, behind a slow body.
 SELECT s.id FROM replace_sessions s JOIN segments g ON g.id = s.segment_id
 WHERE s.id = $1 AND s.status = 'open' AND s.last_batch_at < now() - make_interval(secs => $2)
-FOR NO KEY UPDATE OF g FOR UPDATE OF s;
+FOR NO KEY UPDATE OF g FOR UPDATE OF s SKIP LOCKED;
 
 -- name: replace_mark_expired
 UPDATE replace_sessions SET status = 'expired', ended_at = now() WHERE id = $1;

@@ -14,6 +14,11 @@ def quoted(*parts: str) -> str:
     return ".".join('"' + part.replace('"', '""') + '"' for part in parts)
 
 
+def staging_table(session_id: int) -> tuple[str, str]:
+    """A REPLACE session's staging table as (schema, name), unquoted (for asyncpg's COPY)."""
+    return "staging", f"replace_{int(session_id)}"
+
+
 def table_names(segment_id: int | None = None, session_id: int | None = None,
                 job_id: int | None = None) -> dict[str, str]:
     """Identifiers for the SQL templates: ``{members}`` and its replacement for a segment, ``{staging}``
@@ -31,7 +36,7 @@ def table_names(segment_id: int | None = None, session_id: int | None = None,
             "members_new_pkey_qualified": quoted("audience", f"{members}_new_pkey"),
         })
     if session_id is not None:
-        names["staging"] = quoted("staging", f"replace_{int(session_id)}")
+        names["staging"] = quoted(*staging_table(session_id))
         names["staging_moved"] = quoted("audience", f"replace_{int(session_id)}")
     if job_id is not None:
         names["export_table"] = quoted("exports", f"job_{int(job_id)}")

@@ -1,11 +1,13 @@
 """REPLACE shares: staged batch by batch, committed in one transaction when every batch is in."""
 
 import asyncio
+import gzip
 import random
 
 from gateway import state
+from gateway.ingest import upload as upload_module
 from gateway.ingest.replace import expire_idle_sessions
-from tests.integration.push_helpers import (app_client, audience, create_segment, identities, push, push_ok,
+from tests.integration.push_helpers import (app_client, audience, create_segment, csv_body, identities, push, push_ok,
                                             sessions, snapshot, staging_tables)
 from tests.helpers import eventually, lock_waiters
 
@@ -258,3 +260,78 @@ async def test_two_copies_of_a_batch_at_once_stage_one_body(client, db):
         assert await identities(db, segment_id) in (
             {"a1@x.com", "a2@x.com", "last@x.com"}, {"b1@x.com", "last@x.com"})
         assert done["audienceSize"] == len(await identities(db, segment_id))
+
+
+async def staged_rows(db, segment_id: str) -> int:
+    (session,) = [s for s in await sessions(db, segment_id) if s["status"] == "open"]
+    return await db.fetchval(f'SELECT count(*) FROM staging."replace_{session["id"]}"')
+
+
+async def test_a_batch_copied_straight_into_staging_keeps_every_character(client, db):
+    """Batches 2 and 3 find their session open: their rows go to the staging table as COPY text, escaped
+    there (batch 2), or as they are when the body holds nothing to escape (batch 3, CRLF line ends)."""
+    segment_id, _ = await old_segment(client, db)
+    await replace_batch(client, segment_id, rows_body("first"), 3, 1)
+    odd = ['tab\there', 'new\nline', 'back\\slash', 'quo"te', '{braces}', 'a,b', 'NULL', '', ' sp ', '\\N', 'é✓']
+    plain = ['{braces}', 'NULL', '', ' sp ', 'é✓', '{"x"}'[0] + '}', 'a b']
+    expected = {}
+    for number, values, newline in ((2, odd, "\n"), (3, plain, "\r\n")):
+        rows = [(f"o{number}.{i}@x.com", value) for i, value in enumerate(values)]
+        staged = await replace_batch(client, segment_id, csv_body(["email", "name"], rows, newline).decode(), 3,
+                                     number)
+        assert (staged["numAdded"], staged["numInvalid"]) == (str(len(values)), "0"), staged
+        expected.update({identity: {"email": identity, "name": value} for identity, value in rows})
+    stored = await audience(db, segment_id)
+    assert expected.items() <= stored.items()
+    assert len(stored) == len(expected) + 1
+
+
+async def test_a_batch_failing_mid_body_after_its_rows_went_to_staging_leaves_nothing_staged(client, db):
+    segment_id, before = await old_segment(client, db)
+    await replace_batch(client, segment_id, rows_body("first"), 2, 1)
+    rows = csv_body(["email", "name"], [(f"m{i}@x.com", "v") for i in range(20000)])
+    truncated = gzip.compress(rows)[:-40]  # every row inflates, then the gzip stream ends inside its member
+    failed = await push(client, segment_id, truncated, "REPLACE", total=2, number=2,
+                        headers={"Content-Encoding": "gzip"})
+    assert failed.status == 400 and "invalid_gzip" in failed.text
+    assert await staged_rows(db, segment_id) == 1
+    assert (await snapshot(db, segment_id))["members"] == before["members"]
+    done = await replace_batch(client, segment_id, rows_body("second", "third"), 2, 2)
+    assert (done["replaceCommitted"], done["audienceSize"]) == (True, 3)
+
+
+async def test_a_batch_with_too_many_identities_to_count_in_memory_counts_them_in_sql(client, db, monkeypatch):
+    monkeypatch.setattr(upload_module, "MAX_COUNTED_IDENTITIES", 2)
+    segment_id, _ = await old_segment(client, db)
+    await replace_batch(client, segment_id, rows_body("first"), 2, 1)
+    staged = await replace_batch(client, segment_id, rows_body("r1", "r2", "r1", "r3", "r2", " R3"), 2, 2)
+    assert (staged["numAdded"], staged["audienceSize"]) == ("3", 4)
+
+
+async def test_a_session_a_batch_is_streaming_into_does_not_expire(client, db):
+    """The batch holds its session (KEY SHARE) from before its body streams: the sweep skips the session
+    instead of expiring it under the batch or waiting behind the body with the segment's lock."""
+    segment_id, _ = await old_segment(client, db)
+    await replace_batch(client, segment_id, rows_body("first"), 2, 1)
+    await db.execute("UPDATE replace_sessions SET last_batch_at = now() - interval '2 hours' "
+                     "WHERE segment_id = $1", int(segment_id))
+    rest = asyncio.Event()
+
+    async def body():
+        yield rows_body("second").encode()
+        await rest.wait()
+        yield b"third@x.com,v\n"
+
+    sending = asyncio.ensure_future(push(client, segment_id, body(), "REPLACE", total=2, number=2))
+
+    async def copying() -> bool:
+        return await db.fetchval("SELECT count(*) FROM pg_stat_activity "
+                                 "WHERE query LIKE 'COPY \"staging\".%' AND state = 'active'") == 1
+    try:
+        await eventually(copying, "batch 2 to COPY into the staging table")
+        assert await asyncio.wait_for(expire_idle_sessions(client.app[state.POOL], 3600), 10) == 0
+    finally:
+        rest.set()
+    done = await asyncio.wait_for(sending, 10)
+    assert done.status == 200 and '"replaceCommitted":true' in done.text.replace(" ", "")
+    assert await identities(db, segment_id) == {"first@x.com", "second@x.com", "third@x.com"}
