@@ -99,7 +99,8 @@ def _committed_once(results: list[dict], rows: int) -> None:
 
 async def _timed_push(run: Run, segment_id: str, method: str, batches: list[tuple[int, bytes]],
                       concurrency: int | None = None) -> tuple[float, list[dict]]:
-    """``concurrency`` batches in flight (default ``--concurrency``; 1: one after another, one connection)."""
+    """The batches with ``concurrency`` in flight (default ``--concurrency``; 1: one after another, on one
+    keep-alive connection, as a plain Exchange client may send them)."""
     started = time.perf_counter()
     results = await client.push_batches(run.session, run.gateway.url, segment_id, method, batches, len(batches),
                                         concurrency or run.args.concurrency)
@@ -180,6 +181,26 @@ async def add(run: Run) -> dict:
         return seconds, psql
 
     figures = _figures(run.rows, await run.repeat(once), batches=len(batches),
+                       anchor="psql \\copy of the N rows into an empty keyed table")
+    figures["targets"] = [_target("≤ 1.5× psql \\copy", figures["vs_psql"] <= 1.5)]
+    return figures
+
+
+async def add_seq(run: Run) -> dict:
+    """ADD as ``add``, its batches sent one after another on one connection."""
+    lines = run.lines(run.rows, seed=2, start=ADD_START)
+    batches = data.batches(lines, run.batch_rows)
+    csv_path = run.csv("add", lines)
+
+    async def once(repeat: int) -> tuple[float, float]:
+        psql = anchors.copy_in_seconds(run.dsn, csv_path)
+        segment_id = await run.segment(f"add-seq-{repeat}", load=run.rows)
+        seconds, _ = await _timed_push(run, segment_id, "POST", batches, concurrency=1)
+        if anchors.member_count(run.dsn, segment_id) != 2 * run.rows:
+            raise RuntimeError("ADD did not add every row")
+        return seconds, psql
+
+    figures = _figures(run.rows, await run.repeat(once), batches=len(batches), concurrency=1,
                        anchor="psql \\copy of the N rows into an empty keyed table")
     figures["targets"] = [_target("≤ 1.5× psql \\copy", figures["vs_psql"] <= 1.5)]
     return figures
@@ -368,5 +389,6 @@ async def push(run: Run) -> dict:
 
 
 SCENARIOS: dict[str, Callable[[Run], Awaitable[dict]]] = {
-    "replace": replace, "replace-seq": replace_seq, "add": add, "remove": remove, "export": export, "big": big, "latency": latency,
+    "replace": replace, "replace-seq": replace_seq, "add": add, "add-seq": add_seq, "remove": remove,
+    "export": export, "big": big, "latency": latency,
     "two-serve": two_serve, "push": push}

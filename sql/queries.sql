@@ -216,12 +216,37 @@ UPDATE segments SET member_count = 0, purged_at = clock_timestamp() WHERE id = $
 -- Members and pushes. {members} and {staging} are table names made by gateway.members from integer
 -- ids only (audience.members_<segment id>, staging.replace_<session id>); never from request text.
 
+-- name: segment_apply_exclusive
+-- The segment's apply lock, exclusive (gateway.audience.segments.hold_segment): a REPLACE commit or session
+-- opening, a push registering columns, a metadata change. Always taken before the segment's row lock; it
+-- waits for the ADD and REMOVE batches applying (segment_apply_shared) and they wait for it. The second key
+-- is the segment id modulo 2^31 (two segments sharing it only hold each other back).
+SELECT pg_advisory_xact_lock(hashtext('audience-gateway:segment-apply'), ($1::bigint % 2147483648)::integer);
+
+-- name: segment_apply_shared
+-- ADD and REMOVE batches of one segment apply side by side: the row locks of its members order them
+-- (each batch takes them in identity order), and its row only for the instant of segment_record_upload.
+SELECT pg_advisory_xact_lock_shared(hashtext('audience-gateway:segment-apply'), ($1::bigint % 2147483648)::integer);
+
 -- name: segment_lock
--- NO KEY UPDATE: excludes other writers and the readers' FOR SHARE, but not the foreign key checks
--- (KEY SHARE) of rows that merely reference the segment (upload history, jobs).
+-- Under segment_apply_exclusive. NO KEY UPDATE: excludes other writers and the readers' FOR SHARE, but not
+-- the foreign key checks (KEY SHARE) of rows that merely reference the segment (upload history, jobs).
 SELECT identity_attribute, attributes, member_count, status FROM segments
 WHERE id = $1 AND endpoint_id = $2 AND status <> 'deleted'
 FOR NO KEY UPDATE;
+
+-- name: segment_lock_shared
+-- Under segment_apply_shared. KEY SHARE conflicts only with FOR UPDATE (the purge): batches holding it
+-- still update the row's counts (segment_record_upload), one at a time, at their end.
+SELECT identity_attribute, attributes, member_count, status FROM segments
+WHERE id = $1 AND endpoint_id = $2 AND status <> 'deleted'
+FOR KEY SHARE;
+
+-- name: segment_apply_mode
+-- Unlocked: whether an ADD or REMOVE may apply under the shared lock (its header registers nothing, and the
+-- members table exists: CREATE TABLE IF NOT EXISTS is not safe side by side). $3: the members table.
+SELECT identity_attribute, attributes, to_regclass($3) IS NOT NULL AS members_exist FROM segments
+WHERE id = $1 AND endpoint_id = $2 AND status <> 'deleted';
 
 -- name: segment_columns
 SELECT identity_attribute, attributes FROM segments
@@ -276,6 +301,8 @@ CREATE TABLE IF NOT EXISTS {members} (
 
 -- name: members_add
 -- The last row of the batch wins for an identity sent twice; xmax = 0 marks rows that were inserted.
+-- Rows are inserted, so locked, in identity order ("C", as members_remove): batches side by side that touch
+-- the same identities wait for each other instead of deadlocking.
 -- A member whose attributes are unchanged is not rewritten; every returned row is a change.
 WITH merged AS (
     INSERT INTO {members} AS m (identity, attrs)
@@ -286,8 +313,16 @@ WITH merged AS (
 SELECT count(*) FILTER (WHERE inserted) AS added, count(*) AS changed FROM merged;
 
 -- name: members_remove
-DELETE FROM {members} m USING (SELECT DISTINCT {identity} AS identity FROM incoming) i
-WHERE m.identity = i.identity;
+-- The rows are locked in identity order first (as members_add takes them), so that batches touching the
+-- same identities side by side wait for each other instead of deadlocking.
+WITH doomed AS (
+    SELECT m.identity FROM {members} m JOIN (SELECT DISTINCT {identity} AS identity FROM incoming) i
+        ON m.identity = i.identity
+    ORDER BY m.identity
+    FOR UPDATE OF m
+)
+DELETE FROM {members} m USING doomed d
+WHERE m.identity = d.identity;
 
 -- name: replace_find_open
 -- KEY SHARE: batches stage side by side, while a commit or an expiry (FOR UPDATE) waits for them to end;

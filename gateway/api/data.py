@@ -19,7 +19,7 @@ from gateway.errors import BadRequest, NotFound, PayloadTooLarge, UnsupportedMed
 from gateway.db.csvcopy import streaming_transaction
 from gateway.http.csvout import stream_csv
 from gateway.ingest.upload import ColumnRules, Upload
-from gateway.ingest.apply import (add_members, batch_result, lock_and_register, plan_upload, remove_members,
+from gateway.ingest.apply import (add_members, batch_result, lock_to_apply, plan_upload, remove_members,
                                   stream_incoming)
 from gateway.ingest.rejects import RejectSink
 from gateway.ingest.replace import push_replace
@@ -122,8 +122,8 @@ async def push(request: web.Request) -> web.Response:
                 async with conn.transaction():
                     await declare_writes(conn, endpoint_id)
                     await stream_incoming(conn, upload, plan, rejects)
-                    plan = await lock_and_register(conn, endpoint_id, segment_id, header, rules, plan, upload)
-                    await rejects.flush(conn)  # rows rejected under the lock (see lock_and_register)
+                    plan = await lock_to_apply(conn, endpoint_id, segment_id, header, rules, plan, upload)
+                    await rejects.flush(conn)  # rows rejected under the lock (see lock_to_apply)
                     if operation is Operation.ADD:
                         result = batch_result(segment_id, upload,
                                               numAdded=await add_members(conn, segment_id, plan, entry))

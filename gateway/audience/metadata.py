@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 
 from gateway.audience.changefeed import Page, PageRequest, iso, read_page
+from gateway.audience.segments import hold_segment
 from gateway.errors import Conflict, NotFound
 from gateway.db.names import sql
 from gateway.db.queries import QUERIES
@@ -99,6 +100,7 @@ async def change_segment(conn: asyncpg.Connection, segment_id: int, endpoint_id:
     ``endpoint_id`` None: any endpoint's segment (the CLI).
     """
     async with conn.transaction():
+        await hold_segment(conn, segment_id)  # waits for the ADD and REMOVE batches applying
         before = await conn.fetchrow(QUERIES["meta_segment_lock"], segment_id, endpoint_id)
         if before is None:
             raise not_found(segment_id)

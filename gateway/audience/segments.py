@@ -69,6 +69,14 @@ async def list_segments(conn: asyncpg.Connection | asyncpg.Pool, endpoint_id: in
     return [{"id": row["id"], "name": row["name"], "type": row["type"]} for row in rows]
 
 
+async def hold_segment(conn: asyncpg.Connection, segment_id: int, *, shared: bool = False) -> None:
+    """Take the segment's apply lock until the transaction ends, before its row lock. Shared: ADD and
+    REMOVE batches, side by side (their members' row locks order them per identity). Exclusive: a REPLACE
+    commit or session opening, a push registering columns, a metadata change; each waits for the batches
+    applying and they wait for it. A lock in PostgreSQL, so it holds across gateway processes."""
+    await conn.execute(QUERIES["segment_apply_shared" if shared else "segment_apply_exclusive"], segment_id)
+
+
 def require_pushable(segment_id: int, status: str) -> None:
     """An inactive segment takes no data (409) until it is active again; reads still answer."""
     if status == "inactive":

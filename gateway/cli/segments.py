@@ -27,7 +27,7 @@ from gateway.audience.endpoints import endpoint_id
 from gateway.errors import GatewayError
 from gateway.ids import MAX_ID
 from gateway.audience.metadata import EDITABLE, STATUSES, change_segment, describe, insert_segment
-from gateway.audience.segments import SEGMENT_TYPES
+from gateway.audience.segments import SEGMENT_TYPES, hold_segment
 from gateway.settings import Settings
 from gateway.db.queries import QUERIES
 
@@ -119,6 +119,7 @@ def record_problem(record: Any) -> str | None:
 async def upsert(conn: asyncpg.Connection, record: dict[str, Any]) -> list[str]:
     """Create or change one segment; the lines describing what changed (none: unchanged)."""
     segment_id = record["id"]
+    await hold_segment(conn, segment_id)
     existing = await conn.fetchrow(QUERIES["meta_segment_lock"], segment_id, None)
     if existing is None:
         if "endpoint" not in record or "name" not in record:

@@ -1,9 +1,14 @@
 """Applying one pushed batch to a segment's members (ADD, REMOVE; REPLACE stages in gateway.ingest.replace).
 
 Every push follows one path: COPY the upload's records into a temporary ``incoming`` table (no lock
-held while the body streams), then lock the segment's row (calls on one segment apply one at a time,
-in the order they reach the lock), register new columns and apply one set-based statement, all in one
-transaction.
+held while the body streams), then lock the segment, register new columns and apply one set-based
+statement, all in one transaction.
+
+The lock (gateway.audience.segments.hold_segment): ADD and REMOVE batches whose header registers nothing
+apply side by side under a shared lock; each takes its members' row locks in identity order, so two
+batches touching the same identities wait for each other (never deadlock) and, for one identity, the
+result is that of some serial order of the calls. A batch registering columns (or creating the members
+table), a REPLACE commit and a metadata change take it exclusively.
 """
 
 from __future__ import annotations
@@ -15,8 +20,8 @@ import asyncpg
 from gateway.errors import NotFound
 from gateway.ingest.upload import ColumnPlan, ColumnRules, Upload, normalise_identity, plan_columns
 from gateway.ingest.rejects import RejectSink
-from gateway.audience.segments import require_pushable
-from gateway.db.names import sql
+from gateway.audience.segments import hold_segment, require_pushable
+from gateway.db.names import sql, table_names
 from gateway.db.queries import QUERIES
 from gateway.ingest.history import UploadEntry
 
@@ -32,9 +37,39 @@ async def plan_upload(conn: asyncpg.Connection, endpoint_id: int, segment_id: in
     return plan_columns(header, row["identity_attribute"], row["attributes"], rules)
 
 
+async def lock_to_apply(conn: asyncpg.Connection, endpoint_id: int, segment_id: int, header: list[str],
+                        rules: ColumnRules, streamed: ColumnPlan, upload: Upload) -> ColumnPlan:
+    """The lock and plan of an ADD or REMOVE batch: shared when, read unlocked, the segment's identity is
+    fixed, its members table exists and the header adds no attribute (identity and table stay, attributes
+    only grow: so it stays true under the lock); else exclusive, as ``lock_and_register``."""
+    row = await conn.fetchrow(QUERIES["segment_apply_mode"], segment_id, endpoint_id,
+                              table_names(segment_id)["members"])
+    if row is None:
+        raise NotFound(f"segment {segment_id} does not exist", code="segment_not_found")
+    if not (row["members_exist"] and row["identity_attribute"] is not None
+            and not _registers(plan_columns(header, row["identity_attribute"], row["attributes"], rules), row, rules)):
+        return await lock_and_register(conn, endpoint_id, segment_id, header, rules, streamed, upload)
+    await hold_segment(conn, segment_id, shared=True)
+    row = await conn.fetchrow(QUERIES["segment_lock_shared"], segment_id, endpoint_id)
+    if row is None:
+        raise NotFound(f"segment {segment_id} does not exist", code="segment_not_found")
+    require_pushable(segment_id, row["status"])
+    plan = plan_columns(header, row["identity_attribute"], row["attributes"], rules)
+    if _registers(plan, row, rules):
+        raise AssertionError(f"segment {segment_id}: its identity or attributes changed under the shared lock")
+    await _settle_identity(conn, plan, streamed, upload)
+    return plan
+
+
+def _registers(plan: ColumnPlan, row: asyncpg.Record, rules: ColumnRules) -> bool:
+    """Whether applying ``plan`` changes the segment's columns (as ``row`` holds them)."""
+    return rules.extends and (plan.identity_attribute != row["identity_attribute"]
+                              or list(plan.attributes) != row["attributes"])
+
+
 async def lock_and_register(conn: asyncpg.Connection, endpoint_id: int, segment_id: int, header: list[str],
                             rules: ColumnRules, streamed: ColumnPlan, upload: Upload) -> ColumnPlan:
-    """Take the segment's lock and settle the plan: new header names join the attributes in the same
+    """Take the segment's lock exclusively and settle the plan: new header names join the attributes in the same
     transaction as the data (a failed upload changes nothing); a REMOVE (``rules.extends`` false) changes
     no column. Attribute positions are applied in SQL. The attribute limit is checked again here, against
     the columns as they are under the lock (another upload may have added some while this body streamed).
@@ -45,15 +80,19 @@ async def lock_and_register(conn: asyncpg.Connection, endpoint_id: int, segment_
     """
     row = await lock_segment(conn, endpoint_id, segment_id)
     plan = plan_columns(header, row["identity_attribute"], row["attributes"], rules)
+    await _settle_identity(conn, plan, streamed, upload)
+    if _registers(plan, row, rules):
+        await conn.execute(QUERIES["segment_set_columns"], segment_id, plan.identity_attribute,
+                           list(plan.attributes))
+    return plan
+
+
+async def _settle_identity(conn: asyncpg.Connection, plan: ColumnPlan, streamed: ColumnPlan, upload: Upload) -> None:
+    """When the identity column differs from the one the body was normalised on (see lock_and_register)."""
     if (plan.identity_index, plan.lowercase_identity) != (streamed.identity_index, streamed.lowercase_identity):
         await normalise_incoming(conn, plan)
         for dropped in await conn.fetch(QUERIES["incoming_drop_empty_identity"].format(**plan.sql_names())):
             upload.reject(dropped["ord"], f"empty identity ({plan.identity_attribute})", list(dropped)[1:])
-    if rules.extends and (plan.identity_attribute != row["identity_attribute"]
-                          or list(plan.attributes) != row["attributes"]):
-        await conn.execute(QUERIES["segment_set_columns"], segment_id, plan.identity_attribute,
-                           list(plan.attributes))
-    return plan
 
 
 async def normalise_incoming(conn: asyncpg.Connection, plan: ColumnPlan) -> None:
@@ -71,6 +110,8 @@ async def normalise_incoming(conn: asyncpg.Connection, plan: ColumnPlan) -> None
 
 
 async def lock_segment(conn: asyncpg.Connection, endpoint_id: int, segment_id: int) -> asyncpg.Record:
+    """The segment's lock, exclusive (see the module docstring), and its row."""
+    await hold_segment(conn, segment_id)
     row = await conn.fetchrow(QUERIES["segment_lock"], segment_id, endpoint_id)
     if row is None:
         raise NotFound(f"segment {segment_id} does not exist", code="segment_not_found")

@@ -13,7 +13,7 @@ from bench.scenarios import SCENARIOS
 from tests.conftest import REPO
 
 ROWS = 10_000
-ANCHORED = ["replace", "add", "remove", "export", "two-serve"]  # measured beside psql in the same run
+ANCHORED = ["replace", "add", "add-seq", "remove", "export", "two-serve"]  # measured beside psql in the same run
 
 
 def test_every_scenario_runs_and_reports_its_figures(tmp_path):
