@@ -1,0 +1,14 @@
+"""Segmentation: definitions in a safe subset of PQL, segment jobs that build "Queries" audiences from
+them, and the schedules that run those jobs.
+
+Modules:
+- ``pql``: the expression language: ``parse(text) -> Node`` (a small tree whose nodes carry their source
+  position), ``ExpressionError(message, position)``, ``attributes_used(node)``, ``segments_used(node)``.
+- ``compiler``: ``compile_predicate(node, ...) -> Compiled(sql, params)``: SQL text built only from the
+  tree's shape; every literal, every attribute index and "now" is a bind parameter.
+- ``profiles``: the rows a definition is evaluated over: one per identity of its sources, each attribute
+  from the first source that has it non-empty (``mergePolicy: "firstSource"``).
+- ``definitions``: create, read, change and delete definitions and their Queries audience.
+- ``evaluate``: a segment job's work (build the audience, swap it in, count realized/existing/exited).
+- ``schedules``: cron schedules that create segment jobs.
+"""
