@@ -703,3 +703,15 @@ DELETE FROM uploads WHERE started_at < now() - make_interval(secs => $1);
 
 -- name: upload_mark_committed
 UPDATE uploads SET replace_committed = true WHERE id = $1;
+
+-- ---------------------------------------------------------------------------------------------------
+-- Segmentation (gateway.segmentation).
+
+-- name: segmentation_sources
+-- The segments a definition may read ($2: ids, or NULL for "*"), with what decides whether it may:
+-- another endpoint's segment is simply absent.
+SELECT id, type, status, identity_attribute, attributes
+FROM segments
+WHERE endpoint_id = $1 AND status <> 'deleted'
+  AND ($2::bigint[] IS NULL OR id = ANY ($2::bigint[]))
+ORDER BY id;
