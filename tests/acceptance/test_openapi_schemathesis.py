@@ -3,7 +3,7 @@ answers 5xx, and every answer conforms to the document (status code, content typ
 
 Random ids rarely name something that exists, so each generated case is sent twice: as generated, and
 with its path parameters replaced by ids that exist (a segment with members and rejected rows, an
-upload, a complete export job).
+upload, a complete export job, a segment definition).
 """
 
 import asyncio
@@ -44,8 +44,11 @@ def prepare(url: str) -> dict[str, str]:
     while call("GET", f"/v1/jobs/{job['jobId']}")["status"] != "complete":
         assert time.monotonic() < deadline, "the export job did not complete"
         time.sleep(0.2)
+    definition = call("POST", "/api/segment/definitions", json={
+        "name": "schemathesis", "expression": {"type": "PQL", "format": "pql/text", "value": 'name = "A"'},
+        "sources": [segment]})["id"]
     return {"segment_id": segment, "job_id": str(job["jobId"]), "data_id": str(job["jobDataId"]),
-            "endpoint": "default", "upload": str(upload)}
+            "endpoint": "default", "upload": str(upload), "definition_id": definition}
 
 
 def run_schemathesis(url: str) -> list[str]:
