@@ -11,7 +11,7 @@ from aiohttp import web
 from gateway import state
 from gateway.ops import metrics
 from gateway.ops.workers import prepare_database
-from gateway.api import data, definitions, health, jobs, manage, openapi, segments, uploads
+from gateway.api import data, definitions, health, jobs, manage, openapi, schedules, segments, uploads
 from gateway.api import metrics as metrics_api
 from gateway.http.clients import DataSlots
 from gateway.db.pool import CONNECTION_ERRORS, attach_database, create_pool
@@ -54,6 +54,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(jobs.routes)
     app.add_routes(manage.routes)
     app.add_routes(definitions.routes)
+    app.add_routes(schedules.routes)
     app.add_routes(metrics_api.routes)
     app.add_routes(uploads.routes)
     app.add_routes(openapi.routes)

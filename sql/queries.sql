@@ -762,3 +762,59 @@ RETURNING *;
 -- name: definition_segment_ids
 -- Which of the ids $2 name a segment of endpoint $1 (any type, not deleted): what inSegment may read.
 SELECT id FROM segments WHERE endpoint_id = $1 AND id = ANY ($2::bigint[]) AND status <> 'deleted';
+
+-- Schedules of segment jobs (gateway.segmentation.schedules). Another endpoint's schedule is absent.
+
+-- name: schedule_insert
+INSERT INTO schedules (endpoint_id, name, segments, schedule, state, next_run_at)
+VALUES ($1, $2, $3, $4, $5, $6)
+RETURNING *;
+
+-- name: schedule_get
+SELECT * FROM schedules WHERE id = $1 AND endpoint_id = $2;
+
+-- name: schedule_lock
+SELECT * FROM schedules WHERE id = $1 AND endpoint_id = $2
+FOR UPDATE;
+
+-- name: schedule_update
+-- Under schedule_lock.
+UPDATE schedules SET name = $2, segments = $3, schedule = $4, state = $5, next_run_at = $6,
+                     updated_at = clock_timestamp()
+WHERE id = $1
+RETURNING *;
+
+-- name: schedule_delete
+DELETE FROM schedules WHERE id = $1 AND endpoint_id = $2
+RETURNING *;
+
+-- name: schedule_page
+SELECT * FROM schedules WHERE endpoint_id = $1 ORDER BY id OFFSET $2 LIMIT $3;
+
+-- name: schedule_count
+SELECT count(*) FROM schedules WHERE endpoint_id = $1;
+
+-- name: schedule_claim_due
+-- Active schedules due by the transaction's start, $1 at most, locked until it ends; rows another
+-- process holds are skipped (it is running them), so each due time makes one job.
+SELECT id, endpoint_id, segments, schedule FROM schedules
+WHERE state = 'active' AND next_run_at <= now()
+ORDER BY next_run_at
+LIMIT $1
+FOR UPDATE SKIP LOCKED;
+
+-- name: schedule_ran
+-- Under schedule_claim_due: the job it made and its next due time (NULL: the cron has no later time).
+UPDATE schedules SET next_run_at = $2, last_job_id = $3 WHERE id = $1;
+
+-- name: schedules_standin_job_insert
+-- STAND-IN until gateway.segmentation.segment_jobs.create_job lands: a waiting SegmentJob and its
+-- segment_jobs row ($2 true: every definition), the workers woken.
+WITH job AS (
+    INSERT INTO jobs (kind, endpoint_id) VALUES ('SegmentJob', $1)
+    RETURNING id
+), segment_job AS (
+    INSERT INTO segment_jobs (job_id, all_definitions, definition_ids, source, schedule_id)
+    SELECT id, $2, $3, $4, $5 FROM job
+)
+SELECT id, pg_notify('audience_gateway_jobs', id::text) FROM job;

@@ -16,9 +16,9 @@ from gateway import state
 from gateway.api.manage import check_parameters
 from gateway.api.requests import read_json_object, storable_text
 from gateway.errors import BadRequest, GatewayError
-from gateway.http.paging import MAX_LIMIT, PAGE_PARAMETERS, encode_cursor, parse_page
+from gateway.http.paging import MAX_LIMIT, OFFSET_PARAMETERS, next_offset_cursor, parse_offset_page
 from gateway.http.responses import success
-from gateway.ids import MAX_ID, parse_int
+from gateway.ids import parse_int
 from gateway.segmentation import definitions
 from gateway.segmentation.definitions import (EXPRESSION_FORMAT, EXPRESSION_TYPE, NewDefinition, change_definition,
                                               check, create_definition, definition_page, delete_definition,
@@ -116,39 +116,21 @@ async def post_definition(request: web.Request) -> web.Response:
     return success(describe(row))
 
 
-def _start(query: Any) -> int:
-    text = query.get("start")
-    start = 0 if text is None else parse_int(text, 0, MAX_ID)
-    if start is None:
-        raise BadRequest("start must be an integer from 0", code="invalid_start")
-    return start
-
-
-def _cursor_start(fields: dict[str, Any]) -> int:
-    start = fields["start"]
-    if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start <= MAX_ID:
-        raise ValueError("start is not a position")
-    return start
-
-
 @routes.get(PATH)
 async def list_definitions(request: web.Request) -> web.Response:
     """The endpoint's definitions: ``start`` (0-based) or ``cursor``, ``limit``, ``sort``
     (``updateTime:desc`` by default), ``name`` (contained, any case). Result ``{"segments": [...], "page":
     {...}, "link": {"next"}, "nextCursor"}``."""
     query = request.query
-    check_parameters(query, ("start", "sort", "name", *PAGE_PARAMETERS))
-    page = parse_page(query, _cursor_start)
-    if page.position is not None and "start" in query:
-        raise BadRequest("give start or cursor, not both", code="invalid_start")
-    start = _start(query) if page.position is None else page.position
+    check_parameters(query, ("sort", "name", *OFFSET_PARAMETERS))
+    page = parse_offset_page(query)
+    start = page.position or 0
     sort = parse_sort(query.get("sort"))
     name = storable_text(query["name"], "name") if "name" in query else None
     async with request.app[state.POOL].acquire() as conn:
         result = await definition_page(conn, request[state.PRINCIPAL].endpoint_id, name=name, sort=sort,
                                        start=start, limit=page.limit)
-    following = start + page.limit
-    cursor = encode_cursor({"start": following}) if following < result.total else None
+    cursor = next_offset_cursor(page, result.total)
     kept = {key: query[key] for key in ("sort", "name", "limit") if key in query}
     return success({
         "segments": [describe(row) for row in result.rows],

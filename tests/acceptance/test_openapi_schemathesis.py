@@ -47,8 +47,10 @@ def prepare(url: str) -> dict[str, str]:
     definition = call("POST", "/api/segment/definitions", json={
         "name": "schemathesis", "expression": {"type": "PQL", "format": "pql/text", "value": 'name = "A"'},
         "sources": [segment]})["id"]
+    schedule = call("POST", "/api/config/schedules", json={
+        "name": "schemathesis", "properties": {"segments": [definition]}, "schedule": "0 0 1 * * ?"})["id"]
     return {"segment_id": segment, "job_id": str(job["jobId"]), "data_id": str(job["jobDataId"]),
-            "endpoint": "default", "upload": str(upload), "definition_id": definition}
+            "endpoint": "default", "upload": str(upload), "definition_id": definition, "schedule_id": schedule}
 
 
 def run_schemathesis(url: str) -> list[str]:
