@@ -115,7 +115,8 @@ async def lock_segment(conn: asyncpg.Connection, endpoint_id: int, segment_id: i
     row = await conn.fetchrow(QUERIES["segment_lock"], segment_id, endpoint_id)
     if row is None:
         raise NotFound(f"segment {segment_id} does not exist", code="segment_not_found")
-    require_pushable(segment_id, row["status"], row["type"])  # it may have been made inactive while the body streamed
+    # it may have been made inactive while the body streamed
+    require_pushable(segment_id, row["status"], row["type"])
     return row
 
 
