@@ -123,11 +123,12 @@ async def test_a_due_schedule_makes_one_job_across_concurrent_claimers(client, d
     finally:
         for pool in pools:
             await pool.close()
+    ours = await db.fetchval("SELECT id FROM endpoints WHERE name = 'default'")
     for number, created in enumerate(made):
         jobs = await jobs_of(db, created["id"])
         row = await stored(db, created["id"])
         assert row["last_job_id"] == jobs[-1]["id"]
-        assert {(job["kind"], job["source"]) for job in jobs} == {("SegmentJob", "scheduler")}
+        assert {(job["kind"], job["source"], job["endpoint_id"]) for job in jobs} == {("SegmentJob", "scheduler", ours)}
         if number % 2:
             assert {(job["all_definitions"], tuple(job["definition_ids"])) for job in jobs} == {(True, ())}
         else:
