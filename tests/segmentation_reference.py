@@ -1,7 +1,6 @@
 """The tests' oracle for the PQL compiler: the same semantics (gateway.segmentation.compiler's docstring),
-evaluated in Python over one profile. Written independently of the compiler's SQL and patterns (it shares
-only ``date_conditions``, the calendar arithmetic, which tests/integration/test_pql_compile.py checks
-against PostgreSQL's own ``date - interval``)."""
+evaluated in Python over one profile. Written independently of the compiler (its own patterns, its own
+calendar arithmetic: days as ordinals, months as (year, month, day) tuples that need no range check)."""
 
 from __future__ import annotations
 
@@ -11,7 +10,6 @@ from collections.abc import Mapping
 from decimal import Decimal
 
 from gateway.segmentation import pql
-from gateway.segmentation.compiler import date_conditions
 
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)", re.ASCII)
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
@@ -117,8 +115,49 @@ def evaluate(node: pql.Node, *, identity: str, attributes: Mapping[str, str | No
         if isinstance(node, pql.Like):
             return like_regex(node.pattern.value).fullmatch(v) is not None
         day = as_day(v)
-        if day is None:
-            return False
-        return all(_COMPARE[op](day, bound) for op, bound in date_conditions(node, today))
+        return day is not None and occurs(node, datetime.date.fromisoformat(day), today)
 
     return run(node)
+
+
+def _anchor(name: str, today: datetime.date) -> datetime.date:
+    return today + datetime.timedelta(days={"now": 0, "today": 0, "yesterday": -1, "tomorrow": 1}[name])
+
+
+def _days_in_month(year: int, month: int) -> int:
+    if month == 2:
+        return 29 if year % 4 == 0 and (year % 100 != 0 or year % 400 == 0) else 28
+    return 30 if month in (4, 6, 9, 11) else 31
+
+
+def occurs(node: pql.Node, day: datetime.date, today: datetime.date) -> bool:
+    if isinstance(node, pql.OccursOn):
+        return day == _anchor(node.anchor.name, today)
+    if isinstance(node, pql.OccursBetween):
+        bounds = [b.value if isinstance(b, pql.Date) else _anchor(b.name, today) for b in (node.start, node.end)]
+        return bounds[0] <= day <= bounds[1]
+    if isinstance(node, pql.OccursPeriod):
+        step = {"last": -1, "this": 0, "next": 1}[node.which]
+        if node.period == "day":
+            return day.toordinal() - today.toordinal() == step
+        if node.period == "week":
+            return (day.toordinal() - day.weekday()) - (today.toordinal() - today.weekday()) == 7 * step
+        if node.period == "month":
+            return (day.year * 12 + day.month) - (today.year * 12 + today.month) == step
+        return day.year - today.year == step
+    assert isinstance(node, pql.OccursRelative)
+    anchor = _anchor(node.anchor.name, today)
+    sign = -1 if node.direction == "before" else 1
+    if node.unit in ("days", "weeks"):
+        a, d = anchor.toordinal(), day.toordinal()
+        b = a + sign * node.amount * (7 if node.unit == "weeks" else 1)
+    else:
+        index = anchor.year * 12 + anchor.month - 1 + sign * node.amount * (12 if node.unit == "years" else 1)
+        year, month = index // 12, index % 12 + 1
+        a, d = (anchor.year, anchor.month, anchor.day), (day.year, day.month, day.day)
+        b = (year, month, min(anchor.day, _days_in_month(year, month)))
+    if node.op in ("=", "!="):
+        return (d == b) == (node.op == "=")
+    if node.direction == "before":
+        return {"<=": b <= d <= a, "<": b < d <= a, ">=": d <= b, ">": d < b}[node.op]
+    return {"<=": a <= d <= b, "<": a <= d < b, ">=": d >= b, ">": d > b}[node.op]
