@@ -89,7 +89,7 @@ def _settled(row: asyncpg.Record, header: list[str], rules: ColumnRules, streame
     adds no attribute (attributes only grow, so the positions read stay right)."""
     if row["identity_attribute"] is None:
         return False
-    current = plan_columns(header, row["identity_attribute"], row["attributes"], rules)
+    current = plan_columns(header, row["identity_attribute"], row["attributes"], rules, row["identity_hashing"])
     return current == streamed and list(current.attributes) == row["attributes"]
 
 

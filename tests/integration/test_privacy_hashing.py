@@ -3,8 +3,12 @@ exports return hashes, an erasure given plaintext hashes it first, the setting f
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 
+import asyncpg
+
+from gateway.db.queries import QUERIES
 from tests.conftest import AUTH
 from tests.integration.manage_helpers import api
 from tests.integration.privacy_helpers import column, erase_and_wait, pulled
@@ -97,3 +101,22 @@ async def test_a_push_streaming_while_the_setting_changes_applies_nothing(client
     assert await db.fetchval("SELECT member_count FROM segments WHERE id = $1", int(segment)) == 0
     await push_ok(client, segment, csv_body(["email"], [["ann@example.com"]]))
     assert column(await pulled(client, segment)) == {sha("ann@example.com")}
+
+
+async def test_replace_batches_of_a_hashing_segment_stage_without_the_segments_lock(client, db, database_url):
+    """As into a plain segment: a batch of an open session whose header adds nothing copies straight into
+    staging, without waiting for the segment's apply lock (held here by another transaction)."""
+    segment = await hashing_segment(client)
+    await push_ok(client, segment, csv_body(["email"], [["ann@example.com"]]), "REPLACE", total=3, number=1)
+    holder = await asyncpg.connect(database_url)
+    try:
+        async with holder.transaction():
+            await holder.execute(QUERIES["segment_apply_exclusive"], int(segment))
+            async with asyncio.timeout(10):
+                staged = await push_ok(client, segment, csv_body(["email"], [["bob@x.com"]]), "REPLACE",
+                                       total=3, number=2)
+        assert staged["replaceCommitted"] is False
+    finally:
+        await holder.close()
+    await push_ok(client, segment, csv_body(["email"], [["carl@x.com"]]), "REPLACE", total=3, number=3)
+    assert column(await pulled(client, segment)) == {sha(v) for v in ("ann@example.com", "bob@x.com", "carl@x.com")}
