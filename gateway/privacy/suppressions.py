@@ -13,7 +13,8 @@ from gateway.db.queries import QUERIES
 from gateway.privacy.identities import identity_hashes
 
 
-async def page(conn: asyncpg.Connection | asyncpg.Pool, endpoint_id: int, after: str, limit: int) -> list[asyncpg.Record]:
+async def page(conn: asyncpg.Connection | asyncpg.Pool, endpoint_id: int, after: str,
+               limit: int) -> list[asyncpg.Record]:
     """The endpoint's suppressions in hash order, after hash ``after``."""
     return await conn.fetch(QUERIES["suppression_page"], endpoint_id, after, limit)
 
