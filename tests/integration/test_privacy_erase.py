@@ -4,6 +4,7 @@ proven absent through the public routes (pulls, export downloads, rejects, a lat
 from __future__ import annotations
 
 import asyncio
+import gzip
 import hashlib
 
 import asyncpg
@@ -193,3 +194,14 @@ async def test_erasing_from_many_segments_at_once(client):
     result = await erase_and_wait(client, [ANN])
     assert result["found"] == {s: 1 for s in segments} and result["totalErased"] == 60
     assert column(await pulled(client, segments[-1])) == {"k59@x.com"}
+
+
+async def test_a_csv_body_that_breaks_while_streaming_stores_nothing(client, db):
+    broken = gzip.compress(b"email\nann@example.com\n")[:-6]  # cut inside the gzip trailer
+    response = await client.post("/api/privacy/erase?suppress=true", data=broken,
+                                 headers={**AUTH, "Content-Type": "text/csv", "Content-Encoding": "gzip"})
+    assert response.status == 400 and (await response.json())["error"]["code"] == "invalid_gzip"
+    for table in ("jobs", "privacy_requests", "privacy_erase_identities", "suppressions"):
+        assert await db.fetchval(f"SELECT count(*) FROM {table}") == 0, table
+    unsupported = await client.post("/api/privacy/erase", data=b"x", headers={**AUTH, "Content-Type": "image/png"})
+    assert unsupported.status == 415
