@@ -33,6 +33,13 @@ def copy_out_seconds(dsn: str, segment_id: str, attributes: int, out_path: Path)
     return timed_psql(dsn, f"\\copy (SELECT {columns} FROM audience.members_{int(segment_id)}) TO '{out_path}' CSV")
 
 
+def erase_one_seconds(dsn: str, segment_ids: list[str], identity: str) -> float:
+    """An erasure done by psql: one ``DELETE`` per members table, in one transaction (``identity`` is one
+    of the benchmark's generated emails: no quote in it)."""
+    return timed_psql(dsn, *(SQL["anchor_erase_one"].format(segment_id=int(segment_id), identity=identity)
+                             for segment_id in segment_ids), single_transaction=True)
+
+
 def member_count(dsn: str, segment_id: str) -> int:
     return int(run_psql(dsn, SQL["member_count"].format(segment_id=int(segment_id))))
 

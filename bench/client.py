@@ -98,3 +98,21 @@ async def download(session: aiohttp.ClientSession, url: str) -> int:
         async for chunk in response.content.iter_chunked(1 << 20):
             received += len(chunk)
     return received
+
+
+async def erase_flow(session: aiohttp.ClientSession, url: str, identities: list[str]) -> tuple[float, dict]:
+    """``POST /api/privacy/erase`` of a JSON list, then its status polled every 10 ms until it ends:
+    (seconds from the request to the end seen, the erasure as answered last)."""
+    started = time.perf_counter()
+    async with session.post(f"{url}/api/privacy/erase", json={"identities": identities}, headers=AUTH) as response:
+        job = (await response.json())["result"]
+    while True:
+        async with session.get(f"{url}/api/privacy/erase/{job['id']}", headers=AUTH) as response:
+            result = (await response.json())["result"]
+        if result["status"] in ("SUCCEEDED", "FAILED"):
+            break
+        await asyncio.sleep(0.01)
+    seconds = time.perf_counter() - started
+    if result["status"] != "SUCCEEDED":
+        raise RuntimeError(f"erasure {job['id']} failed: {result}")
+    return seconds, result
