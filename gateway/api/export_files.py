@@ -87,7 +87,7 @@ async def create_export(request: web.Request) -> web.Response:
     segment_id = parse_filter(payload.get("filter"))
     async with request.app[state.POOL].acquire() as conn:
         row = await export_files.create(conn, request[state.PRINCIPAL].endpoint_id, segment_id, fields, file_format)
-    return success(describe(row), status=201)
+    return success(describe(row))
 
 
 @routes.get("/api/export/jobs")
