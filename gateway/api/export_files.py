@@ -37,7 +37,8 @@ def describe(row: Any) -> dict[str, Any]:
     job_id = str(row["id"])
     running = row["status"] == "running"
     end = row["finished_at"] or (row["now"] if running else None)
-    total_time = None if row["started_at"] is None or end is None else int((end - row["started_at"]).total_seconds() * 1000)
+    started = row["started_at"]
+    total_time = None if started is None or end is None else int((end - started).total_seconds() * 1000)
     available = row["status"] == "complete" and not row["expired"] and row["data_dropped_at"] is None
     return {
         "id": job_id,
@@ -48,8 +49,8 @@ def describe(row: Any) -> dict[str, Any]:
         "progress": row["progress"],
         "metrics": {"totalTime": total_time, "totalExportedProfileCounter": row["row_count"],
                     "bytes": row["bytes"], "sha256": row["sha256"]},
-        "file": {"url": f"/api/export/jobs/{job_id}/file", "name": row["file_name"], "contentType": FORMATS[row["format"]],
-                 "bytes": row["bytes"], "sha256": row["sha256"],
+        "file": {"url": f"/api/export/jobs/{job_id}/file", "name": row["file_name"],
+                 "contentType": FORMATS[row["format"]], "bytes": row["bytes"], "sha256": row["sha256"],
                  "expiresAt": row["expires_at"].isoformat()} if available else None,
         "errors": [{"message": row["reason"]}] if row["status"] == "error" and row["reason"] else [],
         "creationTime": epoch_ms(row["created_at"]),

@@ -9,14 +9,13 @@ its first rows and blocks on its first progress report, which it makes after its
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import dataclasses
 import gzip
 import hashlib
 import json
 import os
 import signal
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -45,12 +44,6 @@ TRICKY = [
 ]
 MEMBERS = TRICKY + [[f"user{i:05d}@x.com", f"Name {i}", "CA"] for i in range(2000)]
 FINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
-
-
-@dataclasses.dataclass(frozen=True)
-class Created:
-    id: str
-    reply: Reply
 
 
 async def post_export(client, segment_id: str, headers: dict[str, str] = AUTH, **body: Any) -> Reply:
@@ -237,17 +230,48 @@ async def held_mid_write(db: asyncpg.Connection, database_url: str, segment_id: 
         assert await row_lock.fetchval("SELECT job_id FROM export_files WHERE job_id = $1 FOR UPDATE", int(job_id))
         await table.rollback()
 
-        async def progress_waits() -> bool:
-            return bool(await db.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE pid = any($1::int[]) AND query LIKE '%export_files f SET progress%'",
-                await lock_waiters(db)))
-        await eventually(progress_waits, "the writer's first progress report to wait for the row lock")
+        await eventually(lambda: waiting_statement(db, "export_files f SET progress"),
+                         "the writer's first progress report to wait for the row lock")
         yield job_id
         with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError):
             await row.rollback()
     finally:
         await table_lock.close()
         await row_lock.close()
+
+
+async def waiting_statement(db: asyncpg.Connection, fragment: str) -> bool:
+    """Whether a backend waits for a lock in a statement containing ``fragment``."""
+    return bool(await db.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = any($1::int[]) "
+                                  "AND query LIKE '%' || $2 || '%'", await lock_waiters(db), fragment))
+
+
+async def test_progress_is_readable_while_the_job_runs_and_the_file_is_served_only_once_it_completed(
+        client, settings, db, database_url):
+    """The writer's first progress report is let through, then its completion is held (the test takes the
+    row lock next, queued behind the report): the job is PROCESSING with its rows written so far, its file
+    already renamed into place, and the download still 409 until the job's transaction commits."""
+    segment_id = await pushed_segment(client)
+    after = await asyncpg.connect(database_url)
+    try:
+        async with held_mid_write(db, database_url, segment_id, lambda: create_export(client, segment_id)) as job_id:
+            await after.execute("BEGIN")
+            queued = asyncio.create_task(after.fetchval(
+                "SELECT job_id FROM export_files WHERE job_id = $1 FOR UPDATE", int(job_id)))
+            await eventually(lambda: waiting_statement(db, "SELECT job_id FROM export_files"),
+                             "the test's second lock to queue behind the progress report")
+        await queued  # the report went through first, then this lock was granted
+        await eventually(lambda: waiting_statement(db, "file_name = $3"), "the job's completion to wait")
+        running = await job(client, job_id)
+        assert running["status"] == "PROCESSING" and 0 < running["progress"] <= len(MEMBERS), running
+        assert running["file"] is None
+        assert all_files(settings) == [f"export-{job_id}-1.csv"]  # complete, renamed; not yet recorded
+        (await api(client, "GET", f"/api/export/jobs/{job_id}/file")).assert_failure(409, "export_not_ready")
+        await after.execute("ROLLBACK")
+        result = await finished(client, job_id)
+        assert result["status"] == "SUCCEEDED" and result["progress"] == len(MEMBERS)
+    finally:
+        await after.close()
 
 
 async def test_cancel_mid_write_stops_the_writer_and_leaves_no_file(client, settings, db, database_url):
