@@ -100,6 +100,13 @@ def all_files(settings) -> list[str]:
     return sorted(os.listdir(directory)) if directory.exists() else []
 
 
+async def waiting_statement(db: asyncpg.Connection, fragment: str) -> bool:
+    """Whether a backend waits for a lock in a statement containing ``fragment`` (``db`` outside a transaction:
+    within one, PostgreSQL keeps showing the activity it saw first)."""
+    return bool(await db.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = any($1::int[]) "
+                                  "AND query LIKE '%' || $2 || '%'", await lock_waiters(db), fragment))
+
+
 # -- the files are the data ---------------------------------------------------------------------------------
 
 async def test_csv_is_the_direct_pull_byte_for_byte_and_csv_gz_is_it_gzipped(client, settings):
@@ -155,6 +162,31 @@ async def test_an_unknown_field_is_400_naming_it_and_creates_no_job(client, db):
         response = await api(client, "POST", "/api/export/jobs", json=payload)
         assert response.status in (400, 404), (body, response.text)
     assert await db.fetchval("SELECT count(*) FROM jobs WHERE kind = 'ExportFile'") == 0
+
+
+async def test_a_push_committing_while_the_export_waits_for_the_segment_is_wholly_in_the_file(client, db,
+                                                                                            database_url):
+    """The snapshot's first statement share-locks the segment's row; a push holding it (here: the same row
+    lock and writes a push makes) commits meanwhile, so REPEATABLE READ refuses the lock (could not
+    serialize): the export starts again and its file holds the audience after that push, whole."""
+    segment_id = await pushed_segment(client)
+    gone = MEMBERS[0][0]
+    push = await asyncpg.connect(database_url)
+    try:
+        async with push.transaction():
+            await push.execute("SELECT id FROM segments WHERE id = $1 FOR NO KEY UPDATE", int(segment_id))
+            await push.execute(f"DELETE FROM {members_table(segment_id)} WHERE identity = $1", gone)
+            await push.execute("UPDATE segments SET member_count = member_count - 1 WHERE id = $1", int(segment_id))
+            job_id = await create_export(client, segment_id, format="ndjson")
+            await eventually(lambda: waiting_statement(db, "SELECT attributes, member_count FROM segments"),
+                             "the export to wait for the segment's row")
+    finally:
+        await push.close()
+    result = await finished(client, job_id)
+    assert result["status"] == "SUCCEEDED", result
+    body = (await client.get(result["file"]["url"], headers=AUTH)).content
+    emails = sorted(json.loads(line)["email"] for line in (await body.read()).decode().splitlines())
+    assert emails == sorted(row[0] for row in MEMBERS if row[0] != gone)
 
 
 # -- the download ----------------------------------------------------------------------------------------------
@@ -238,12 +270,6 @@ async def held_mid_write(db: asyncpg.Connection, database_url: str, segment_id: 
     finally:
         await table_lock.close()
         await row_lock.close()
-
-
-async def waiting_statement(db: asyncpg.Connection, fragment: str) -> bool:
-    """Whether a backend waits for a lock in a statement containing ``fragment``."""
-    return bool(await db.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = any($1::int[]) "
-                                  "AND query LIKE '%' || $2 || '%'", await lock_waiters(db), fragment))
 
 
 async def test_progress_is_readable_while_the_job_runs_and_the_file_is_served_only_once_it_completed(
