@@ -113,26 +113,26 @@ async def list_exports(request: web.Request) -> web.Response:
                     "nextCursor": encode_cursor({"id": rows[-1]["id"]} if more else None)})
 
 
-@routes.get("/api/export/jobs/{job_id}")
+@routes.get("/api/export/jobs/{export_id}")
 async def get_export(request: web.Request) -> web.Response:
-    job_id = export_files.parse_job_id(request.match_info["job_id"])
+    job_id = export_files.parse_job_id(request.match_info["export_id"])
     row = await export_files.get(request.app[state.CONTROL_POOL], request[state.PRINCIPAL].endpoint_id, job_id)
     return success(describe(row))
 
 
-@routes.delete("/api/export/jobs/{job_id}")
+@routes.delete("/api/export/jobs/{export_id}")
 async def cancel_export(request: web.Request) -> web.Response:
-    job_id = export_files.parse_job_id(request.match_info["job_id"])
+    job_id = export_files.parse_job_id(request.match_info["export_id"])
     async with request.app[state.POOL].acquire() as conn:
         row = await export_files.cancel(conn, request.app[state.SETTINGS], request[state.PRINCIPAL].endpoint_id,
                                         job_id)
     return success(describe(row))
 
 
-@routes.get("/api/export/jobs/{job_id}/file")
+@routes.get("/api/export/jobs/{export_id}/file")
 async def download_export(request: web.Request) -> web.FileResponse:
     """The file, by aiohttp's own file response (Range, ETag, Last-Modified, Content-Length)."""
-    job_id = export_files.parse_job_id(request.match_info["job_id"])
+    job_id = export_files.parse_job_id(request.match_info["export_id"])
     row = await export_files.get(request.app[state.CONTROL_POOL], request[state.PRINCIPAL].endpoint_id, job_id)
     path = export_files.file_path(request.app[state.SETTINGS], row)
     return web.FileResponse(path, headers={
