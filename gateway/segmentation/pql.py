@@ -483,7 +483,11 @@ class _Parser:
         token = self.token
         if token.kind == "op" and token.value in COMPARISONS:
             self.advance()
-            return Compare(attribute, token.value, self.literal(), attribute.position)
+            value = self.literal()
+            if isinstance(value, Boolean) and token.value not in ("=", "!="):
+                raise ExpressionError(f"true and false can only be compared with = or !=, not {token.value}",
+                                      token.position)
+            return Compare(attribute, token.value, value, attribute.position)
         if token.is_word("in", "notin"):
             self.advance()
             return Membership(attribute, self.array(), token.is_word("notin"), attribute.position)
