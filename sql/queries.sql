@@ -464,6 +464,13 @@ WHERE status <> 'open' AND ended_at < now() - make_interval(secs => $1);
 -- name: export_segment_rows
 SELECT {columns} FROM {members}
 
+-- name: export_segment_rows_where
+-- export_segment_rows of the members that satisfy {predicate} (gateway.segmentation.compiler, over p).
+SELECT {columns} FROM {members} p WHERE {predicate}
+
+-- name: export_segment_ndjson_where
+SELECT json_object($1::text[], ARRAY[{columns}]::text[]) FROM {members} p WHERE {predicate}
+
 -- name: export_segment_ndjson
 -- One JSON object per member: attribute name ($1, in order) → value (null where the member has none).
 -- Copied out as CSV with a delimiter and a quote no JSON text holds (json escapes every control character),
@@ -595,13 +602,13 @@ UPDATE jobs SET data_dropped_at = now() WHERE id = $1;
 -- Export jobs to files (gateway.jobs.export_files): jobs of kind 'ExportFile' and their export_files row.
 
 -- name: export_file_insert
-INSERT INTO export_files (job_id, fields, format) VALUES ($1, $2, $3);
+INSERT INTO export_files (job_id, fields, format, expression) VALUES ($1, $2, $3, $4);
 
 -- name: export_file_get
 -- The endpoint's export file job $1 ($3: the kind); none once its segment is deleted.
 SELECT j.id, j.segment_id, j.status, j.reason, j.row_count, j.created_at, j.started_at, j.finished_at,
        j.expires_at, j.expires_at IS NOT NULL AND j.expires_at <= now() AS expired, j.data_dropped_at,
-       f.fields, f.format, f.progress, f.file_name, f.bytes, f.sha256, clock_timestamp() AS now
+       f.fields, f.format, f.expression, f.progress, f.file_name, f.bytes, f.sha256, clock_timestamp() AS now
 FROM jobs j JOIN export_files f ON f.job_id = j.id
 WHERE j.id = $1 AND j.endpoint_id = $2 AND j.kind = $3
   AND EXISTS (SELECT 1 FROM segments s WHERE s.id = j.segment_id AND s.status <> 'deleted');
@@ -611,7 +618,7 @@ WHERE j.id = $1 AND j.endpoint_id = $2 AND j.kind = $3
 -- (NULL: from the newest; the cursor), skipping $6 (the offset), at most $5.
 SELECT j.id, j.segment_id, j.status, j.reason, j.row_count, j.created_at, j.started_at, j.finished_at,
        j.expires_at, j.expires_at IS NOT NULL AND j.expires_at <= now() AS expired, j.data_dropped_at,
-       f.fields, f.format, f.progress, f.file_name, f.bytes, f.sha256, clock_timestamp() AS now
+       f.fields, f.format, f.expression, f.progress, f.file_name, f.bytes, f.sha256, clock_timestamp() AS now
 FROM jobs j JOIN export_files f ON f.job_id = j.id
 WHERE j.endpoint_id = $1 AND j.kind = $2 AND ($3::text IS NULL OR j.status = $3) AND ($4::bigint IS NULL OR j.id < $4)
   AND EXISTS (SELECT 1 FROM segments s WHERE s.id = j.segment_id AND s.status <> 'deleted')
@@ -620,7 +627,18 @@ LIMIT $5 OFFSET $6;
 
 -- name: export_file_task
 -- What a claimed job is to write.
-SELECT fields, format FROM export_files WHERE job_id = $1;
+SELECT fields, format, expression FROM export_files WHERE job_id = $1;
+
+-- name: export_file_in_segments
+-- The segments $1 of endpoint $2 an expression's inSegment names, and whether each has a members table.
+-- FOR SHARE, as segment_export_info: no REPLACE swaps their tables while the snapshot reads them.
+SELECT id, to_regclass(format('audience.%I', 'members_' || id)) IS NOT NULL AS has_members
+FROM segments WHERE id = any($1::bigint[]) AND endpoint_id = $2 AND status <> 'deleted'
+FOR SHARE;
+
+-- name: no_members
+-- What inSegment reads for a segment nothing was ever pushed to: no member.
+(SELECT NULL::text AS identity WHERE false)
 
 -- name: export_file_progress
 -- Rows written so far, while this worker ($2, attempt $3) still holds the job: none when it was canceled

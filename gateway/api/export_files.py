@@ -44,7 +44,8 @@ def describe(row: Any) -> dict[str, Any]:
         "id": job_id,
         "status": STATUSES[row["status"]],
         "fields": ",".join(row["fields"]) if row["fields"] is not None else None,
-        "filter": {"segments": [{"segmentId": str(row["segment_id"])}]},
+        "filter": {"segments": [{"segmentId": str(row["segment_id"])}],
+                   **({"expression": row["expression"]} if row["expression"] is not None else {})},
         "format": row["format"],
         "progress": row["progress"],
         "metrics": {"totalTime": total_time, "totalExportedProfileCounter": row["row_count"],
@@ -58,20 +59,30 @@ def describe(row: Any) -> dict[str, Any]:
     }
 
 
-def parse_filter(value: Any) -> int:
-    """``filter``: ``{"segments": [{"segmentId": "12"}]}``, one segment (its id)."""
+def parse_filter(value: Any) -> tuple[int, str | None]:
+    """``filter``: ``{"segments": [{"segmentId": "12"}], "expression": …}``: one segment (its id) and an
+    optional PQL expression, as text or as the guide's ``{"type": "PQL", "format": "pql/text", "value"}``."""
     segments = value.get("segments") if isinstance(value, dict) else None
     if not isinstance(segments, list) or len(segments) != 1 or not isinstance(segments[0], dict):
         raise BadRequest('filter must be {"segments": [{"segmentId": "<id>"}]} with exactly one segment',
                          code="invalid_filter")
-    unknown = sorted(set(value) - {"segments"})
+    unknown = sorted(set(value) - {"segments", "expression"})
     if unknown:
-        raise BadRequest(f"filter does not take {', '.join(unknown)} (this gateway filters by one segment)",
+        raise BadRequest(f"filter does not take {', '.join(unknown)} (it takes segments and expression)",
                          code="invalid_filter")
     raw = segments[0].get("segmentId")
     if isinstance(raw, bool) or not isinstance(raw, (int, str)):
         raise BadRequest("filter.segments[0].segmentId (an id) is required", code="invalid_filter")
-    return parse_segment_id(str(raw))
+    return parse_segment_id(str(raw)), parse_expression(value.get("expression"))
+
+
+def parse_expression(value: Any) -> str | None:
+    if isinstance(value, dict) and value.get("type", "PQL") == "PQL" and value.get("format", "pql/text") == "pql/text":
+        value = value.get("value")
+    if value is None or isinstance(value, str):
+        return value
+    raise BadRequest('filter.expression must be PQL text (or {"type": "PQL", "format": "pql/text", "value": …})',
+                     code="invalid_expression")
 
 
 @routes.post("/api/export/jobs")
@@ -85,9 +96,10 @@ async def create_export(request: web.Request) -> web.Response:
     if file_format not in FORMATS:
         raise BadRequest(f"format must be one of {', '.join(FORMATS)}", code="invalid_format")
     fields = export_files.parse_fields(payload.get("fields"))
-    segment_id = parse_filter(payload.get("filter"))
+    segment_id, expression = parse_filter(payload.get("filter"))
     async with request.app[state.POOL].acquire() as conn:
-        row = await export_files.create(conn, request[state.PRINCIPAL].endpoint_id, segment_id, fields, file_format)
+        row = await export_files.create(conn, request[state.PRINCIPAL].endpoint_id, segment_id, fields, file_format,
+                                        expression)
     return success(describe(row))
 
 

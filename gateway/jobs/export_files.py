@@ -13,6 +13,8 @@ csv, csv.gz or ndjson) to a file in ``GATEWAY_EXPORT_DIR``.
   that the job was canceled or taken over (it then stops, removing its temp file).
 - csv is the same bytes as the direct pull of the same columns (same query, same header line); csv.gz is
   that through zlib; ndjson is one JSON object per member, made by PostgreSQL (``json_object``).
+- An optional PQL expression (gateway.segmentation) keeps the members it is true for; it is checked when
+  the job is created and compiled again in the snapshot (against the attributes and segments as they are).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import datetime
 import hashlib
 import logging
 import os
@@ -40,6 +43,9 @@ from gateway.ids import parse_int
 from gateway.ingest.csvparse import fold_name
 from gateway.jobs import queue
 from gateway.jobs.exports import scan_in_order
+from gateway.segmentation import pql
+from gateway.segmentation.compiler import Compiled, compile_predicate
+from gateway.segmentation.pql import ExpressionError
 from gateway.ops import metrics
 from gateway.settings import Settings
 
@@ -119,20 +125,46 @@ def parse_fields(value: Any) -> list[str] | None:
     return names
 
 
+async def compile_filter(conn: asyncpg.Connection, endpoint_id: int, attributes: Sequence[str], expression: str,
+                         first_param: int) -> Compiled:
+    """The SQL predicate (over ``p``, parameters from ``$first_param``) of a filter's PQL expression on a
+    segment with these attributes; ``inSegment`` names a segment of the same endpoint (share-locked, as the
+    export's own segment). ExpressionError (with its position) for what does not parse or is unknown."""
+    node = pql.parse(expression)
+    arguments = {argument: parse_int(argument) for argument in pql.segments_used(node)}
+    found = await conn.fetch(QUERIES["export_file_in_segments"],
+                             [number for number in arguments.values() if number is not None], endpoint_id)
+    tables = {row["id"]: table_names(row["id"])["members"] if row["has_members"] else QUERIES["no_members"]
+              for row in found}
+    segment_tables = {argument: tables[number] for argument, number in arguments.items() if number in tables}
+    index = {fold_name(name): i for i, name in enumerate(attributes, start=1)}
+    return compile_predicate(node, attribute_index=lambda name: index.get(fold_name(name)),
+                             segment_tables=segment_tables, now=datetime.datetime.now(datetime.timezone.utc),
+                             first_param=first_param)
+
+
 async def create(conn: asyncpg.Connection, endpoint_id: int, segment_id: int, fields: list[str] | None,
-                 file_format: str) -> asyncpg.Record:
-    """A new job (waiting); 404 for a segment that is not the endpoint's, 400 naming an unknown field."""
+                 file_format: str, expression: str | None = None) -> asyncpg.Record:
+    """A new job (waiting); 404 for a segment that is not the endpoint's, 400 naming an unknown field, 400
+    with its position for an expression that does not parse or names what the segment does not have."""
     async with conn.transaction():
         segment = await conn.fetchrow(QUERIES["segment_columns"], segment_id, endpoint_id)
         if segment is None:
             raise NotFound(f"segment {segment_id} does not exist", code="segment_not_found")
+        attributes = segment["attributes"] or []
         try:
-            project(segment["attributes"] or [], fields)
+            project(attributes, fields)
         except ValueError as exc:
             raise BadRequest(f"segment {segment_id} has no attribute {exc.args[0]!r} (fields)",
                              code="unknown_field", extra={"field": exc.args[0]}) from None
+        if expression is not None:
+            try:
+                await compile_filter(conn, endpoint_id, attributes, expression, 1)
+            except ExpressionError as exc:
+                raise BadRequest(f"filter.expression: {exc.message} (at position {exc.position})",
+                                 code="invalid_expression", extra={"position": exc.position}) from None
         row = await queue.enqueue(conn, KIND, endpoint_id, segment_id)
-        await conn.execute(QUERIES["export_file_insert"], row["id"], fields, file_format)
+        await conn.execute(QUERIES["export_file_insert"], row["id"], fields, file_format, expression)
     return await get(conn, endpoint_id, row["id"])
 
 
@@ -287,10 +319,10 @@ def remove_file(directory: Path, name: str | None) -> None:
             os.unlink(directory / name)
 
 
-async def _write_snapshot(lease: queue.Lease, fields: list[str] | None, file_format: str,
-                          writer: FileWriter) -> int:
-    """Copy the segment's audience into ``writer`` from one snapshot; the rows written."""
-    counter = CsvRows() if file_format != "ndjson" else LineRows()
+async def _write_snapshot(lease: queue.Lease, task: Any, writer: FileWriter) -> int:
+    """Copy the segment's audience (``task``: the job's export_files row) into ``writer`` from one snapshot;
+    the rows written."""
+    counter = CsvRows() if task["format"] != "ndjson" else LineRows()
     last = time.monotonic() - PROGRESS_SECONDS  # the first rows are reported at once, then once a second
 
     async def sink(chunk: bytes) -> None:
@@ -306,34 +338,42 @@ async def _write_snapshot(lease: queue.Lease, fields: list[str] | None, file_for
             try:
                 async with streaming_transaction(conn, isolation="repeatable_read"):
                     info = await conn.fetchrow(QUERIES["segment_export_info"], lease.segment_id, lease.endpoint_id)
-                    return await _copy(conn, lease, info, fields, file_format, writer, sink)
+                    return await _copy(conn, lease, info, task, writer, sink)
             except asyncpg.SerializationError:  # raised by the lock, before anything was written
                 if attempt == LOCK_TRIES:
                     raise
     raise AssertionError("unreachable")
 
 
-async def _copy(conn: asyncpg.Connection, lease: queue.Lease, info: Any, fields: list[str] | None,
-                file_format: str, writer: FileWriter, sink: Callable[[bytes], Awaitable[None]]) -> int:
+async def _copy(conn: asyncpg.Connection, lease: queue.Lease, info: Any, task: Any, writer: FileWriter,
+                sink: Callable[[bytes], Awaitable[None]]) -> int:
     if info is None:
         raise ExportFailed(f"export failed: segment {lease.segment_id} no longer exists")
+    attributes = info["attributes"] or []
     try:
-        projection = project(info["attributes"] or [], fields)
+        projection = project(attributes, task["fields"])
     except ValueError as exc:
         raise ExportFailed(f"export failed: segment {lease.segment_id} no longer has attribute "
                            f"{exc.args[0]!r}") from None
-    if file_format != "ndjson":
+    ndjson = task["format"] == "ndjson"
+    args: list[object] = [projection.names] if ndjson else []
+    predicate = None
+    if task["expression"] is not None:
+        try:
+            compiled = await compile_filter(conn, lease.endpoint_id, attributes, task["expression"], len(args) + 1)
+        except ExpressionError as exc:
+            raise ExportFailed(f"export failed: filter.expression: {exc.message} "
+                               f"(at position {exc.position})") from None
+        predicate, args = compiled.sql, [*args, *compiled.params]
+    if not ndjson:
         await writer.write(header_line(projection.names))
     if not await conn.fetchval(QUERIES["job_members_exist"], table_names(lease.segment_id)["members"]):
         return 0  # a segment nothing was ever pushed to
     await scan_in_order(conn)
-    columns = columns_at(projection.positions)
-    if file_format == "ndjson":
-        status = await copy_csv_out(conn, sql("export_segment_ndjson", segment_id=lease.segment_id,
-                                              columns=columns), sink, [projection.names], verbatim=True)
-    else:
-        status = await copy_csv_out(conn, sql("export_segment_rows", segment_id=lease.segment_id,
-                                              columns=columns), sink)
+    name = ("export_segment_ndjson" if ndjson else "export_segment_rows") + ("_where" if predicate else "")
+    fragments = {"columns": columns_at(projection.positions), **({"predicate": predicate} if predicate else {})}
+    status = await copy_csv_out(conn, sql(name, segment_id=lease.segment_id, **fragments), sink, args,
+                                verbatim=ndjson)
     return int(status.split()[-1])
 
 
@@ -353,7 +393,7 @@ async def run(lease: queue.Lease) -> None:
     final = directory / f"export-{lease.id}-{lease.attempts}.{task['format']}"
     writer = FileWriter(directory / f".export-{lease.id}-{lease.attempts}.tmp", compress=task["format"] == "csv.gz")
     try:
-        rows = await _write_snapshot(lease, task["fields"], task["format"], writer)
+        rows = await _write_snapshot(lease, task, writer)
         await writer.finish(final)
     except BaseException:
         await writer.discard()

@@ -6,6 +6,7 @@ CREATE TABLE export_files (
     job_id      bigint PRIMARY KEY REFERENCES jobs (id) ON DELETE CASCADE,
     fields      text[],                 -- attribute names as asked for; NULL: every attribute
     format      text NOT NULL CHECK (format IN ('csv', 'csv.gz', 'ndjson')),
+    expression  text,                   -- the filter's PQL expression over the segment's members; NULL: all
     progress    bigint NOT NULL DEFAULT 0,  -- rows written so far (updated about once a second)
     file_name   text,                   -- set with completion: the file's name inside GATEWAY_EXPORT_DIR
     bytes       bigint,

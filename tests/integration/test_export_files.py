@@ -47,6 +47,7 @@ FINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
 
 
 async def post_export(client, segment_id: str, headers: dict[str, str] = AUTH, **body: Any) -> Reply:
+    """POST /api/export/jobs of that segment (``filter`` in ``body`` replaces the plain one)."""
     payload = {"filter": {"segments": [{"segmentId": segment_id}]}, **body}
     return await api(client, "POST", "/api/export/jobs", headers, json=payload)
 
@@ -149,6 +150,34 @@ async def test_fields_project_case_insensitively_in_the_order_asked(client):
     assert sorted(rows) == sorted([row[2], row[0]] for row in MEMBERS)
     _, body = await exported(client, segment_id, fields="name", format="ndjson")
     assert sorted(json.loads(line)["Name"] for line in body.decode().splitlines()) == sorted(r[1] for r in MEMBERS)
+
+
+async def test_an_expression_keeps_the_members_it_is_true_for(client, make_key):
+    segment_id = await pushed_segment(client)
+    listed = await pushed_segment(client, [MEMBERS[i] for i in (0, 2, 3, 9)])
+    never_pushed = await create_segment(client, "empty")
+    canadians = [row for row in MEMBERS if row[2] == "CA"]
+    _, body = await exported(client, segment_id, filter={"segments": [{"segmentId": segment_id}],
+                                                         "expression": 'country = "CA" and name.endsWith("7")'})
+    header, rows = parse_csv(body)
+    assert (header, by_identity(rows)) == (HEADER, by_identity(r for r in canadians if r[1].endswith("7")))
+    # ndjson numbers its own parameter first; inSegment reads another segment of the endpoint
+    expression = {"type": "PQL", "format": "pql/text",
+                  "value": f'inSegment("{listed}") or (inSegment("{never_pushed}") and Name = "")'}
+    result, body = await exported(client, segment_id, format="ndjson", fields="email",
+                                  filter={"segments": [{"segmentId": segment_id}], "expression": expression})
+    assert sorted(json.loads(line)["email"] for line in body.decode().splitlines()) == \
+        sorted(MEMBERS[i][0] for i in (0, 2, 3, 9))
+    assert result["filter"]["expression"] == expression["value"]
+
+    other = await make_key("admin", endpoint="other")
+    theirs = await create_segment(client, "theirs", headers=other)
+    for text, position in (('country = ', 10), ('Shoe = "42"', 0), (f'inSegment("{theirs}")', 0),
+                           ('inSegment("nope")', 0)):
+        reply = await post_export(client, segment_id, filter={"segments": [{"segmentId": segment_id}],
+                                                              "expression": text})
+        reply.assert_failure(400, "invalid_expression")
+        assert reply.body["position"] == position, (text, reply.text)
 
 
 async def test_an_unknown_field_is_400_naming_it_and_creates_no_job(client, db):
