@@ -264,6 +264,22 @@ async def test_expired_files_are_swept_and_their_download_is_410(client, setting
     assert (await client.get(kept["file"]["url"], headers=AUTH)).status == 200
 
 
+async def test_the_sweep_removes_files_no_job_wants_and_leaves_other_names_alone(client, settings, db,
+                                                                                database_url):
+    segment_id = await pushed_segment(client, TRICKY)
+    deleted, _ = await exported(client, segment_id)
+    kept, _ = await exported(client, segment_id)
+    await db.execute("DELETE FROM jobs WHERE id = $1", int(deleted["id"]))  # as a segment's purge does
+    directory = export_dir(settings)
+    strangers = ["notes.txt", "export-1-1.csv.bak", ".export-x.tmp"]
+    for name in strangers:
+        (directory / name).write_text("not the gateway's")
+    (directory / f".export-{kept['id']}-7.tmp").write_text("a dead writer's")  # not the job's attempt
+    async with pool_of(database_url) as pool:
+        assert await sweep_export_files(pool, settings) == 2
+    assert all_files(settings) == sorted([kept["file"]["name"], *strangers])
+
+
 @contextlib.asynccontextmanager
 async def pool_of(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
