@@ -195,10 +195,11 @@ async def listing(conn: asyncpg.Connection | asyncpg.Pool, endpoint_id: int, sta
 async def cancel(conn: asyncpg.Connection, settings: Settings, endpoint_id: int, job_id: int) -> asyncpg.Record:
     """Cancel the job and remove its file (a running job's writer stops within a second and removes its temp
     file); a job that already failed or was canceled stays as it is."""
-    row = await get(conn, endpoint_id, job_id)
-    if await queue.cancel(conn, KIND, endpoint_id, job_id):
-        remove_file(settings.export_path, row["file_name"])
-    return await get(conn, endpoint_id, job_id)
+    canceled = await queue.cancel(conn, KIND, endpoint_id, job_id)
+    row = await get(conn, endpoint_id, job_id)  # 404 if it is not this endpoint's
+    if canceled:
+        remove_file(settings.export_path, row["file_name"])  # the name a completed job recorded, if any
+    return row
 
 
 def file_path(settings: Settings, row: Any) -> Path:
