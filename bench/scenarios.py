@@ -236,6 +236,31 @@ async def export(run: Run) -> dict:
     return figures
 
 
+async def export_files(run: Run) -> dict:
+    """Export jobs to files (``/api/export/jobs``, create → SUCCEEDED: the file is written, fsynced and
+    renamed) as csv.gz and csv, against ``psql \\copy (SELECT …) TO PROGRAM 'gzip > file'`` and
+    ``psql \\copy (SELECT …) TO file`` of the same rows. The headline figures are csv.gz's."""
+    segment_id = await run.segment("export-files", load=run.rows, seed=11)
+    results: dict[str, dict] = {}
+    for file_format, anchor in (("csv.gz", anchors.copy_out_gzip_seconds), ("csv", anchors.copy_out_seconds)):
+        out = run.work / f"export-files-psql.{file_format}"
+        flows: list[dict] = []
+
+        async def once(repeat: int) -> tuple[float, float]:
+            psql = anchor(run.dsn, segment_id, ATTRIBUTES, out)
+            flows.append(await client.export_file_flow(run.session, run.gateway.url, segment_id, file_format))
+            return flows[-1]["seconds"], psql
+
+        results[file_format] = _figures(run.rows, await run.repeat(once),
+                                        file_mb=round(flows[0]["job"]["metrics"]["bytes"] / 2**20, 1),
+                                        psql_file_mb=round(out.stat().st_size / 2**20, 1))
+    figures = {**results["csv.gz"], "format": "csv.gz", "csv": results["csv"],
+               "anchor": "psql \\copy (SELECT …) TO PROGRAM 'gzip > file' (csv: TO file)"}
+    figures["targets"] = [_target("csv.gz ≤ 1.0× psql \\copy | gzip", figures["vs_psql"] <= 1.0),
+                          _target("csv ≤ 1.2× psql \\copy … TO", results["csv"]["vs_psql"] <= 1.2)]
+    return figures
+
+
 async def big(run: Run) -> dict:
     """One REPLACE request of 10·N rows generated on the fly; the gateway's RSS meanwhile. Beside it,
     the naive peer on one request of N rows (a tenth: it holds the whole body and every row)."""
@@ -467,5 +492,5 @@ async def hashing(run: Run) -> dict:
 
 SCENARIOS: dict[str, Callable[[Run], Awaitable[dict]]] = {
     "replace": replace, "replace-seq": replace_seq, "add": add, "add-seq": add_seq, "remove": remove,
-    "export": export, "big": big, "latency": latency,
+    "export": export, "export-files": export_files, "big": big, "latency": latency,
     "two-serve": two_serve, "push": push, "erase-wide": erase_wide, "erase-deep": erase_deep, "hashing": hashing}

@@ -485,6 +485,19 @@ WHERE status <> 'open' AND ended_at < now() - make_interval(secs => $1);
 -- name: export_segment_rows
 SELECT {columns} FROM {members}
 
+-- name: export_segment_rows_where
+-- export_segment_rows of the members that satisfy {predicate} (gateway.segmentation.compiler, over p).
+SELECT {columns} FROM {members} p WHERE {predicate}
+
+-- name: export_segment_ndjson_where
+SELECT json_object($1::text[], ARRAY[{columns}]::text[]) FROM {members} p WHERE {predicate}
+
+-- name: export_segment_ndjson
+-- One JSON object per member: attribute name ($1, in order) → value (null where the member has none).
+-- Copied out as CSV with a delimiter and a quote no JSON text holds (json escapes every control character),
+-- so each row is the object's text as it is, then a newline.
+SELECT json_object($1::text[], ARRAY[{columns}]::text[]) FROM {members}
+
 -- name: export_job_rows
 SELECT {columns} FROM {export_table}
 
@@ -606,6 +619,77 @@ LIMIT 100;
 
 -- name: job_mark_dropped
 UPDATE jobs SET data_dropped_at = now() WHERE id = $1;
+
+-- Export jobs to files (gateway.jobs.export_files): jobs of kind 'ExportFile' and their export_files row.
+
+-- name: export_file_insert
+INSERT INTO export_files (job_id, fields, format, expression) VALUES ($1, $2, $3, $4);
+
+-- name: export_file_get
+-- The endpoint's export file job $1 ($3: the kind); none once its segment is deleted.
+SELECT j.id, j.segment_id, j.status, j.reason, j.row_count, j.created_at, j.started_at, j.finished_at,
+       j.expires_at, j.expires_at IS NOT NULL AND j.expires_at <= now() AS expired, j.data_dropped_at,
+       f.fields, f.format, f.expression, f.progress, f.file_name, f.bytes, f.sha256, clock_timestamp() AS now
+FROM jobs j JOIN export_files f ON f.job_id = j.id
+WHERE j.id = $1 AND j.endpoint_id = $2 AND j.kind = $3
+  AND EXISTS (SELECT 1 FROM segments s WHERE s.id = j.segment_id AND s.status <> 'deleted');
+
+-- name: export_file_list
+-- The endpoint's export file jobs ($2: the kind), newest first: those of status $3 (NULL: any), below id $4
+-- (NULL: from the newest; the cursor), skipping $6 (the offset), at most $5.
+SELECT j.id, j.segment_id, j.status, j.reason, j.row_count, j.created_at, j.started_at, j.finished_at,
+       j.expires_at, j.expires_at IS NOT NULL AND j.expires_at <= now() AS expired, j.data_dropped_at,
+       f.fields, f.format, f.expression, f.progress, f.file_name, f.bytes, f.sha256, clock_timestamp() AS now
+FROM jobs j JOIN export_files f ON f.job_id = j.id
+WHERE j.endpoint_id = $1 AND j.kind = $2 AND ($3::text IS NULL OR j.status = $3) AND ($4::bigint IS NULL OR j.id < $4)
+  AND EXISTS (SELECT 1 FROM segments s WHERE s.id = j.segment_id AND s.status <> 'deleted')
+ORDER BY j.id DESC
+LIMIT $5 OFFSET $6;
+
+-- name: export_file_task
+-- What a claimed job is to write.
+SELECT fields, format, expression FROM export_files WHERE job_id = $1;
+
+-- name: export_file_in_segments
+-- The segments $1 of endpoint $2 an expression's inSegment names, and whether each has a members table.
+-- FOR SHARE, as segment_export_info: no REPLACE swaps their tables while the snapshot reads them.
+SELECT id, to_regclass(format('audience.%I', 'members_' || id)) IS NOT NULL AS has_members
+FROM segments WHERE id = any($1::bigint[]) AND endpoint_id = $2 AND status <> 'deleted'
+FOR SHARE;
+
+-- name: no_members
+-- What inSegment reads for a segment nothing was ever pushed to: no member.
+(SELECT NULL::text AS identity WHERE false)
+
+-- name: export_file_progress
+-- Rows written so far, while this worker ($2, attempt $3) still holds the job: none when it was canceled
+-- or taken over (the writer then stops).
+UPDATE export_files f SET progress = $4
+FROM jobs j
+WHERE f.job_id = $1 AND j.id = f.job_id AND j.lease_owner = $2 AND j.attempts = $3 AND j.status = 'running'
+RETURNING f.job_id;
+
+-- name: export_file_result
+-- In the transaction of job_complete.
+WITH file AS (
+    UPDATE export_files SET progress = $2, file_name = $3, bytes = $4, sha256 = $5 WHERE job_id = $1
+)
+UPDATE jobs SET row_count = $2, expires_at = now() + make_interval(secs => $6) WHERE id = $1;
+
+-- name: export_file_name
+-- The file a job recorded (NULL if none), for the discard at cancel or expiry.
+SELECT file_name FROM export_files WHERE job_id = $1;
+
+-- name: export_file_states
+-- For the sweep of the export directory: the jobs ($2: the kind) whose ids appear in its file names, and
+-- whether each still wants its file (a completed job's, unexpired, not dropped) or its temp file (a running
+-- job's current attempt, whose lease is live).
+SELECT j.id, j.attempts, f.file_name,
+       j.status = 'complete' AND j.data_dropped_at IS NULL
+           AND (j.expires_at IS NULL OR j.expires_at > now()) AS keeps_file,
+       j.status = 'running' AND j.lease_expires_at > now() AS writing
+FROM jobs j JOIN export_files f ON f.job_id = j.id
+WHERE j.id = ANY($1::bigint[]) AND j.kind = $2;
 
 -- ---------------------------------------------------------------------------------------------------
 -- Endpoints and API keys, managed from the command line (gateway.admin_cli).

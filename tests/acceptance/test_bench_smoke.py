@@ -14,7 +14,7 @@ from tests.conftest import REPO
 
 ROWS = 10_000
 # measured beside psql in the same run
-ANCHORED = ["replace", "add", "add-seq", "remove", "export", "two-serve", "erase-wide", "erase-deep"]
+ANCHORED = ["replace", "add", "add-seq", "remove", "export", "export-files", "two-serve", "erase-wide", "erase-deep"]
 
 
 def test_every_scenario_runs_and_reports_its_figures(tmp_path):
@@ -37,6 +37,7 @@ def test_every_scenario_runs_and_reports_its_figures(tmp_path):
     assert figures["replace"]["naive"]["rows_done"] == ROWS and not figures["replace"]["naive"]["capped"]
     assert figures["replace"]["vs_naive_speedup"] > 0
     assert figures["export"]["download_mb"] > 0 and figures["export"]["throughput_vs_psql"] > 0
+    assert figures["export-files"]["file_mb"] >= 0 and figures["export-files"]["csv"]["vs_psql"] > 0
     assert figures["big"]["rows"] == 10 * ROWS
     assert 0 < figures["big"]["rss_baseline_mb"] <= figures["big"]["rss_peak_mb"]
     assert figures["big"]["rss_series_mb"]
