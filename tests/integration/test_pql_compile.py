@@ -273,6 +273,16 @@ async def test_no_user_text_in_the_sql(db, profiles, text, payload):
     assert await selected(db, node, NOWS[0]) == expected(profiles, node, NOWS[0])
 
 
+def test_attribute_names_and_segment_ids_never_reach_the_sql():
+    """Names are looked up, not written: a name full of SQL is only a key, like an inSegment argument."""
+    evil = "Zq9 x'); DROP TABLE p; -- \" $$ /*"
+    node = pql.parse(f'`{evil}` = 1 and `{evil}`.contains("Zq9") or inSegment("Zq9\'--")')
+    compiled = compile_predicate(node, attribute_index=lambda name: 1 if name == evil else None,
+                                 segment_tables={"Zq9'--": "seg_seven"}, now=NOWS[0])
+    assert MARKER not in compiled.sql and "DROP" not in compiled.sql and "$$" not in compiled.sql
+    assert compiled.params == [1, Decimal(1), "Zq9"]
+
+
 HOSTILE = ["'", '"', ";", "$$", "--", "/*", "*/", "`", "\\", "(", ")", "[", "]", ",", ".", "=", "!", "<", ">",
            "a", "A", "`c d`", "and", "or", "not", " ", "in", "notIn", "like", "occurs", "date(", "1", "-1", "1.5",
            '"x"', "inSegment(", '"12"', "contains(", "DROP TABLE p", "\x00", "é", "\n", "true", "now", "days",
