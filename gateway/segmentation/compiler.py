@@ -278,8 +278,8 @@ class _Compiler:
         return self.typed(node.attribute, kind, lambda v: f"{negation}({v} = ANY({array}))")
 
     def string_test(self, node: pql.StringTest) -> str:
-        v = self.value(node.attribute)
-        s = self.param(node.argument.value, "text")
+        raw = self.value(node.attribute)
+        v, s = raw, self.param(node.argument.value, "text")
         if not node.case_sensitive:
             v, s = f"lower({v})", f"lower({s})"
         method = node.method
@@ -296,6 +296,5 @@ class _Compiler:
             test = f"{v} <> {s}"
         if negated:
             test = f"NOT ({test})"
-        raw = self.value(node.attribute)
         return f"(CASE WHEN {raw} <> '' THEN {test} ELSE false END)"
 
