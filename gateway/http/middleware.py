@@ -25,6 +25,7 @@ _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 ADMIN_PREFIX = "/v1/admin"  # management routes: admin scope whatever the method
 API_PREFIX = "/api/"  # the management API (gateway.api.manage)
+PRIVACY_PREFIX = "/api/privacy"  # admin scope whatever the method
 # POSTs of /api that only read (check an expression, read definitions by id): write scope, as reading
 API_READING_POSTS = frozenset({"/api/segment/definitions/validate", "/api/segment/definitions/bulk-get"})
 REALM = 'Bearer realm="audience-gateway"'
@@ -194,6 +195,8 @@ def required_scope(method: str, path: str) -> str:
     """
     if path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/"):
         return "admin"
+    if path == PRIVACY_PREFIX or path.startswith(PRIVACY_PREFIX + "/"):
+        return "admin"  # erasures, their audit and the suppression list (gateway.api.privacy)
     if path.startswith(API_PREFIX):
         if method not in READ_METHODS and not (method == "POST" and path in API_READING_POSTS):
             return "admin"

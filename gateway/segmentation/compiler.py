@@ -254,11 +254,14 @@ class _Compiler:
         return f"(CASE WHEN {v} <> '' THEN {text} ELSE false END)"
 
     def date_guarded(self, v: str, test: str) -> str:
-        """``test`` when ``v`` is a valid date (the leap-day check's cast runs only on a well-formed value)."""
+        """``test`` (on the value's first ten characters as text: it cannot fail) and then whether ``v`` is a
+        valid date: the costly check (a regular expression, ~1 µs) runs only on the rows the cheap test keeps.
+        The leap-day check's cast runs only on a value the pattern accepted."""
         year = f"substr({v}, 1, 4)::int"
         leap = f"(({year}) % 4 = 0 AND (({year}) % 100 <> 0 OR ({year}) % 400 = 0))"
-        return (f"(CASE WHEN {v} ~ '^{DATE_PATTERN}$' AND left({v}, 4) <> '0000' THEN "
-                f"(CASE WHEN substr({v}, 6, 5) = '02-29' AND NOT {leap} THEN false ELSE {test} END) ELSE false END)")
+        valid = (f"(CASE WHEN {v} ~ '^{DATE_PATTERN}$' AND left({v}, 4) <> '0000' "
+                 f"THEN substr({v}, 6, 5) <> '02-29' OR {leap} ELSE false END)")
+        return f"(CASE WHEN {test} THEN {valid} ELSE false END)"
 
     def membership(self, node: pql.Membership) -> str:
         items = node.values.items
@@ -275,8 +278,8 @@ class _Compiler:
         return self.typed(node.attribute, kind, lambda v: f"{negation}({v} = ANY({array}))")
 
     def string_test(self, node: pql.StringTest) -> str:
-        v = self.value(node.attribute)
-        s = self.param(node.argument.value, "text")
+        raw = self.value(node.attribute)
+        v, s = raw, self.param(node.argument.value, "text")
         if not node.case_sensitive:
             v, s = f"lower({v})", f"lower({s})"
         method = node.method
@@ -293,6 +296,5 @@ class _Compiler:
             test = f"{v} <> {s}"
         if negated:
             test = f"NOT ({test})"
-        raw = self.value(node.attribute)
         return f"(CASE WHEN {raw} <> '' THEN {test} ELSE false END)"
 

@@ -35,7 +35,7 @@ VALUES = [
     "/* */", "true", "TRUE", "False", "yes", "2026-11-30", "2026-11-29", "2026-11-23", "2026-11-01", "2026-10-31",
     "2026-10-30", "2026-12-01", "2026-12-31", "2027-01-01", "2025-11-30", "2025-12-31", "2024-02-29", "2024-03-01",
     "2024-01-31", "2023-02-28", "2023-02-29", "2026-02-28", "2026-02-30", "2026-03-01", "2026-03-31",
-    "2026-04-31", "2026-06-31", "2026-09-31", "2026-11-31", "2026-13-01", "2026-00-10", "0000-01-01", "0001-01-01", "9999-12-31", "2026-1-5",
+    "2O24-02-29", "-024-02-29", "2026-04-31", "2026-06-31", "2026-09-31", "2026-11-31", "2026-13-01", "2026-00-10", "0000-01-01", "0001-01-01", "9999-12-31", "2026-1-5",
     "2026-11-30T10:00:00Z", "2026-11-29 23:59", "2026-11-30T25:00", "2026-11-30T10:00:00.123+05:30",
     "2026-11-30Tgarbage", "2026-11-30x", "20261130", "2026-11-30\n",
 ]
@@ -271,6 +271,16 @@ async def test_no_user_text_in_the_sql(db, profiles, text, payload):
     compiled = compile_predicate(node, attribute_index=index, segment_tables=SEGMENTS, now=NOWS[0])
     assert MARKER not in compiled.sql
     assert await selected(db, node, NOWS[0]) == expected(profiles, node, NOWS[0])
+
+
+def test_attribute_names_and_segment_ids_never_reach_the_sql():
+    """Names are looked up, not written: a name full of SQL is only a key, like an inSegment argument."""
+    evil = "Zq9 x'); DROP TABLE p; -- \" $$ /*"
+    node = pql.parse(f'`{evil}` = 1 and `{evil}`.contains("Zq9") or inSegment("Zq9\'--")')
+    compiled = compile_predicate(node, attribute_index=lambda name: 1 if name == evil else None,
+                                 segment_tables={"Zq9'--": "seg_seven"}, now=NOWS[0])
+    assert MARKER not in compiled.sql and "DROP" not in compiled.sql and "$$" not in compiled.sql
+    assert compiled.params == [1, Decimal(1), "Zq9"]
 
 
 HOSTILE = ["'", '"', ";", "$$", "--", "/*", "*/", "`", "\\", "(", ")", "[", "]", ",", ".", "=", "!", "<", ">",
