@@ -715,3 +715,42 @@ FROM segments
 WHERE endpoint_id = $1 AND status <> 'deleted'
   AND ($2::bigint[] IS NULL OR id = ANY ($2::bigint[]))
 ORDER BY id;
+
+-- ---------------------------------------------------------------------------------------------------
+-- Segment jobs (gateway.segmentation.segment_jobs, .evaluate): rows of jobs of kind 'SegmentJob' (no
+-- segment_id) with a row of segment_jobs each.
+
+-- name: segment_job_insert
+INSERT INTO segment_jobs (job_id, all_definitions, definition_ids, source, schedule_id)
+VALUES ($1, $2, $3, $4, $5);
+
+-- name: segment_job_get
+-- The endpoint's segment job $1 ($3: the kind's name).
+SELECT j.id, j.status, j.reason, j.attempts, j.created_at, j.started_at, j.finished_at,
+       greatest(j.created_at, j.started_at, j.finished_at) AS updated_at,
+       s.all_definitions, s.definition_ids, s.source, s.schedule_id, s.metrics, s.errors
+FROM jobs j JOIN segment_jobs s ON s.job_id = j.id
+WHERE j.id = $1 AND j.endpoint_id = $2 AND j.kind = $3;
+
+-- name: segment_job_page
+-- The endpoint's segment jobs, newest first, $4 at a time after job id $5 (NULL: from the newest);
+-- $3: queue statuses to keep (NULL: all). One more row than asked tells whether a next page exists.
+SELECT j.id, j.status, j.reason, j.attempts, j.created_at, j.started_at, j.finished_at,
+       greatest(j.created_at, j.started_at, j.finished_at) AS updated_at,
+       s.all_definitions, s.definition_ids, s.source, s.schedule_id, s.metrics, s.errors
+FROM jobs j JOIN segment_jobs s ON s.job_id = j.id
+WHERE j.endpoint_id = $1 AND j.kind = $2 AND ($3::text[] IS NULL OR j.status = ANY ($3::text[]))
+  AND ($5::bigint IS NULL OR j.id < $5)
+ORDER BY j.id DESC
+LIMIT $4 + 1;
+
+-- name: segment_job_count
+SELECT count(*) FROM jobs j
+WHERE j.endpoint_id = $1 AND j.kind = $2 AND ($3::text[] IS NULL OR j.status = ANY ($3::text[]));
+
+-- name: segment_job_cancel
+-- A segment job that has not ended: a worker running it stops at its next heartbeat, and whatever its
+-- transaction built is rolled back (nothing of a segment job is committed before it completes).
+UPDATE jobs SET status = 'canceled', finished_at = now(), lease_owner = NULL, lease_expires_at = NULL
+WHERE id = $1 AND endpoint_id = $2 AND kind = $3 AND status IN ('waiting', 'running')
+RETURNING id;
