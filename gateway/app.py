@@ -11,7 +11,7 @@ from aiohttp import web
 from gateway import state
 from gateway.ops import metrics
 from gateway.ops.workers import prepare_database
-from gateway.api import data, health, jobs, manage, openapi, segments, uploads
+from gateway.api import data, health, jobs, manage, openapi, segment_jobs, segments, uploads
 from gateway.api import metrics as metrics_api
 from gateway.http.clients import DataSlots
 from gateway.db.pool import CONNECTION_ERRORS, attach_database, create_pool
@@ -22,6 +22,7 @@ from gateway.http.middleware import (auth_middleware, close_when_draining, error
 from gateway.jobs import sweepers
 from gateway.jobs.exports import EXPORT
 from gateway.jobs.queue import JobWorkers
+from gateway.jobs.segment_jobs import SEGMENT_JOB
 from gateway.settings import Settings
 from gateway.auth.throttle import FailureThrottle
 
@@ -55,6 +56,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(manage.routes)
     app.add_routes(metrics_api.routes)
     app.add_routes(uploads.routes)
+    app.add_routes(segment_jobs.routes)
     app.add_routes(openapi.routes)
     return app
 
@@ -112,7 +114,7 @@ async def sweepers_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def job_workers_ctx(app: web.Application) -> AsyncIterator[None]:
     """The job queue's workers (gateway.jobs.queue), running the kinds of job listed here."""
-    workers = JobWorkers(app[state.POOL], app[state.DATABASE_URL], app[state.SETTINGS], kinds=[EXPORT])
+    workers = JobWorkers(app[state.POOL], app[state.DATABASE_URL], app[state.SETTINGS], kinds=[EXPORT, SEGMENT_JOB])
     await workers.start()
     yield
     await workers.stop()

@@ -528,7 +528,8 @@ RETURNING id;
 
 -- name: job_fail
 UPDATE jobs SET status = 'error', reason = $3, finished_at = now(), lease_owner = NULL, lease_expires_at = NULL
-WHERE id = $1 AND lease_owner = $2 AND status = 'running';
+WHERE id = $1 AND lease_owner = $2 AND status = 'running'
+RETURNING id;
 
 -- name: job_cancel
 -- A job of kind $3 of endpoint $2 that has not ended in error or been canceled; none once its segment is deleted.
@@ -754,3 +755,77 @@ WHERE j.endpoint_id = $1 AND j.kind = $2 AND ($3::text[] IS NULL OR j.status = A
 UPDATE jobs SET status = 'canceled', finished_at = now(), lease_owner = NULL, lease_expires_at = NULL
 WHERE id = $1 AND endpoint_id = $2 AND kind = $3 AND status IN ('waiting', 'running')
 RETURNING id;
+
+-- name: segment_profiles
+-- A definition's profiles (gateway.segmentation.profiles): {sources} are its sources' members tables
+-- FULL JOINed by identity, {identity} their coalesced identity, {attrs} the merged attributes.
+SELECT {identity} AS identity, {attrs} AS attrs FROM {sources}
+
+-- name: segment_profiles_none
+-- The profiles of sources that have no members table (nothing was ever pushed to them).
+SELECT NULL::text COLLATE "C" AS identity, NULL::text[] AS attrs WHERE false
+
+-- name: segment_job_spec
+SELECT all_definitions, definition_ids FROM segment_jobs WHERE job_id = $1;
+
+-- name: segment_job_definitions
+-- The live definitions a job evaluates: $2 ids (NULL: every batch-enabled one of the endpoint).
+SELECT id, expression, sources, audience_segment_id FROM segment_definitions
+WHERE endpoint_id = $1 AND deleted_at IS NULL
+  AND CASE WHEN $2::bigint[] IS NULL THEN batch_enabled ELSE id = ANY ($2::bigint[]) END
+ORDER BY audience_segment_id;
+
+-- name: segment_job_in_segment
+-- The segment an inSegment("…") names, within the endpoint, and whether it has a members table ($3).
+SELECT id, to_regclass($3) IS NOT NULL AS members_exist FROM segments
+WHERE id = $1 AND endpoint_id = $2 AND status <> 'deleted';
+
+-- name: segment_job_no_members
+-- What inSegment reads for a segment that has no members table yet.
+CREATE TEMPORARY TABLE IF NOT EXISTS segment_job_no_members (identity text COLLATE "C", attrs text[])
+ON COMMIT DROP;
+
+-- name: segment_job_count_profiles
+SELECT count(*) FROM ({profiles}) AS p;
+
+-- name: segment_job_build
+-- A definition's new audience ({build}: staging.segjob_<job>_<attempt>_<definition>), index after the load.
+CREATE TABLE {build} AS
+SELECT p.identity COLLATE "C" AS identity, coalesce(p.attrs, '{{}}') AS attrs FROM ({profiles}) AS p
+WHERE {predicate};
+
+-- name: segment_job_index_build
+ALTER TABLE {build} ADD CONSTRAINT {build_pkey} PRIMARY KEY (identity), ALTER COLUMN attrs SET NOT NULL;
+
+-- name: segment_job_drop_build
+DROP TABLE IF EXISTS {build};
+
+-- name: segment_job_leftover_builds
+-- Build tables of segment jobs (or attempts) no longer running: a canceled, failed or taken-over attempt.
+SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = 'staging' AND c.relkind = 'r' AND c.relname ~ '^segjob_[0-9]+_[0-9]+_[0-9]+$'
+  AND NOT EXISTS (SELECT 1 FROM jobs j
+                  WHERE j.id = split_part(c.relname, '_', 2)::bigint AND j.status = 'running'
+                    AND j.attempts = split_part(c.relname, '_', 3)::integer);
+
+-- name: segment_job_compare
+-- realized (new), existing (kept) and exited (dropped) members, the previous audience against the new.
+SELECT count(*) FILTER (WHERE o.identity IS NULL) AS realized,
+       count(*) FILTER (WHERE o.identity IS NOT NULL AND n.identity IS NOT NULL) AS existing,
+       count(*) FILTER (WHERE n.identity IS NULL) AS exited
+FROM {members} o FULL JOIN {build} n ON n.identity = o.identity;
+
+-- name: segment_job_build_move
+-- The built audience becomes audience.members_<id>_new (then replace_drop_members, replace_swap_members
+-- and replace_rename_pkey swap it in, as a REPLACE commit does).
+ALTER TABLE {build} SET SCHEMA audience;
+
+-- name: segment_job_build_rename
+ALTER TABLE {build_moved} RENAME TO {members_new_name};
+
+-- name: segment_job_build_rename_pkey
+ALTER INDEX {build_pkey_moved} RENAME TO {members_new_pkey};
+
+-- name: segment_job_result
+-- In the transaction of the swaps, with job_complete (or job_fail).
+UPDATE segment_jobs SET metrics = $2, errors = $3 WHERE job_id = $1;

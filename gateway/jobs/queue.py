@@ -66,6 +66,12 @@ class Lease:
         if await conn.fetchval(QUERIES["job_complete"], self.id, self.owner) is None:
             raise JobLost()
 
+    async def fail(self, conn: asyncpg.Connection, reason: str) -> None:
+        """End the job in error with ``reason``, in the caller's transaction (a kind that records why its
+        work could not be done beside the failure); JobLost (roll back) if it is no longer held."""
+        if await conn.fetchval(QUERIES["job_fail"], self.id, self.owner, reason) is None:
+            raise JobLost()
+
 
 @dataclasses.dataclass(frozen=True)
 class Kind:

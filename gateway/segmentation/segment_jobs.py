@@ -64,6 +64,18 @@ async def create_job(conn: asyncpg.Connection, endpoint_id: int, definition_ids:
     return row["id"]
 
 
+async def check_definitions(conn: asyncpg.Connection | asyncpg.Pool, endpoint_id: int,
+                            definition_ids: Sequence[int]) -> None:
+    """NotFound naming the first id that is not a live definition of the endpoint (another endpoint's
+    definition is answered exactly like a missing one)."""
+    found = {row["id"] for row in await conn.fetch(QUERIES["segment_job_definitions"], endpoint_id,
+                                                   list(definition_ids))}
+    for definition_id in definition_ids:
+        if definition_id not in found:
+            raise NotFound(f"segment definition {definition_id} does not exist",
+                           code="segment_definition_not_found")
+
+
 async def get_job(conn: asyncpg.Connection | asyncpg.Pool, endpoint_id: int, job_id: int) -> asyncpg.Record:
     """The endpoint's segment job; NotFound otherwise."""
     row = await conn.fetchrow(QUERIES["segment_job_get"], job_id, endpoint_id, JOB_KIND)

@@ -28,3 +28,58 @@ async def test_create_job_queues_a_segment_job_and_its_row(db):
             break
         await db.execute("SELECT 1")  # notifications are delivered between statements
     assert sorted(listened) == sorted([str(some), str(every)])
+
+
+import pytest
+
+from tests.integration.segment_job_helpers import (build_tables, define, endpoint_of, job, members, post_job, run,
+                                                   source_with, use_language, wait_for)
+from tests.integration.manage_helpers import segment_row
+
+
+@pytest.fixture(autouse=True)
+def language(monkeypatch):
+    use_language(monkeypatch)
+
+
+async def two_sources(client, db) -> tuple[int, int]:
+    """A: email, Country, Name; B: email, country, Age, name (same names in other cases)."""
+    a = await source_with(client, db, "A", ["email", "Country", "Name"], [
+        ["a1@x", "US", "Ann"], ["a2@x", "", "Bob"], ["a3@x", "FR", ""]])
+    b = await source_with(client, db, "B", ["email", "country", "Age", "name"], [
+        ["a2@x", "US", "30", "Robert"], ["a3@x", "US", "41", "Cid"], ["b1@x", "US", "", "Dee"],
+        ["b2@x", "DE", "22", "Eve"]])
+    return a, b
+
+
+async def test_multi_source_definition_first_source_wins(client, db):
+    a, b = await two_sources(client, db)
+    endpoint_id = await endpoint_of(db, a)
+    definition, audience = await define(db, endpoint_id, "us", 'Country = "US"', [a, b])
+    answer = await run(client, definition)
+    # merged attributes: email, Country, Name, Age; each from the first source with it non-empty
+    assert await members(db, audience) == {
+        "a1@x": ["a1@x", "US", "Ann", ""],
+        "a2@x": ["a2@x", "US", "Bob", "30"],     # Country from B: A's is empty
+        "b1@x": ["b1@x", "US", "Dee", ""],
+    }  # a3: A says FR (first source wins over B's US); b2: DE
+    row = await segment_row(db, audience)
+    assert (row["identity_attribute"], row["attributes"], row["member_count"]) == (
+        "email", ["email", "Country", "Name", "Age"], 3)
+    metrics = answer["metrics"]
+    assert metrics["totalProfiles"] == 5
+    assert metrics["segmentedProfileCounter"] == {str(definition): 3}
+    assert metrics["segmentedProfileByStatusCounter"] == {str(definition): {"realized": 3, "existing": 0, "exited": 0}}
+    assert set(metrics["segmentTimeInMs"]) == {str(definition)}
+    total = metrics["totalTime"]
+    assert total["endTimeInMs"] - total["startTimeInMs"] == total["totalTimeInMs"] >= 0
+    assert answer["errors"] == [] and answer["source"] == "api"
+    assert answer["segments"] == [{"segmentId": str(definition)}]
+    assert answer["creationTime"] <= answer["updateTime"]
+    assert await build_tables(db) == []
+    # the other order: B first
+    definition, audience = await define(db, endpoint_id, "us-b-first", 'Country = "US"', [b, a])
+    await run(client, definition)
+    assert await members(db, audience) == {
+        "a2@x": ["a2@x", "US", "30", "Robert"], "a3@x": ["a3@x", "US", "41", "Cid"],
+        "b1@x": ["b1@x", "US", "", "Dee"], "a1@x": ["a1@x", "US", "", "Ann"]}
