@@ -57,9 +57,9 @@ async def run(client, *definition_ids: int | str, wanted: str = "SUCCEEDED") -> 
     return await wait_for(client, created["id"], wanted)
 
 
-async def wait_for(client, job_id: str, wanted: str) -> dict[str, Any]:
+async def wait_for(client, job_id: str, wanted: str, headers: dict[str, str] = AUTH) -> dict[str, Any]:
     async def ended() -> dict[str, Any] | None:
-        answer = await job(client, job_id)
+        answer = await job(client, job_id, headers)
         assert answer["status"] == wanted or answer["status"] not in FINAL, answer
         return answer if answer["status"] == wanted else None
 

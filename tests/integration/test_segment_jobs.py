@@ -3,50 +3,24 @@
 
 from __future__ import annotations
 
-from gateway.db.queries import QUERIES
-from gateway.segmentation import segment_jobs
-
-
-async def test_create_job_queues_a_segment_job_and_its_row(db):
-    endpoint_id = await db.fetchval(QUERIES["endpoint_create"], "default")
-    listened: list[str] = []
-    await db.add_listener("audience_gateway_jobs", lambda *args: listened.append(args[-1]))
-    some = await segment_jobs.create_job(db, endpoint_id, [3, 1], source="api")
-    every = await segment_jobs.create_job(db, endpoint_id, None, source="scheduler", schedule_id=7)
-    rows = {row["job_id"]: row for row in await db.fetch(
-        "SELECT j.kind, j.segment_id, j.status, s.* FROM jobs j JOIN segment_jobs s ON s.job_id = j.id")}
-    assert rows[some]["kind"] == "SegmentJob" and rows[some]["segment_id"] is None
-    assert rows[some]["status"] == "waiting"
-    assert (rows[some]["all_definitions"], rows[some]["definition_ids"], rows[some]["source"]) == (False, [3, 1], "api")
-    assert (rows[every]["all_definitions"], rows[every]["definition_ids"]) == (True, [])
-    assert (rows[every]["source"], rows[every]["schedule_id"]) == ("scheduler", 7)
-    job = segment_jobs.describe(await segment_jobs.get_job(db, endpoint_id, every))
-    assert job["status"] == "QUEUED" and job["segments"] == [{"segmentId": "*"}]
-    assert job["properties"] == {"scheduleId": "7"}
-    for _ in range(50):
-        if len(listened) == 2:
-            break
-        await db.execute("SELECT 1")  # notifications are delivered between statements
-    assert sorted(listened) == sorted([str(some), str(every)])
-
-
 import asyncio
 import dataclasses
 
 import asyncpg
 import pytest
 
+from gateway.db.queries import QUERIES
 from gateway.jobs.queue import JobWorkers
 from gateway.jobs.segment_jobs import SEGMENT_JOB
-from tests.integration.test_job_queue import die
-
+from gateway.segmentation import segment_jobs
+from tests.conftest import AUTH
+from tests.helpers import eventually
+from tests.integration.manage_helpers import api, segment_row
+from tests.integration.pull_helpers import (blocked_backends, export_via_job, sync_rows, wait_for_blocked_backends)
+from tests.integration.push_helpers import app_client, csv_body, push, push_ok
 from tests.integration.segment_job_helpers import (build_tables, define, endpoint_of, job, members, post_job, run,
                                                    source_with, use_language, wait_for)
-from tests.integration.manage_helpers import segment_row
-from tests.helpers import eventually
-from tests.integration.manage_helpers import api
-from tests.integration.push_helpers import app_client, csv_body, push_ok
-from tests.integration.pull_helpers import blocked_backends, sync_rows, wait_for_blocked_backends
+from tests.integration.test_job_queue import die
 
 
 @pytest.fixture(autouse=True)
@@ -62,6 +36,31 @@ async def two_sources(client, db) -> tuple[int, int]:
         ["a2@x", "US", "30", "Robert"], ["a3@x", "US", "41", "Cid"], ["b1@x", "US", "", "Dee"],
         ["b2@x", "DE", "22", "Eve"]])
     return a, b
+
+
+async def test_create_job_queues_a_segment_job_and_its_row(db):
+    endpoint_id = await db.fetchval(QUERIES["endpoint_create"], "default")
+    listened: list[str] = []
+    await db.add_listener("audience_gateway_jobs", lambda *args: listened.append(args[-1]))
+    some = await segment_jobs.create_job(db, endpoint_id, [3, 1], source="api")
+    every = await segment_jobs.create_job(db, endpoint_id, None, source="scheduler", schedule_id=7)
+    rows = {row["job_id"]: row for row in await db.fetch(
+        "SELECT j.kind, j.segment_id, j.status, s.* FROM jobs j JOIN segment_jobs s ON s.job_id = j.id")}
+    assert rows[some]["kind"] == "SegmentJob" and rows[some]["segment_id"] is None
+    assert rows[some]["status"] == "waiting"
+    assert (rows[some]["all_definitions"], rows[some]["definition_ids"], rows[some]["source"]) == (False, [3, 1], "api")
+    assert (rows[every]["all_definitions"], rows[every]["definition_ids"]) == (True, [])
+    assert (rows[every]["source"], rows[every]["schedule_id"]) == ("scheduler", 7)
+    shown = segment_jobs.describe(await segment_jobs.get_job(db, endpoint_id, every))
+    assert shown["status"] == "QUEUED" and shown["segments"] == [{"segmentId": "*"}]
+    assert shown["properties"] == {"scheduleId": "7"}
+
+    async def woken() -> bool:
+        await db.execute("SELECT 1")  # notifications are delivered between statements
+        return len(listened) == 2
+
+    await eventually(woken, "both jobs to wake the workers")
+    assert sorted(listened) == sorted([str(some), str(every)])
 
 
 async def test_multi_source_definition_first_source_wins(client, db):
@@ -260,3 +259,111 @@ async def test_a_job_whose_worker_died_is_taken_over(aiohttp_client, settings, d
     assert answer["status"] == "SUCCEEDED"
     assert answer["metrics"]["segmentedProfileByStatusCounter"] == {
         str(definition): {"realized": 1, "existing": 0, "exited": 0}}
+
+
+async def test_the_audience_on_every_v1_route_after_a_run(client, db):
+    a, b = await two_sources(client, db)
+    definition, audience = await define(db, await endpoint_of(db, a), "us", 'Country = "US"', [a, b])
+    await run(client, definition)
+    listed = (await api(client, "GET", "/v1/segments")).result["list"]
+    assert {"id": audience, "name": "us", "type": "Queries"}.items() <= next(
+        s for s in listed if int(s["id"]) == audience).items()
+    details = (await api(client, "GET", f"/v1/segments/{audience}")).result
+    assert (details["type"], details["identityAttribute"], details["size"]) == ("Queries", "email", 3)
+    assert [x["name"] for x in details["segmentAttributes"]] == ["email", "Country", "Name", "Age"]
+    expected = [["a1@x", "US", "Ann", ""], ["a2@x", "US", "Bob", "30"], ["b1@x", "US", "Dee", ""]]
+    assert await sync_rows(client, audience) == (["email", "Country", "Name", "Age"], expected)
+    _job, header, rows = await export_via_job(client, audience)
+    assert (header, rows) == (["email", "Country", "Name", "Age"], expected)
+
+
+async def test_a_definition_that_cannot_be_evaluated_is_an_error_of_the_job(client, db):
+    """Its audience keeps its members; the job goes on with the others and succeeds; a job none of whose
+    definitions could be evaluated fails."""
+    source = await source_with(client, db, "people", ["email", "Country"], [["u1", "US"], ["u2", "FR"]])
+    endpoint_id = await endpoint_of(db, source)
+    good, good_audience = await define(db, endpoint_id, "us", 'Country = "US"', [source])
+    bad, bad_audience = await define(db, endpoint_id, "bad", 'Country = "FR"', [source])
+    await run(client, good, bad)
+    assert set(await members(db, bad_audience)) == {"u2"}
+    await db.execute("UPDATE segment_definitions SET expression = 'Missing = \"x\"' WHERE id = $1", bad)
+    await push_ok(client, str(source), csv_body(["email", "Country"], [["u3", "US"], ["u4", "FR"]]))
+    answer = await run(client, good, bad)
+    assert set(await members(db, good_audience)) == {"u1", "u3"}
+    assert set(await members(db, bad_audience)) == {"u2"}  # as before
+    assert [(e["code"], e["segmentId"]) for e in answer["errors"]] == [("invalid_expression", str(bad))]
+    assert set(answer["metrics"]["segmentedProfileCounter"]) == {str(good)}
+    failed = await run(client, bad, wanted="FAILED")
+    assert [e["code"] for e in failed["errors"]] == ["invalid_expression"]
+    # a source that is no longer valid, and a definition deleted after the job was created
+    await db.execute("UPDATE segments SET status = 'inactive' WHERE id = $1", source)
+    await db.execute("UPDATE segment_definitions SET expression = 'Country = \"FR\"' WHERE id = $1", bad)
+    failed = await run(client, bad, wanted="FAILED")
+    assert [e["code"] for e in failed["errors"]] == ["invalid_sources"]
+    await db.execute("UPDATE segments SET status = 'active' WHERE id = $1", source)
+    await db.execute("UPDATE segment_definitions SET deleted_at = now() WHERE id = $1", bad)
+    job_id = await segment_jobs.create_job(db, endpoint_id, [good, bad], source="api")  # as a schedule would
+    answer = await wait_for(client, str(job_id), "SUCCEEDED")
+    assert [(e["code"], e["segmentId"]) for e in answer["errors"]] == [("definition_not_found", str(bad))]
+
+
+async def test_all_definitions_and_listing(client, db):
+    source = await source_with(client, db, "people", ["email", "Country"], [["u1", "US"], ["u2", "FR"]])
+    endpoint_id = await endpoint_of(db, source)
+    us, us_audience = await define(db, endpoint_id, "us", 'Country = "US"', [source])
+    fr, fr_audience = await define(db, endpoint_id, "fr", 'Country = "FR"', None)  # sources "*"
+    off, off_audience = await define(db, endpoint_id, "off", 'Country = "US"', None, batch=False)
+    created = await post_job(client, [{"segmentId": "*"}])  # the bare-array form
+    assert created["segments"] == [{"segmentId": "*"}] and created["status"] in ("QUEUED", "PROCESSING",
+                                                                                  "SUCCEEDED")
+    answer = await wait_for(client, created["id"], "SUCCEEDED")
+    assert set(answer["metrics"]["segmentedProfileCounter"]) == {str(us), str(fr)}
+    assert (set(await members(db, us_audience)), set(await members(db, fr_audience))) == ({"u1"}, {"u2"})
+    assert await members(db, off_audience) == {}
+    ids = [created["id"]] + [(await run(client, us))["id"] for _ in range(4)]
+    page = (await api(client, "GET", "/api/segment/jobs?limit=2")).result
+    assert [j["id"] for j in page["children"]] == ids[::-1][:2]
+    assert page["_page"]["totalCount"] == 5 and page["_page"]["pageSize"] == 2
+    seen = [j["id"] for j in page["children"]]
+    while "next" in page["_links"]:
+        page = (await api(client, "GET", page["_links"]["next"]["href"])).result
+        seen += [j["id"] for j in page["children"]]
+    assert seen == ids[::-1]
+    assert (await api(client, "GET", "/api/segment/jobs?status=FAILED")).result["children"] == []
+    assert len((await api(client, "GET", "/api/segment/jobs?status=SUCCEEDED")).result["children"]) == 5
+    (await api(client, "GET", "/api/segment/jobs?status=DONE")).assert_failure(400, "invalid_status")
+    (await api(client, "GET", "/api/segment/jobs?cursor=nonsense")).assert_failure(400, "invalid_cursor")
+
+
+@pytest.mark.parametrize("body, code", [
+    ({}, "invalid_segments"), ({"segments": []}, "invalid_segments"), ([{"segmentId": "x1"}], "invalid_segments"),
+    ([{"segmentId": "*"}, {"segmentId": "1"}], "invalid_segments"), ({"segments": [1]}, "invalid_segments"),
+    ({"segments": [{"segmentId": True}]}, "invalid_segments"), ({"segments": [], "extra": 1}, "unknown_field"),
+    ("not json", "invalid_json")])
+async def test_malformed_job_requests_are_400(client, db, body, code):
+    options = {"data": body} if isinstance(body, str) else {"json": body}
+    (await api(client, "POST", "/api/segment/jobs", **options)).assert_failure(400, code)
+    assert await db.fetchval("SELECT count(*) FROM jobs") == 0
+
+
+async def test_tenancy_and_scopes(client, db, make_key):
+    source = await source_with(client, db, "people", ["email", "Country"], [["u1", "US"]])
+    definition, _audience = await define(db, await endpoint_of(db, source), "us", 'Country = "US"', [source])
+    created = await run(client, definition)
+    other_admin = await make_key("admin", "other")
+    other = f"/api/segment/jobs/{created['id']}"
+    (await api(client, "GET", other, other_admin)).assert_failure(404, "segment_job_not_found")
+    (await api(client, "DELETE", other, other_admin)).assert_failure(404, "segment_job_not_found")
+    (await api(client, "POST", "/api/segment/jobs", other_admin,
+               json=[{"segmentId": str(definition)}])).assert_failure(404, "segment_definition_not_found")
+    assert (await api(client, "GET", "/api/segment/jobs", other_admin)).result["children"] == []
+    # "*" of the other endpoint evaluates none of this endpoint's definitions
+    theirs = await post_job(client, [{"segmentId": "*"}], other_admin)
+    answer = await wait_for(client, theirs["id"], "SUCCEEDED", other_admin)
+    assert answer["metrics"]["segmentedProfileCounter"] == {} and answer["errors"] == []
+    writer, reader = await make_key("write"), await make_key("read")
+    assert (await api(client, "GET", other, writer)).result["id"] == created["id"]
+    (await api(client, "GET", other, reader)).assert_failure(403)
+    (await api(client, "POST", "/api/segment/jobs", writer, json=[{"segmentId": "*"}])).assert_failure(403)
+    (await api(client, "DELETE", other, writer)).assert_failure(403)
+    (await api(client, "GET", "/api/segment/jobs/abc")).assert_failure(404, "segment_job_not_found")
