@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
+from collections.abc import AsyncIterator
 
 import aiohttp
 
@@ -39,10 +40,11 @@ async def push_batches(session: aiohttp.ClientSession, url: str, segment_id: str
 
 
 async def push_stream(session: aiohttp.ClientSession, url: str, segment_id: str, rows: int, *,
-                      seed: int, start: int = 0) -> dict:
-    """One REPLACE request of ``rows`` rows generated while it is sent; returns its result."""
-    async with session.put(f"{url}/v1/segments/{segment_id}/data", headers=CSV,
-                           data=data.stream(rows, seed=seed, start=start)) as response:
+                      seed: int, start: int = 0, body: AsyncIterator[bytes] | None = None) -> dict:
+    """One REPLACE request of ``rows`` rows generated while it is sent (``body``: other rows than
+    ``data.stream``'s); returns its result."""
+    body = data.stream(rows, seed=seed, start=start) if body is None else body
+    async with session.put(f"{url}/v1/segments/{segment_id}/data", headers=CSV, data=body) as response:
         payload = await response.json()
         if response.status != 200 or payload["result"].get("numReceived") != str(rows):
             raise RuntimeError(f"streamed REPLACE of {rows} rows: {response.status} {payload}")
@@ -98,3 +100,20 @@ async def download(session: aiohttp.ClientSession, url: str) -> int:
         async for chunk in response.content.iter_chunked(1 << 20):
             received += len(chunk)
     return received
+
+
+async def segment_job_flow(session: aiohttp.ClientSession, url: str, definition_id: str) -> dict:
+    """POST a segment job of the definition and poll it until it has SUCCEEDED: the seconds it took and
+    the job as it ended."""
+    started = time.perf_counter()
+    async with session.post(f"{url}/api/segment/jobs", json={"segments": [{"segmentId": definition_id}]},
+                            headers=AUTH) as response:
+        job = (await response.json())["result"]
+    while True:
+        async with session.get(f"{url}/api/segment/jobs/{job['id']}", headers=AUTH) as response:
+            job = (await response.json())["result"]
+        if job["status"] == "SUCCEEDED":
+            return {"seconds": time.perf_counter() - started, "job": job}
+        if job["status"] not in ("QUEUED", "PROCESSING"):
+            raise RuntimeError(f"segment job ended {job['status']}: {job['errors']}")
+        await asyncio.sleep(0.02)
