@@ -66,3 +66,6 @@ CREATE TABLE bench_segment_job AS
 SELECT identity, attrs FROM audience.members_{source}
 WHERE attrs[2] = 'US' AND attrs[3]::timestamptz >= now() - interval '30 days' AND attrs[3]::timestamptz <= now();
 ALTER TABLE bench_segment_job ADD PRIMARY KEY (identity)
+
+-- name: anchor_segment_job_count
+SELECT count(*) FROM bench_segment_job

@@ -416,7 +416,7 @@ async def segment_job(run: Run) -> dict:
 
     runs = await run.repeat(once)
     selected = jobs[0]["metrics"]["segmentedProfileCounter"][definition]
-    expected = int(run_psql(run.dsn, "SELECT count(*) FROM bench_segment_job"))
+    expected = int(run_psql(run.dsn, SQL["anchor_segment_job_count"]))
     if selected != expected:
         raise RuntimeError(f"the segment job selected {selected} members, psql {expected}")
     figures = _figures(run.rows, runs, selected=selected,

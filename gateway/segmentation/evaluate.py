@@ -18,8 +18,8 @@ its previous members (the swap transaction completes the job only while the work
 that comes first makes it roll back). What it leaves are build tables in ``staging``: the next segment job
 drops those of every job, or attempt, that is no longer running.
 
-A definition that cannot be evaluated (deleted since the job was created, sources no longer valid, an
-expression that no longer compiles, a database error while building) is recorded in the job's ``errors``
+A definition that cannot be evaluated (deleted since the job was created, its audience deleted, sources
+no longer valid, an expression that no longer compiles, a database error while building) is recorded in the job's ``errors``
 (``{code, msg, segmentId}``) and its audience keeps its previous members; the job goes on with the others
 and SUCCEEDS. It FAILS only when it had definitions to evaluate and none could be.
 """
@@ -108,6 +108,7 @@ async def run_job(pool: asyncpg.Pool, job_id: int, endpoint_id: int, attempt: in
                 errors.append(exc.item)
         async with conn.transaction():
             await declare_writes(conn, endpoint_id)
+            await conn.execute(QUERIES["replace_build_begin"])
             swapped = await _swap_all(conn, endpoint_id, built, errors)
             metrics = _metrics(swapped, started)
             await conn.execute(QUERIES["segment_job_result"], job_id, orjson.dumps(metrics).decode(),
@@ -134,6 +135,7 @@ async def _build(conn: asyncpg.Connection, endpoint_id: int, job_id: int, attemp
     names = build_names(job_id, attempt, definition_id)
     try:
         async with conn.transaction(isolation="repeatable_read"):
+            await conn.execute(QUERIES["replace_build_begin"])  # memory for the joins, as a REPLACE build
             try:
                 profiles = await resolve(conn, endpoint_id, definition["sources"])
             except GatewayError as exc:
@@ -218,8 +220,9 @@ async def _swap_all(conn: asyncpg.Connection, endpoint_id: int, built: list[Buil
     for item, counts in counted:
         names = item.names
         if await conn.fetchrow(QUERIES["segment_lock"], item.audience_id, endpoint_id) is None:
-            errors.append(DefinitionError(item.definition_id, "definition_not_found",
-                                          f"segment definition {item.definition_id} was deleted").item)
+            errors.append(DefinitionError(item.definition_id, "audience_deleted",
+                                          f"the audience of definition {item.definition_id} (segment "
+                                          f"{item.audience_id}) was deleted").item)
             await conn.execute(QUERIES["segment_job_drop_build"].format(**names))
             continue
         for step in ("segment_job_build_move", "segment_job_build_rename", "segment_job_build_rename_pkey",

@@ -367,3 +367,24 @@ async def test_tenancy_and_scopes(client, db, make_key):
     (await api(client, "POST", "/api/segment/jobs", writer, json=[{"segmentId": "*"}])).assert_failure(403)
     (await api(client, "DELETE", other, writer)).assert_failure(403)
     (await api(client, "GET", "/api/segment/jobs/abc")).assert_failure(404, "segment_job_not_found")
+
+
+async def test_three_sources_and_one_never_pushed_to(client, db):
+    """The merge over three sources (and one with no members table yet, which adds no profile); ``"*"``
+    takes the endpoint's active Contact Lists and Databases, lowest id first, and never a Queries audience."""
+    a, b = await two_sources(client, db)
+    empty = await source_with(client, db, "empty", [], [])
+    c = await source_with(client, db, "C", ["email", "Age", "Zip"], [["b2@x", "99", "1000"], ["c1@x", "7", ""]])
+    endpoint_id = await endpoint_of(db, a)
+    definition, audience = await define(db, endpoint_id, "all", 'Country = "DE"', [c, empty, b, a])
+    await run(client, definition)
+    assert await members(db, audience) == {"b2@x": ["b2@x", "99", "1000", "DE", "Eve"]}
+    row = await segment_row(db, audience)
+    assert row["attributes"] == ["email", "Age", "Zip", "country", "name"]
+    every, every_audience = await define(db, endpoint_id, "every", 'Country = "US"', None)  # a, empty, b, c
+    answer = await run(client, every)
+    assert answer["metrics"]["totalProfiles"] == 6
+    assert await members(db, every_audience) == {
+        "a1@x": ["a1@x", "US", "Ann", "", ""], "a2@x": ["a2@x", "US", "Bob", "30", ""],
+        "b1@x": ["b1@x", "US", "Dee", "", ""]}
+    assert (await segment_row(db, every_audience))["attributes"] == ["email", "Country", "Name", "Age", "Zip"]
