@@ -117,8 +117,9 @@ async def run_job(pool: asyncpg.Pool, job_id: int, endpoint_id: int, attempt: in
                 await fail(conn, "no definition of the job could be evaluated; its errors say why")
             else:
                 await finish(conn)
-    log.info("segment job %d complete: %d definitions evaluated, %d errors, %.0f ms", job_id, len(swapped),
-             len(errors), metrics["totalTime"]["totalTimeInMs"])
+    log.info("segment job %d %s: %d definitions evaluated, %d errors, %d ms", job_id,
+             "failed" if errors and not swapped else "complete", len(swapped), len(errors),
+             metrics["totalTime"]["totalTimeInMs"])
 
 
 async def drop_leftover_builds(conn: asyncpg.Connection) -> None:
