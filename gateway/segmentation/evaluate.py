@@ -171,7 +171,7 @@ async def _compile(conn: asyncpg.Connection, endpoint_id: int, definition_id: in
 
     try:
         node = pql.parse(expression)
-        tables = await _segment_tables(conn, endpoint_id, definition_id, pql.segments_used(node))
+        tables = await _segment_tables(conn, endpoint_id, pql.segments_used(node))
         compiled = compiler.compile_predicate(node, attribute_index=profiles.index, segment_tables=tables, now=now,
                                               first_param=1)
     except pql.ExpressionError as exc:
@@ -180,19 +180,18 @@ async def _compile(conn: asyncpg.Connection, endpoint_id: int, definition_id: in
     return compiled.sql, list(compiled.params)
 
 
-async def _segment_tables(conn: asyncpg.Connection, endpoint_id: int, definition_id: int,
-                          arguments: Sequence[str]) -> Mapping[str, str]:
-    """The members table each ``inSegment("…")`` reads, within the endpoint (a segment that has no members
-    table yet reads an empty one); DefinitionError for a segment the endpoint does not have."""
+async def _segment_tables(conn: asyncpg.Connection, endpoint_id: int, arguments: Sequence[str]) -> Mapping[str, str]:
+    """The members table each ``inSegment("…")`` reads, for the segments the endpoint has (one that has no
+    members table yet reads an empty one); the compiler answers the others as errors at their position."""
     tables: dict[str, str] = {}
     for argument in arguments:
         segment_id = parse_int(argument)
-        members = table_names(segment_id)["members"] if segment_id is not None else ""
-        row = None if segment_id is None else await conn.fetchrow(QUERIES["segment_job_in_segment"], segment_id,
-                                                                  endpoint_id, members)
+        if segment_id is None:
+            continue
+        members = table_names(segment_id)["members"]
+        row = await conn.fetchrow(QUERIES["segment_job_in_segment"], segment_id, endpoint_id, members)
         if row is None:
-            raise DefinitionError(definition_id, "invalid_expression",
-                                  f"inSegment({orjson.dumps(argument).decode()}): no such segment")
+            continue
         if not row["members_exist"]:
             await conn.execute(QUERIES["segment_job_no_members"])
             members = NO_MEMBERS_TABLE
