@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 
 import asyncpg
 import pytest
 
+from bench import data as bench_data
 from gateway.db.queries import QUERIES
 from gateway.jobs.queue import JobWorkers
 from gateway.jobs.segment_jobs import SEGMENT_JOB
@@ -264,7 +266,10 @@ async def test_a_job_whose_worker_died_is_taken_over(aiohttp_client, settings, d
 async def test_the_audience_on_every_v1_route_after_a_run(client, db):
     a, b = await two_sources(client, db)
     definition, audience = await define(db, await endpoint_of(db, a), "us", 'Country = "US"', [a, b])
+    since = (await api(client, "GET", "/api/segments")).result["nextUpdatedSince"]
     await run(client, definition)
+    changed = (await api(client, "GET", "/api/segments", params={"updatedSince": since})).result["segments"]
+    assert [(s["id"], s["memberCount"]) for s in changed] == [(audience, 3)]  # the change feed saw it move
     listed = (await api(client, "GET", "/v1/segments")).result["list"]
     assert {"id": audience, "name": "us", "type": "Queries"}.items() <= next(
         s for s in listed if int(s["id"]) == audience).items()
@@ -388,3 +393,49 @@ async def test_three_sources_and_one_never_pushed_to(client, db):
         "a1@x": ["a1@x", "US", "Ann", "", ""], "a2@x": ["a2@x", "US", "Bob", "30", ""],
         "b1@x": ["b1@x", "US", "Dee", "", ""]}
     assert (await segment_row(db, every_audience))["attributes"] == ["email", "Country", "Name", "Age", "Zip"]
+
+
+async def test_in_segment_reads_only_the_endpoints_segments(client, db, make_key):
+    """``inSegment`` reads a segment of the same endpoint (its members as they were when the job began:
+    an audience built by the same job is read as it was before); another endpoint's segment is answered
+    like a missing one: an error of the definition with the argument's position."""
+    pytest.importorskip("gateway.segmentation.compiler")
+    a, b = await two_sources(client, db)
+    endpoint_id = await endpoint_of(db, a)
+    us, us_audience = await define(db, endpoint_id, "us", 'Country = "US"', [a, b])
+    await run(client, us)
+    both, both_audience = await define(db, endpoint_id, "us-30", f'inSegment("{us_audience}") and Age = "30"', [b])
+    await run(client, both)
+    assert set(await members(db, both_audience)) == {"a2@x"}
+    never = await source_with(client, db, "never", [], [])
+    empty, empty_audience = await define(db, endpoint_id, "in-empty", f'inSegment("{never}")', [a])
+    await run(client, empty)
+    assert await members(db, empty_audience) == {}
+    other_key = await make_key("admin", "other")
+    response = await client.post("/v1/segments", json={"name": "theirs"}, headers=other_key)
+    theirs = (await response.json())["result"]["segmentId"]
+    await push_ok(client, theirs, csv_body(["email"], [["a1@x"]]), headers=other_key)
+    expression = f'Country = "US" and inSegment("{theirs}")'
+    sneaky, sneaky_audience = await define(db, endpoint_id, "sneaky", expression, [a])
+    failed = await run(client, sneaky, wanted="FAILED")
+    [error] = failed["errors"]
+    assert error["code"] == "invalid_expression" and error["segmentId"] == str(sneaky)
+    assert f"position {expression.index('inSegment')}" in error["msg"]
+    assert await members(db, sneaky_audience) == {}
+
+
+async def test_the_benchmark_definition_against_python(client, db):
+    """``Country = "US" and LastPurchase occurs <= 30 days before now`` over the bench's generated
+    profiles selects exactly what Python selects from the same rows."""
+    pytest.importorskip("gateway.segmentation.compiler")
+    today = dt.datetime.now(dt.timezone.utc).date()
+    lines = list(bench_data.profile_rows(3000, today))
+    rows = [line.rstrip("\n").split(",") for line in lines]
+    source = await source_with(client, db, "profiles", ["Email", "Country", "LastPurchase"], rows)
+    expression = 'Country = "US" and LastPurchase occurs <= 30 days before now'
+    definition, audience = await define(db, await endpoint_of(db, source), "bench", expression, [source])
+    await run(client, definition)
+    expected = {email for email, country, bought in rows
+                if country == "US" and 0 <= (today - dt.date.fromisoformat(bought)).days <= 30}
+    assert set(await members(db, audience)) == expected
+    assert 0.08 < len(expected) / len(rows) < 0.12
