@@ -13,7 +13,7 @@ from bench.scenarios import SCENARIOS
 from tests.conftest import REPO
 
 ROWS = 10_000
-ANCHORED = ["replace", "add", "add-seq", "remove", "export", "two-serve"]  # measured beside psql in the same run
+ANCHORED = ["replace", "add", "add-seq", "remove", "export", "two-serve", "segment-job"]  # measured beside psql in the same run
 
 
 def test_every_scenario_runs_and_reports_its_figures(tmp_path):
@@ -43,6 +43,7 @@ def test_every_scenario_runs_and_reports_its_figures(tmp_path):
     assert figures["two-serve"]["processes"] == 2 and figures["two-serve"]["committed_once"]
     assert figures["push"]["rows"] == ROWS and figures["push"]["batches"] == 100
     assert figures["push"]["seconds"] > figures["push"]["counting_s"] >= 0 and figures["push"]["plain_client_s"] > 0
+    assert 0.08 * ROWS < figures["segment-job"]["selected"] < 0.12 * ROWS and figures["segment-job"]["build_ms"]
 
     table = result.stdout.splitlines()
     for name in SCENARIOS:
