@@ -785,6 +785,9 @@ WHERE id = $1 AND endpoint_id = $2 AND status <> 'deleted';
 CREATE TEMPORARY TABLE IF NOT EXISTS segment_job_no_members (identity text COLLATE "C", attrs text[])
 ON COMMIT DROP;
 
+-- name: segment_job_member_count
+SELECT member_count FROM segments WHERE id = $1;
+
 -- name: segment_job_count_profiles
 SELECT count(*) FROM ({profiles}) AS p;
 

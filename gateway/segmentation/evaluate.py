@@ -145,7 +145,7 @@ async def _build(conn: asyncpg.Connection, endpoint_id: int, job_id: int, attemp
             predicate, params = await _compile(conn, endpoint_id, definition_id, definition["expression"],
                                                profiles, now)
             relation = profiles_sql(profiles, present)
-            count = await conn.fetchval(sql("segment_job_count_profiles", profiles=relation))
+            count = await _count_profiles(conn, present, relation)
             await conn.execute(QUERIES["segment_job_drop_build"].format(**names))
             status = await conn.execute(sql("segment_job_build", profiles=relation, predicate=predicate, **names),
                                         *params)
@@ -157,6 +157,14 @@ async def _build(conn: asyncpg.Connection, endpoint_id: int, job_id: int, attemp
                               f"({type(exc).__name__}); the gateway's log has the details") from None
     return Built(definition_id, definition["audience_segment_id"], names, count, int(status.split()[-1]),
                  profiles.identity_attribute, list(profiles.attributes), (time.perf_counter() - started) * 1000)
+
+
+async def _count_profiles(conn: asyncpg.Connection, present: Sequence[int], relation: str) -> int:
+    """How many profiles ``relation`` has: with one source, its exact member count (kept with its members,
+    so this transaction's snapshot sees both alike), which saves a scan; else a count of the merge."""
+    if len(present) == 1:
+        return await conn.fetchval(QUERIES["segment_job_member_count"], present[0])
+    return await conn.fetchval(sql("segment_job_count_profiles", profiles=relation))
 
 
 async def _members_exist(conn: asyncpg.Connection, segment_id: int) -> bool:

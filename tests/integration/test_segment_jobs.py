@@ -106,6 +106,7 @@ async def test_realized_existing_exited_across_three_runs(client, db):
     async def counts() -> dict[str, int]:
         answer = await run(client, definition)
         assert answer["metrics"]["segmentedProfileCounter"] == {str(definition): len(await members(db, audience))}
+        assert answer["metrics"]["totalProfiles"] == len(await members(db, source))
         return answer["metrics"]["segmentedProfileByStatusCounter"][str(definition)]
 
     assert await counts() == {"realized": 2, "existing": 0, "exited": 0}
