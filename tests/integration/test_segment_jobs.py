@@ -18,7 +18,8 @@ from gateway.segmentation import segment_jobs
 from tests.conftest import AUTH
 from tests.helpers import eventually
 from tests.integration.manage_helpers import api, segment_row
-from tests.integration.pull_helpers import (blocked_backends, export_via_job, sync_rows, wait_for_blocked_backends)
+from tests.integration.pull_helpers import (BusyWorker, blocked_backends, export_via_job, sync_rows,
+                                           wait_for_blocked_backends)
 from tests.integration.push_helpers import app_client, csv_body, push, push_ok
 from tests.integration.segment_job_helpers import (build_tables, define, endpoint_of, job, members, post_job, run,
                                                    source_with, use_language, wait_for)
@@ -440,3 +441,18 @@ async def test_the_benchmark_definition_against_python(client, db):
                 if country == "US" and 0 <= (today - dt.date.fromisoformat(bought)).days <= 30}
     assert set(await members(db, audience)) == expected
     assert 0.08 < len(expected) / len(rows) < 0.12
+
+
+async def test_a_queued_job_canceled_never_runs(aiohttp_client, settings, db, database_url):
+    client = await app_client(aiohttp_client, settings, export_workers=1)
+    source = await source_with(client, db, "people", ["email", "Country"], [["u1", "US"]])
+    definition, _audience = await define(db, await endpoint_of(db, source), "us", 'Country = "US"', [source])
+    async with BusyWorker(client, database_url):
+        queued = await post_job(client, [{"segmentId": str(definition)}])
+        assert queued["status"] == "QUEUED"
+        canceled = (await api(client, "DELETE", f"/api/segment/jobs/{queued['id']}")).result
+        assert canceled["status"] == "CANCELLED"
+    await run(client, definition)  # claimed after the canceled one would have been: jobs go oldest first
+    row = await db.fetchrow("SELECT status, started_at, attempts FROM jobs WHERE id = $1", int(queued["id"]))
+    assert dict(row) == {"status": "canceled", "started_at": None, "attempts": 0}
+    assert (await job(client, queued["id"]))["metrics"]["segmentedProfileCounter"] == {}
