@@ -15,12 +15,11 @@ from gateway.db.queries import QUERIES
 from gateway.jobs.queue import JobWorkers
 from gateway.jobs.segment_jobs import SEGMENT_JOB
 from gateway.segmentation import segment_jobs
-from tests.conftest import AUTH
 from tests.helpers import eventually
 from tests.integration.manage_helpers import api, segment_row
 from tests.integration.pull_helpers import (BusyWorker, blocked_backends, export_via_job, sync_rows,
                                            wait_for_blocked_backends)
-from tests.integration.push_helpers import app_client, csv_body, push, push_ok
+from tests.integration.push_helpers import app_client, csv_body, push_ok
 from tests.integration.segment_job_helpers import (build_tables, define, endpoint_of, job, members, post_job, run,
                                                    source_with, use_language, wait_for)
 from tests.integration.test_job_queue import die
