@@ -33,6 +33,19 @@ def copy_out_seconds(dsn: str, segment_id: str, attributes: int, out_path: Path)
     return timed_psql(dsn, f"\\copy (SELECT {columns} FROM audience.members_{int(segment_id)}) TO '{out_path}' CSV")
 
 
+def erase_one_seconds(dsn: str, segment_ids: list[str], identity: str) -> float:
+    """An erasure done by psql: one ``DELETE`` per members table, in one transaction (``identity`` is one
+    of the benchmark's generated emails: no quote in it)."""
+    return timed_psql(dsn, *(SQL["anchor_erase_one"].format(segment_id=int(segment_id), identity=identity)
+                             for segment_id in segment_ids), single_transaction=True)
+def copy_out_gzip_seconds(dsn: str, segment_id: str, attributes: int, out_path: Path) -> float:
+    """``psql \\copy (SELECT …) TO PROGRAM 'gzip > file'``: the same rows piped through gzip (its default
+    level, as the gateway's), both running at once."""
+    columns = ", ".join(f"attrs[{i}]" for i in range(1, attributes + 1))
+    return timed_psql(dsn, f"\\copy (SELECT {columns} FROM audience.members_{int(segment_id)}) "
+                           f"TO PROGRAM 'gzip > {out_path}' CSV")
+
+
 def member_count(dsn: str, segment_id: str) -> int:
     return int(run_psql(dsn, SQL["member_count"].format(segment_id=int(segment_id))))
 

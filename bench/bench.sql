@@ -13,6 +13,9 @@ CREATE TEMPORARY TABLE bench_gone (email text, first_name text, last_name text, 
 -- name: anchor_remove
 DELETE FROM bench_anchor AS a USING bench_gone AS g WHERE a.email = g.email
 
+-- name: anchor_erase_one
+DELETE FROM audience.members_{segment_id} WHERE identity = '{identity}'
+
 -- name: member_count
 SELECT count(*) FROM audience.members_{segment_id}
 

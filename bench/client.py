@@ -117,3 +117,36 @@ async def segment_job_flow(session: aiohttp.ClientSession, url: str, definition_
         if job["status"] not in ("QUEUED", "PROCESSING"):
             raise RuntimeError(f"segment job ended {job['status']}: {job['errors']}")
         await asyncio.sleep(0.02)
+
+async def erase_flow(session: aiohttp.ClientSession, url: str, identities: list[str]) -> tuple[float, dict]:
+    """``POST /api/privacy/erase`` of a JSON list, then its status polled every 10 ms until it ends:
+    (seconds from the request to the end seen, the erasure as answered last)."""
+    started = time.perf_counter()
+    async with session.post(f"{url}/api/privacy/erase", json={"identities": identities}, headers=AUTH) as response:
+        job = (await response.json())["result"]
+    while True:
+        async with session.get(f"{url}/api/privacy/erase/{job['id']}", headers=AUTH) as response:
+            result = (await response.json())["result"]
+        if result["status"] in ("SUCCEEDED", "FAILED"):
+            break
+        await asyncio.sleep(0.01)
+    seconds = time.perf_counter() - started
+    if result["status"] != "SUCCEEDED":
+        raise RuntimeError(f"erasure {job['id']} failed: {result}")
+    return seconds, result
+
+
+async def export_file_flow(session: aiohttp.ClientSession, url: str, segment_id: str, file_format: str) -> dict:
+    """Create an export job to a file (``/api/export/jobs``) and wait until its file is written: seconds, and
+    the job's answer."""
+    started = time.perf_counter()
+    payload = {"filter": {"segments": [{"segmentId": segment_id}]}, "format": file_format}
+    async with session.post(f"{url}/api/export/jobs", json=payload, headers=AUTH) as response:
+        job = (await response.json())["result"]
+    while job["status"] in ("NEW", "PROCESSING"):
+        await asyncio.sleep(0.05)
+        async with session.get(f"{url}/api/export/jobs/{job['id']}", headers=AUTH) as response:
+            job = (await response.json())["result"]
+    if job["status"] != "SUCCEEDED":
+        raise RuntimeError(f"export file job ended {job['status']}: {job['errors']}")
+    return {"seconds": time.perf_counter() - started, "job": job}

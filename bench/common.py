@@ -60,8 +60,9 @@ class Gateway:
         self.process.wait(60)
 
 
-async def create_segment(session: aiohttp.ClientSession, url: str, name: str) -> str:
-    async with session.post(f"{url}/v1/segments", json={"name": name}, headers=AUTH) as response:
+async def create_segment(session: aiohttp.ClientSession, url: str, name: str, **fields: str) -> str:
+    """A new segment's id; ``fields``: more of its creation body (``identityHashing``)."""
+    async with session.post(f"{url}/v1/segments", json={"name": name, **fields}, headers=AUTH) as response:
         return (await response.json())["result"]["segmentId"]
 
 

@@ -237,6 +237,31 @@ async def export(run: Run) -> dict:
     return figures
 
 
+async def export_files(run: Run) -> dict:
+    """Export jobs to files (``/api/export/jobs``, create → SUCCEEDED: the file is written, fsynced and
+    renamed) as csv.gz and csv, against ``psql \\copy (SELECT …) TO PROGRAM 'gzip > file'`` and
+    ``psql \\copy (SELECT …) TO file`` of the same rows. The headline figures are csv.gz's."""
+    segment_id = await run.segment("export-files", load=run.rows, seed=11)
+    results: dict[str, dict] = {}
+    for file_format, anchor in (("csv.gz", anchors.copy_out_gzip_seconds), ("csv", anchors.copy_out_seconds)):
+        out = run.work / f"export-files-psql.{file_format}"
+        flows: list[dict] = []
+
+        async def once(repeat: int) -> tuple[float, float]:
+            psql = anchor(run.dsn, segment_id, ATTRIBUTES, out)
+            flows.append(await client.export_file_flow(run.session, run.gateway.url, segment_id, file_format))
+            return flows[-1]["seconds"], psql
+
+        results[file_format] = _figures(run.rows, await run.repeat(once),
+                                        file_mb=round(flows[0]["job"]["metrics"]["bytes"] / 2**20, 1),
+                                        psql_file_mb=round(out.stat().st_size / 2**20, 1))
+    figures = {**results["csv.gz"], "format": "csv.gz", "csv": results["csv"],
+               "anchor": "psql \\copy (SELECT …) TO PROGRAM 'gzip > file' (csv: TO file)"}
+    figures["targets"] = [_target("csv.gz ≤ 1.0× psql \\copy | gzip", figures["vs_psql"] <= 1.0),
+                          _target("csv ≤ 1.2× psql \\copy … TO", results["csv"]["vs_psql"] <= 1.2)]
+    return figures
+
+
 async def big(run: Run) -> dict:
     """One REPLACE request of 10·N rows generated on the fly; the gateway's RSS meanwhile. Beside it,
     the naive peer on one request of N rows (a tenth: it holds the whole body and every row)."""
@@ -426,7 +451,97 @@ async def segment_job(run: Run) -> dict:
     return figures
 
 
+def _identity(line: str) -> str:
+    return line.split(",", 1)[0]
+
+
+async def erase_wide(run: Run) -> dict:
+    """One identity erased from S segments (S = N/1000, 10 to 1000: 1000 at N = 1M), each holding it among
+    a few members, by ``POST /api/privacy/erase`` and its job polled until it ends; beside psql deleting
+    another identity from each members table in one transaction."""
+    count = min(1000, max(10, run.rows // 1000))
+    lines = run.lines(3, seed=11, start=60_000_000)
+    erased, anchored = _identity(lines[0]), _identity(lines[1])
+    body = (data.HEADER + "".join(lines)).encode()
+    gate = asyncio.Semaphore(run.args.concurrency)
+
+    async def seeded(number: int) -> str:
+        async with gate:
+            segment_id = await run.segment(f"erase-wide-{number}")
+            await client.push_batches(run.session, run.gateway.url, segment_id, "POST", [(1, body)], 1, 1)
+            return segment_id
+
+    async def once(repeat: int) -> tuple[float, float]:
+        segments = await asyncio.gather(*(seeded(repeat * count + i) for i in range(count)))
+        psql = anchors.erase_one_seconds(run.dsn, segments, anchored)
+        seconds, result = await client.erase_flow(run.session, run.gateway.url, [erased])
+        if result["totalErased"] < count:  # earlier repeats' segments hold it no more
+            raise RuntimeError(f"the erasure found {result['totalErased']} of {count} members")
+        return seconds, psql
+
+    gateway_runs, psql_runs = await run.repeat(once)
+    seconds = _median(gateway_runs)
+    figures = {"rows": count, "segments": count, "seconds": seconds, "runs_s": [round(r, 3) for r in gateway_runs],
+               "rows_per_s": round(count / seconds), "psql_s": _median(psql_runs),
+               "psql_rows_per_s": round(count / _median(psql_runs)),
+               "vs_psql": round(seconds / _median(psql_runs), 2),
+               "anchor": "psql: one DELETE … WHERE identity = … per members table, one transaction"}
+    goal = "≤ 1 s for 1000 segments" if count == 1000 else f"≤ {count / 1000:g} s for {count} segments (1 s per 1000)"
+    figures["targets"] = [_target(goal, seconds <= count / 1000)]
+    return figures
+
+
+async def erase_deep(run: Run) -> dict:
+    """K identities (K = N/100, at most 10,000) erased from one N-member segment (the request's JSON list,
+    then its job); beside psql ``\copy`` of them into a temporary table and ``DELETE … USING``."""
+    everyone = run.lines(run.rows, seed=1)
+    gone = everyone[:min(10_000, max(1, run.rows // 100))]
+    identities = [_identity(line) for line in gone]
+    full, gone_csv = run.csv("replace", everyone), run.csv("erase-deep", gone)
+
+    async def once(repeat: int) -> tuple[float, float]:
+        psql = anchors.remove_seconds(run.dsn, full, gone_csv)
+        segment_id = await run.segment(f"erase-deep-{repeat}", load=run.rows)
+        seconds, result = await client.erase_flow(run.session, run.gateway.url, identities)
+        if result["found"].get(segment_id) != len(identities):
+            raise RuntimeError(f"the erasure found {result['found']} of {len(identities)}")
+        return seconds, psql
+
+    figures = _figures(len(identities), await run.repeat(once), segment_rows=run.rows,
+                       anchor="psql: \\copy into a temporary table, DELETE … USING, one transaction")
+    figures["targets"] = [_target(f"≤ 10 s (the goal is for 10,000 identities from 10M members; here "
+                                  f"{len(identities):,} from {run.rows:,})", figures["seconds"] <= 10)]
+    return figures
+
+
+async def hashing(run: Run) -> dict:
+    """REPLACE of N rows in batches into a segment with ``identityHashing: sha256`` against the same into a
+    plain one, alternately in each repeat: the cost of hashing on ingest."""
+    batches = data.batches(run.lines(run.rows, seed=1), run.batch_rows)
+    plain_runs: list[float] = []
+
+    async def once(repeat: int) -> tuple[float, float]:
+        hashed_id = await create_segment(run.session, run.gateway.url, f"hashing-{repeat}", identityHashing="sha256")
+        seconds, results = await _timed_push(run, hashed_id, "PUT", batches)
+        _committed_once(results, run.rows)
+        plain_id = await run.segment(f"hashing-plain-{repeat}")
+        plain_seconds, results = await _timed_push(run, plain_id, "PUT", batches)
+        _committed_once(results, run.rows)
+        plain_runs.append(plain_seconds)
+        return seconds, plain_seconds
+
+    hashed_runs, _ = await run.repeat(once)
+    seconds, plain = _median(hashed_runs), _median(plain_runs)
+    figures = {"rows": run.rows, "seconds": seconds, "runs_s": [round(r, 3) for r in hashed_runs],
+               "rows_per_s": round(run.rows / seconds), "plain_s": plain,
+               "plain_runs_s": [round(r, 3) for r in plain_runs], "vs_plain": round(seconds / plain, 2),
+               "batches": len(batches)}
+    figures["targets"] = [_target("≤ 1.15× the same REPLACE into a plain segment", figures["vs_plain"] <= 1.15)]
+    return figures
+
+
 SCENARIOS: dict[str, Callable[[Run], Awaitable[dict]]] = {
     "replace": replace, "replace-seq": replace_seq, "add": add, "add-seq": add_seq, "remove": remove,
-    "export": export, "big": big, "latency": latency,
-    "two-serve": two_serve, "push": push, "segment-job": segment_job}
+    "export": export, "export-files": export_files, "big": big, "latency": latency,
+    "two-serve": two_serve, "push": push, "erase-wide": erase_wide, "erase-deep": erase_deep, "hashing": hashing,
+    "segment-job": segment_job}

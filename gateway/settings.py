@@ -99,6 +99,10 @@ def parse_api_key(text: str) -> str | None:
     return text
 
 
+def parse_optional_path(text: str) -> Path | None:
+    return Path(text) if text else None
+
+
 def parse_bool(text: str) -> bool:
     value = text.strip().lower()
     if value in ("1", "true", "yes", "on"):
@@ -122,7 +126,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("database_url", "GATEWAY_DATABASE_URL", "", parse_optional_text,
             "External PostgreSQL (15 or newer). Empty: start the embedded PostgreSQL in the data dir."),
     Setting("data_dir", "GATEWAY_DATA_DIR", "./.gateway", Path,
-            "Where the embedded PostgreSQL keeps its data (and later export files)."),
+            "Where the embedded PostgreSQL keeps its data (and, by default, export files)."),
     Setting("api_key", "GATEWAY_API_KEY", "", parse_api_key,
             "If set (at least 32 characters, else `serve` refuses to start), this key exists with admin scope on "
             "the `default` endpoint once the server is ready; starting with another value revokes the key the "
@@ -145,6 +149,10 @@ SETTINGS: tuple[Setting, ...] = (
             "An open REPLACE session with no new batch for this long expires; its staged rows are purged."),
     Setting("export_ttl", "GATEWAY_EXPORT_TTL", "7d", parse_duration,
             "How long an export job's data stays downloadable (then 410)."),
+    Setting("export_dir", "GATEWAY_EXPORT_DIR", "", parse_optional_path,
+            "Where export jobs to files (`/api/export/jobs`) write their files. Empty: `exports` inside "
+            "`GATEWAY_DATA_DIR`. Every gateway process on this database must see the same directory (one host, "
+            "or a shared volume)."),
     Setting("rejects_ttl", "GATEWAY_REJECTS_TTL", "7d", parse_duration,
             "How long the rejected rows of an upload stay readable at `/api/segments/{id}/rejects` (then 410)."),
     Setting("rejects_max_per_segment", "GATEWAY_REJECTS_MAX_PER_SEGMENT", "1000000", parse_non_negative_int,
@@ -201,6 +209,7 @@ class Settings:
     sync_export_max_rows: int
     replace_session_ttl: float
     export_ttl: float
+    export_dir: Path | None
     rejects_ttl: float
     rejects_max_per_segment: int
     rejects_max_per_endpoint: int
@@ -234,6 +243,11 @@ class Settings:
                 raise SettingsError(f"{shown} is not valid: {exc}") from None
         values.update({key: value for key, value in overrides.items() if value is not None})
         return cls(**values)
+
+    @property
+    def export_path(self) -> Path:
+        """``GATEWAY_EXPORT_DIR``, or by default ``exports`` inside the data dir."""
+        return self.export_dir if self.export_dir is not None else self.data_dir / "exports"
 
     @property
     def data_slot_count(self) -> int:

@@ -54,8 +54,9 @@ SELECT count(*) FROM api_keys;
 SELECT pg_advisory_xact_lock(hashtext('audience-gateway:bootstrap-key'));
 
 -- name: segment_insert
-INSERT INTO segments (endpoint_id, name, description, category, type)
-VALUES ($1, $2, $3, $4, $5)
+-- $6: identityHashing (NULL: identities stored as sent).
+INSERT INTO segments (endpoint_id, name, description, category, type, identity_hashing)
+VALUES ($1, $2, $3, $4, $5, $6)
 RETURNING id;
 
 -- name: segment_list
@@ -66,7 +67,7 @@ ORDER BY id;
 
 -- name: segment_get
 SELECT id, name, description, category, type, status, identity_attribute, attributes, member_count,
-       last_upload_at, created_at, updated_at
+       last_upload_at, created_at, updated_at, identity_hashing
 FROM segments
 WHERE id = $1 AND endpoint_id = $2 AND status <> 'deleted';
 
@@ -231,25 +232,25 @@ SELECT pg_advisory_xact_lock_shared(hashtext('audience-gateway:segment-apply'), 
 -- name: segment_lock
 -- Under segment_apply_exclusive. NO KEY UPDATE: excludes other writers and the readers' FOR SHARE, but not
 -- the foreign key checks (KEY SHARE) of rows that merely reference the segment (upload history, jobs).
-SELECT identity_attribute, attributes, member_count, status FROM segments
+SELECT identity_attribute, attributes, identity_hashing, member_count, status FROM segments
 WHERE id = $1 AND endpoint_id = $2 AND status <> 'deleted'
 FOR NO KEY UPDATE;
 
 -- name: segment_lock_shared
 -- Under segment_apply_shared. KEY SHARE conflicts only with FOR UPDATE (the purge): batches holding it
 -- still update the row's counts (segment_record_upload), one at a time, at their end.
-SELECT identity_attribute, attributes, member_count, status FROM segments
+SELECT identity_attribute, attributes, identity_hashing, member_count, status FROM segments
 WHERE id = $1 AND endpoint_id = $2 AND status <> 'deleted'
 FOR KEY SHARE;
 
 -- name: segment_apply_mode
 -- Unlocked: whether an ADD or REMOVE may apply under the shared lock (its header registers nothing, and the
 -- members table exists: CREATE TABLE IF NOT EXISTS is not safe side by side). $3: the members table.
-SELECT identity_attribute, attributes, to_regclass($3) IS NOT NULL AS members_exist FROM segments
+SELECT identity_attribute, attributes, identity_hashing, to_regclass($3) IS NOT NULL AS members_exist FROM segments
 WHERE id = $1 AND endpoint_id = $2 AND status <> 'deleted';
 
 -- name: segment_columns
-SELECT identity_attribute, attributes FROM segments
+SELECT identity_attribute, attributes, identity_hashing FROM segments
 WHERE id = $1 AND endpoint_id = $2 AND status <> 'deleted';
 
 -- name: segment_set_columns
@@ -289,6 +290,17 @@ WHERE incoming.ord = v.ord;
 
 -- name: incoming_drop_empty_identity
 DELETE FROM incoming WHERE {identity} = '' RETURNING *;
+
+-- name: incoming_drop_suppressed
+-- The rows whose identity is on endpoint $1's suppression list ({key}: the identity's form there, see
+-- gateway.ingest.apply.suppression_key; {fields}: ARRAY[i.c0, …] in header order). The first condition does
+-- not depend on the row: it is evaluated once, and an endpoint without suppressions never reads incoming
+-- here. (Not RETURNING i.*: incoming is made again by each upload, and a cached statement returning its row
+-- type would not survive that.)
+DELETE FROM incoming i
+WHERE EXISTS (SELECT 1 FROM suppressions WHERE endpoint_id = $1)
+  AND EXISTS (SELECT 1 FROM suppressions s WHERE s.endpoint_id = $1 AND s.identity_sha256 = {key})
+RETURNING i.ord, {fields} AS fields;
 
 -- name: incoming_distinct_count
 SELECT count(DISTINCT {identity}) FROM incoming;
@@ -334,7 +346,7 @@ FOR KEY SHARE;
 
 -- name: replace_segment_columns
 -- Unlocked: a batch whose header adds nothing to the segment stages without the segment's lock.
-SELECT identity_attribute, attributes, status FROM segments
+SELECT identity_attribute, attributes, identity_hashing, status FROM segments
 WHERE id = $1 AND endpoint_id = $2 AND status <> 'deleted';
 
 -- name: replace_open
@@ -354,6 +366,15 @@ CREATE TABLE {staging} (
 -- What an earlier copy of batch $1 staged: rows written by another transaction (a batch COPYs its rows
 -- straight into the staging table, in its own top-level transaction, before it learns it is a copy).
 DELETE FROM {staging} WHERE batch = $1 AND xmin <> pg_current_xact_id()::xid;
+
+-- name: staging_drop_suppressed
+-- What this transaction staged as batch $2 whose identity is on endpoint $1's suppression list (as
+-- incoming_drop_suppressed).
+DELETE FROM {staging} t
+WHERE EXISTS (SELECT 1 FROM suppressions WHERE endpoint_id = $1)
+  AND t.batch = $2 AND t.xmin = pg_current_xact_id()::xid
+  AND EXISTS (SELECT 1 FROM suppressions s WHERE s.endpoint_id = $1 AND s.identity_sha256 = {key})
+RETURNING t.ord, t.identity, t.attrs;
 
 -- name: staging_batch_distinct_count
 -- The distinct identities this transaction staged as batch $1 (when too many to count in memory).
@@ -463,6 +484,19 @@ WHERE status <> 'open' AND ended_at < now() - make_interval(secs => $1);
 
 -- name: export_segment_rows
 SELECT {columns} FROM {members}
+
+-- name: export_segment_rows_where
+-- export_segment_rows of the members that satisfy {predicate} (gateway.segmentation.compiler, over p).
+SELECT {columns} FROM {members} p WHERE {predicate}
+
+-- name: export_segment_ndjson_where
+SELECT json_object($1::text[], ARRAY[{columns}]::text[]) FROM {members} p WHERE {predicate}
+
+-- name: export_segment_ndjson
+-- One JSON object per member: attribute name ($1, in order) → value (null where the member has none).
+-- Copied out as CSV with a delimiter and a quote no JSON text holds (json escapes every control character),
+-- so each row is the object's text as it is, then a newline.
+SELECT json_object($1::text[], ARRAY[{columns}]::text[]) FROM {members}
 
 -- name: export_job_rows
 SELECT {columns} FROM {export_table}
@@ -586,6 +620,77 @@ LIMIT 100;
 
 -- name: job_mark_dropped
 UPDATE jobs SET data_dropped_at = now() WHERE id = $1;
+
+-- Export jobs to files (gateway.jobs.export_files): jobs of kind 'ExportFile' and their export_files row.
+
+-- name: export_file_insert
+INSERT INTO export_files (job_id, fields, format, expression) VALUES ($1, $2, $3, $4);
+
+-- name: export_file_get
+-- The endpoint's export file job $1 ($3: the kind); none once its segment is deleted.
+SELECT j.id, j.segment_id, j.status, j.reason, j.row_count, j.created_at, j.started_at, j.finished_at,
+       j.expires_at, j.expires_at IS NOT NULL AND j.expires_at <= now() AS expired, j.data_dropped_at,
+       f.fields, f.format, f.expression, f.progress, f.file_name, f.bytes, f.sha256, clock_timestamp() AS now
+FROM jobs j JOIN export_files f ON f.job_id = j.id
+WHERE j.id = $1 AND j.endpoint_id = $2 AND j.kind = $3
+  AND EXISTS (SELECT 1 FROM segments s WHERE s.id = j.segment_id AND s.status <> 'deleted');
+
+-- name: export_file_list
+-- The endpoint's export file jobs ($2: the kind), newest first: those of status $3 (NULL: any), below id $4
+-- (NULL: from the newest; the cursor), skipping $6 (the offset), at most $5.
+SELECT j.id, j.segment_id, j.status, j.reason, j.row_count, j.created_at, j.started_at, j.finished_at,
+       j.expires_at, j.expires_at IS NOT NULL AND j.expires_at <= now() AS expired, j.data_dropped_at,
+       f.fields, f.format, f.expression, f.progress, f.file_name, f.bytes, f.sha256, clock_timestamp() AS now
+FROM jobs j JOIN export_files f ON f.job_id = j.id
+WHERE j.endpoint_id = $1 AND j.kind = $2 AND ($3::text IS NULL OR j.status = $3) AND ($4::bigint IS NULL OR j.id < $4)
+  AND EXISTS (SELECT 1 FROM segments s WHERE s.id = j.segment_id AND s.status <> 'deleted')
+ORDER BY j.id DESC
+LIMIT $5 OFFSET $6;
+
+-- name: export_file_task
+-- What a claimed job is to write.
+SELECT fields, format, expression FROM export_files WHERE job_id = $1;
+
+-- name: export_file_in_segments
+-- The segments $1 of endpoint $2 an expression's inSegment names, and whether each has a members table.
+-- FOR SHARE, as segment_export_info: no REPLACE swaps their tables while the snapshot reads them.
+SELECT id, to_regclass(format('audience.%I', 'members_' || id)) IS NOT NULL AS has_members
+FROM segments WHERE id = any($1::bigint[]) AND endpoint_id = $2 AND status <> 'deleted'
+FOR SHARE;
+
+-- name: no_members
+-- What inSegment reads for a segment nothing was ever pushed to: no member.
+(SELECT NULL::text AS identity WHERE false)
+
+-- name: export_file_progress
+-- Rows written so far, while this worker ($2, attempt $3) still holds the job: none when it was canceled
+-- or taken over (the writer then stops).
+UPDATE export_files f SET progress = $4
+FROM jobs j
+WHERE f.job_id = $1 AND j.id = f.job_id AND j.lease_owner = $2 AND j.attempts = $3 AND j.status = 'running'
+RETURNING f.job_id;
+
+-- name: export_file_result
+-- In the transaction of job_complete.
+WITH file AS (
+    UPDATE export_files SET progress = $2, file_name = $3, bytes = $4, sha256 = $5 WHERE job_id = $1
+)
+UPDATE jobs SET row_count = $2, expires_at = now() + make_interval(secs => $6) WHERE id = $1;
+
+-- name: export_file_name
+-- The file a job recorded (NULL if none), for the discard at cancel or expiry.
+SELECT file_name FROM export_files WHERE job_id = $1;
+
+-- name: export_file_states
+-- For the sweep of the export directory: the jobs ($2: the kind) whose ids appear in its file names, and
+-- whether each still wants its file (a completed job's, unexpired, not dropped) or its temp file (a running
+-- job's current attempt, whose lease is live).
+SELECT j.id, j.attempts, f.file_name,
+       j.status = 'complete' AND j.data_dropped_at IS NULL
+           AND (j.expires_at IS NULL OR j.expires_at > now()) AS keeps_file,
+       j.status = 'running' AND j.lease_expires_at > now() AS writing
+FROM jobs j JOIN export_files f ON f.job_id = j.id
+WHERE j.id = ANY($1::bigint[]) AND j.kind = $2;
 
 -- ---------------------------------------------------------------------------------------------------
 -- Endpoints and API keys, managed from the command line (gateway.admin_cli).
@@ -832,3 +937,110 @@ ALTER INDEX {build_pkey_moved} RENAME TO {members_new_pkey};
 -- name: segment_job_result
 -- In the transaction of the swaps, with job_complete (or job_fail).
 UPDATE segment_jobs SET metrics = $2, errors = $3 WHERE job_id = $1;
+
+-- Privacy (gateway.privacy, gateway.jobs.erasure): erasure requests, their audit rows, the suppression list
+-- and identity hashing.
+
+-- name: privacy_request_insert
+INSERT INTO privacy_requests (job_id, endpoint_id, request_id, key_id, suppress, received, invalid, invalid_samples)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb);
+
+-- name: privacy_request_get
+-- An erasure of endpoint $2 with its job's status and times.
+SELECT r.*, j.status, j.reason, j.started_at, j.finished_at,
+       (SELECT count(*) FROM privacy_request_identities i WHERE i.job_id = r.job_id) AS identities
+FROM privacy_requests r JOIN jobs j ON j.id = r.job_id
+WHERE r.job_id = $1 AND r.endpoint_id = $2;
+
+-- name: privacy_request_page
+-- Endpoint $1's erasures, newest first, ids below $2, $3 at a time; $4: only those that held this identity
+-- hash (NULL: all).
+SELECT r.*, j.status, j.reason, j.started_at, j.finished_at,
+       (SELECT count(*) FROM privacy_request_identities i WHERE i.job_id = r.job_id) AS identities
+FROM privacy_requests r JOIN jobs j ON j.id = r.job_id
+WHERE r.endpoint_id = $1 AND r.job_id < $2
+  AND ($4::text[] IS NULL OR EXISTS (SELECT 1 FROM privacy_request_identities i
+                                     WHERE i.job_id = r.job_id AND i.identity_sha256 = ANY ($4::text[])))
+ORDER BY r.job_id DESC
+LIMIT $3;
+
+-- name: privacy_erase_leftovers
+-- The identities of erasures that ended without completing (error, canceled): nothing else reads them.
+DELETE FROM privacy_erase_identities e USING jobs j
+WHERE j.id = e.job_id AND j.status IN ('error', 'canceled');
+
+-- name: privacy_erase_analyze
+-- The erasure's identities were just loaded: statistics let the planner probe each members table's index.
+ANALYZE privacy_erase_identities;
+
+-- name: privacy_erase_segments
+-- Every segment of endpoint $1 that may hold members: pushed and Queries audiences, inactive ones, and
+-- deleted ones whose members are not purged yet.
+SELECT id, identity_attribute, identity_hashing FROM segments
+WHERE endpoint_id = $1 AND purged_at IS NULL AND identity_attribute IS NOT NULL
+ORDER BY id;
+
+-- name: privacy_erase_segment
+SELECT privacy_erase_segment($1, $2, $3);
+
+-- name: privacy_record_found
+-- $2: {"<segment id>": {...}} of the segments this transaction erased something from.
+UPDATE privacy_requests SET found = found || $2::jsonb WHERE job_id = $1;
+
+-- name: privacy_erase_rejects
+-- The stored rejected rows of endpoint $1 whose raw text holds one of erasure $2's identities, in any of its
+-- forms, as a field: the text is split at CSV separators and quotes and each piece looked up; an identity
+-- holding such a character is searched for as a substring. ASCII letters compare in any case.
+WITH tokens AS MATERIALIZED (
+    SELECT DISTINCT lower(v.form COLLATE "C") AS token
+    FROM privacy_erase_identities e,
+         LATERAL (VALUES (e.plain), (e.lowered), (e.plain_sha256), (e.lowered_sha256)) AS v(form)
+    WHERE e.job_id = $2
+)
+DELETE FROM upload_rejects r USING uploads u, segments s
+WHERE r.upload_id = u.id AND u.segment_id = s.id AND s.endpoint_id = $1 AND u.rejects_expired_at IS NULL
+  AND (EXISTS (SELECT 1 FROM regexp_split_to_table(lower(r.raw COLLATE "C"), '[,;|"''\t ]+') AS p(token)
+               WHERE p.token IN (SELECT token FROM tokens))
+       OR EXISTS (SELECT 1 FROM tokens t
+                  WHERE t.token ~ '[,;|"''\t ]' AND strpos(lower(r.raw COLLATE "C"), t.token) > 0));
+
+-- name: privacy_complete
+-- In the erasure's last transaction: the SHA-256 of each identity kept for the audit, the identities dropped.
+WITH audit AS (
+    INSERT INTO privacy_request_identities (job_id, identity_sha256)
+    SELECT DISTINCT $1::bigint, plain_sha256 FROM privacy_erase_identities WHERE job_id = $1
+    ON CONFLICT DO NOTHING
+), result AS (
+    UPDATE privacy_requests SET rejects_erased = $2 WHERE job_id = $1
+)
+DELETE FROM privacy_erase_identities WHERE job_id = $1;
+
+-- name: suppression_insert_erased
+-- The identities of erasure $2 (with suppress) on endpoint $1's list: the hash of each as sent and lowered
+-- (gateway.privacy.identities.identity_hashes).
+INSERT INTO suppressions (endpoint_id, identity_sha256, job_id)
+SELECT DISTINCT $1::bigint, lower(v.hash), $2::bigint
+FROM privacy_erase_identities e, LATERAL (VALUES (e.plain_sha256), (e.lowered_sha256)) AS v(hash)
+WHERE e.job_id = $2
+ON CONFLICT (endpoint_id, identity_sha256) DO NOTHING;
+
+-- name: suppression_page
+SELECT identity_sha256, job_id, created_at FROM suppressions
+WHERE endpoint_id = $1 AND identity_sha256 > $2
+ORDER BY identity_sha256
+LIMIT $3;
+
+-- name: suppression_delete
+DELETE FROM suppressions WHERE endpoint_id = $1 AND identity_sha256 = ANY ($2::text[]);
+
+-- name: segment_hashing_lock
+-- Under segment_apply_exclusive: the segment, whether it holds members or staged REPLACE batches.
+SELECT identity_hashing, member_count > 0
+           OR EXISTS (SELECT 1 FROM replace_sessions r WHERE r.segment_id = s.id AND r.status = 'open') AS holds_data
+FROM segments s
+WHERE id = $1 AND endpoint_id = $2
+FOR NO KEY UPDATE;
+
+-- name: segment_set_hashing
+UPDATE segments SET identity_hashing = $2, updated_at = clock_timestamp(), metadata_updated_at = clock_timestamp()
+WHERE id = $1;

@@ -19,8 +19,8 @@ from gateway.errors import BadRequest, NotFound, PayloadTooLarge, UnsupportedMed
 from gateway.db.csvcopy import streaming_transaction
 from gateway.http.csvout import stream_csv
 from gateway.ingest.upload import ColumnRules, Upload
-from gateway.ingest.apply import (add_members, batch_result, lock_to_apply, plan_upload, remove_members,
-                                  stream_incoming)
+from gateway.ingest.apply import (add_members, batch_result, drop_suppressed, lock_to_apply, plan_upload,
+                                  remove_members, stream_incoming)
 from gateway.ingest.rejects import RejectSink
 from gateway.ingest.replace import push_replace
 from gateway.http.responses import success
@@ -123,6 +123,8 @@ async def push(request: web.Request) -> web.Response:
                     await declare_writes(conn, endpoint_id)
                     await stream_incoming(conn, upload, plan, rejects)
                     plan = await lock_to_apply(conn, endpoint_id, segment_id, header, rules, plan, upload)
+                    if operation is Operation.ADD:
+                        await drop_suppressed(conn, endpoint_id, plan, upload)
                     await rejects.flush(conn)  # rows rejected under the lock (see lock_to_apply)
                     if operation is Operation.ADD:
                         result = batch_result(segment_id, upload,

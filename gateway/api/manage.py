@@ -17,6 +17,7 @@ from multidict import MultiMapping
 
 from gateway import state
 from gateway.api.requests import read_json_object, storable_text
+from gateway.api.segments import parse_identity_hashing
 from gateway.audience.changefeed import Page, PageRequest, iso, parse_time, position
 from gateway.errors import BadRequest, NotFound, invalid_code
 from gateway.audience.metadata import (EDITABLE, STATUSES, SegmentFilters, change_segment, describe, get_any_segment,
@@ -24,6 +25,7 @@ from gateway.audience.metadata import (EDITABLE, STATUSES, SegmentFilters, chang
 from gateway.http.paging import PAGE_PARAMETERS, encode_cursor, parse_page
 from gateway.http.responses import success
 from gateway.audience.segments import SEGMENT_TYPES, parse_segment_id
+from gateway.privacy.hashing import set_identity_hashing
 
 routes = web.RouteTableDef()
 
@@ -88,7 +90,8 @@ async def get_segment(request: web.Request) -> web.Response:
 
 
 def parse_changes(payload: dict[str, Any]) -> dict[str, str]:
-    """PATCH body: only ``name`` (non-empty), ``description``, ``category`` (strings), ``status``."""
+    """PATCH body: only ``name`` (non-empty), ``description``, ``category`` (strings), ``status``
+    (``identityHashing`` is taken out before: ``patch_segment``)."""
     unknown = sorted(set(payload) - set(EDITABLE))
     if unknown:
         raise BadRequest(f"these fields cannot be changed: {', '.join(unknown)} (only {', '.join(EDITABLE)})",
@@ -109,13 +112,22 @@ async def patch_segment(request: web.Request) -> web.Response:
     """Change ``name``, ``description``, ``category`` and/or ``status`` (JSON object); answers the segment.
 
     ``status: "deleted"`` is a soft delete (as DELETE); active or inactive un-deletes a deleted segment
-    until its members are purged (then 409 ``segment_purged``).
+    until its members are purged (then 409 ``segment_purged``). ``identityHashing`` (``"sha256"``, or
+    ``null``) changes only while the segment holds no members nor staged REPLACE batches (else 409
+    ``segment_not_empty``).
     """
     check_parameters(request.query, ())
     segment_id = parse_segment_id(request.match_info["segment_id"])
-    changes = parse_changes(await read_json_object(request))
+    payload = await read_json_object(request)
+    hashing = "identityHashing" in payload
+    identity_hashing = parse_identity_hashing(payload) if hashing else None
+    payload.pop("identityHashing", None)
+    changes = parse_changes(payload)
+    endpoint_id = request[state.PRINCIPAL].endpoint_id
     async with request.app[state.POOL].acquire() as conn:
-        _, after = await change_segment(conn, segment_id, request[state.PRINCIPAL].endpoint_id, changes)
+        if hashing:  # first: a 409 (the segment holds data) leaves the rest unchanged too
+            await set_identity_hashing(conn, endpoint_id, segment_id, identity_hashing)
+        _, after = await change_segment(conn, segment_id, endpoint_id, changes)
     return success(describe(after))
 
 

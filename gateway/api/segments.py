@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from gateway import state
 from gateway.api.requests import optional_string, read_json_object
 from gateway.errors import BadRequest
+from gateway.ingest.upload import IDENTITY_HASHINGS
 from gateway.http.responses import success
 from gateway.audience.segments import (DEFAULT_TYPE, SEGMENT_TYPES, NewSegment, create_segment, get_segment,
                               list_segments, parse_segment_id)
 
 routes = web.RouteTableDef()
 MAX_IDEMPOTENCY_KEY = 255
+
+
+def parse_identity_hashing(payload: dict[str, Any]) -> str | None:
+    """``identityHashing`` (an extension of the Segment API): ``"sha256"`` stores identities hashed; absent,
+    null or ``"none"``: as sent."""
+    value = payload.get("identityHashing")
+    if value is None or value == "none":
+        return None
+    if value not in IDENTITY_HASHINGS:
+        raise BadRequest(f"identityHashing must be one of {', '.join(IDENTITY_HASHINGS)}, \"none\" or null",
+                         code="invalid_identity_hashing")
+    return value
 
 
 @routes.post("/v1/segments")
@@ -25,7 +40,8 @@ async def post_segment(request: web.Request) -> web.Response:
     if segment_type not in SEGMENT_TYPES:
         raise BadRequest(f"type must be one of {', '.join(SEGMENT_TYPES)}", code="invalid_type")
     new = NewSegment(name=name, description=optional_string(payload, "description"),
-                     category=optional_string(payload, "category"), type=segment_type)
+                     category=optional_string(payload, "category"), type=segment_type,
+                     identity_hashing=parse_identity_hashing(payload))
     idempotency_key = request.headers.get("Idempotency-Key")
     if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
         raise BadRequest(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters",
@@ -55,6 +71,7 @@ async def get_one_segment(request: web.Request) -> web.Response:
         "type": row["type"],
         "status": row["status"],
         "identityAttribute": row["identity_attribute"],
+        "identityHashing": row["identity_hashing"],
         "size": row["member_count"],
         "lastUploadAt": row["last_upload_at"].isoformat() if row["last_upload_at"] else None,
         "createdAt": row["created_at"].isoformat(),

@@ -49,6 +49,7 @@ def describe(row: asyncpg.Record) -> dict[str, Any]:
         "type": row["type"],
         "status": row["status"],
         "identityAttribute": row["identity_attribute"],
+        "identityHashing": row["identity_hashing"],
         "attributes": list(row["attributes"]),
         "memberCount": row["member_count"],
         "createdAt": iso(row["created_at"]),

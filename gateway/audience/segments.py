@@ -25,9 +25,13 @@ class NewSegment:
     description: str = ""
     category: str = ""
     type: str = DEFAULT_TYPE
+    identity_hashing: str | None = None  # identityHashing (gateway.ingest.upload.IDENTITY_HASHINGS)
 
     def request_hash(self) -> bytes:
-        return hashlib.sha256(orjson.dumps(dataclasses.asdict(self), option=orjson.OPT_SORT_KEYS)).digest()
+        fields = dataclasses.asdict(self)
+        if fields["identity_hashing"] is None:
+            del fields["identity_hashing"]  # the hash of a body without it stays what it was before it existed
+        return hashlib.sha256(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)).digest()
 
 
 def parse_segment_id(text: str) -> int:
@@ -43,7 +47,7 @@ async def create_segment(conn: asyncpg.Connection, endpoint_id: int, new: NewSeg
     """Create a segment; with an idempotency key, the same key and body within 24 h answer the first result."""
     if idempotency_key is None:
         segment_id = await conn.fetchval(QUERIES["segment_insert"], endpoint_id, new.name, new.description,
-                                         new.category, new.type)
+                                         new.category, new.type, new.identity_hashing)
         return {"segmentId": str(segment_id)}
     request_hash = new.request_hash()
     async with conn.transaction():
@@ -58,7 +62,7 @@ async def create_segment(conn: asyncpg.Connection, endpoint_id: int, new: NewSeg
                 return orjson.loads(previous["response"])
             await conn.execute(QUERIES["idempotency_restart"], endpoint_id, idempotency_key, request_hash)
         segment_id = await conn.fetchval(QUERIES["segment_insert"], endpoint_id, new.name, new.description,
-                                         new.category, new.type)
+                                         new.category, new.type, new.identity_hashing)
         result = {"segmentId": str(segment_id)}
         await conn.execute(QUERIES["idempotency_store"], endpoint_id, idempotency_key, orjson.dumps(result).decode())
         return result

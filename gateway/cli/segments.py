@@ -33,8 +33,8 @@ from gateway.db.queries import QUERIES
 
 EXIT_BAD_FILE = 2
 CREATE_FIELDS = ("endpoint", "type", "identityAttribute", "attributes")
-READ_ONLY = ("memberCount", "createdAt", "updatedAt", "metadataUpdatedAt", "lastUploadAt", "deletedAt",
-             "purgedAt")
+READ_ONLY = ("identityHashing", "memberCount", "createdAt", "updatedAt", "metadataUpdatedAt", "lastUploadAt",
+             "deletedAt", "purgedAt")
 
 
 def add_commands(commands: argparse._SubParsersAction, add_database_flag: Callable[[argparse.ArgumentParser], None]

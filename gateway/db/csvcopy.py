@@ -37,9 +37,20 @@ def header_line(attributes: Sequence[str]) -> bytes:
     return out.getvalue().encode()
 
 
+def columns_at(positions: Sequence[int]) -> str:
+    """``attrs[i], attrs[j], …``: one column per attribute position (1-based), in the order given."""
+    return ", ".join(f"attrs[{int(i)}]" for i in positions) if positions else "NULL"
+
+
+# COPY options that pass each row's single text value through as it is, then a newline: no JSON text holds
+# these control characters (json escapes them), so CSV never quotes a value.
+VERBATIM = {"delimiter": "\x02", "quote": "\x01"}
+
+
 async def copy_csv_out(conn: asyncpg.Connection, query: str, sink: Callable[[bytes], Awaitable[None]],
-                       args: Sequence[object] = ()) -> None:
-    """``COPY (query) TO STDOUT`` as CSV, each chunk handed to ``sink``; a sink that raises stops the COPY.
+                       args: Sequence[object] = (), *, verbatim: bool = False) -> str:
+    """``COPY (query) TO STDOUT`` as CSV (``verbatim``: see VERBATIM), each chunk handed to ``sink``; a sink
+    that raises stops the COPY. Returns the command's status (``COPY <rows>``).
 
     When the sink raises, asyncpg asks the server to cancel the COPY and waits for the cancelled
     command's answer before the connection can run anything again (even a ROLLBACK, even its release to
@@ -57,8 +68,9 @@ async def copy_csv_out(conn: asyncpg.Connection, query: str, sink: Callable[[byt
             stopped = True
             raise
 
+    options = VERBATIM if verbatim else {}
     try:
-        await conn.copy_from_query(query, *args, output=guarded, format="csv")
+        return await conn.copy_from_query(query, *args, output=guarded, format="csv", **options)
     except BaseException:
         if stopped:
             conn.terminate()
@@ -66,10 +78,11 @@ async def copy_csv_out(conn: asyncpg.Connection, query: str, sink: Callable[[byt
 
 
 @asynccontextmanager
-async def streaming_transaction(conn: asyncpg.Connection) -> AsyncIterator[None]:
-    """A transaction around a streamed answer: committed when the block ends normally, rolled back when
-    it raises, and simply over when ``copy_csv_out`` had to terminate the connection."""
-    transaction = conn.transaction()
+async def streaming_transaction(conn: asyncpg.Connection, isolation: str | None = None) -> AsyncIterator[None]:
+    """A transaction (of that ``isolation`` level, default the server's) around a streamed answer: committed
+    when the block ends normally, rolled back when it raises, and simply over when ``copy_csv_out`` had to
+    terminate the connection."""
+    transaction = conn.transaction(isolation=isolation)
     await transaction.start()
     try:
         yield

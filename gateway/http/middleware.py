@@ -25,6 +25,7 @@ _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 ADMIN_PREFIX = "/v1/admin"  # management routes: admin scope whatever the method
 API_PREFIX = "/api/"  # the management API (gateway.api.manage)
+PRIVACY_PREFIX = "/api/privacy"  # admin scope whatever the method
 REALM = 'Bearer realm="audience-gateway"'
 METRICS_PATH = "/metrics"
 KNOWN_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "POST", "PUT", "DELETE", "PATCH"})
@@ -190,6 +191,8 @@ def required_scope(method: str, path: str) -> str:
     """
     if path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/"):
         return "admin"
+    if path == PRIVACY_PREFIX or path.startswith(PRIVACY_PREFIX + "/"):
+        return "admin"  # erasures, their audit and the suppression list (gateway.api.privacy)
     if path.startswith(API_PREFIX):
         if method not in READ_METHODS:
             return "admin"

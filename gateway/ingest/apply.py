@@ -17,7 +17,7 @@ from typing import Any
 
 import asyncpg
 
-from gateway.errors import NotFound
+from gateway.errors import Conflict, NotFound
 from gateway.ingest.upload import ColumnPlan, ColumnRules, Upload, normalise_identity, plan_columns
 from gateway.ingest.rejects import RejectSink
 from gateway.audience.segments import hold_segment, require_pushable
@@ -34,7 +34,7 @@ async def plan_upload(conn: asyncpg.Connection, endpoint_id: int, segment_id: in
     row = await conn.fetchrow(QUERIES["segment_columns"], segment_id, endpoint_id)
     if row is None:
         raise NotFound(f"segment {segment_id} does not exist", code="segment_not_found")
-    return plan_columns(header, row["identity_attribute"], row["attributes"], rules)
+    return plan_columns(header, row["identity_attribute"], row["attributes"], rules, row["identity_hashing"])
 
 
 async def lock_to_apply(conn: asyncpg.Connection, endpoint_id: int, segment_id: int, header: list[str],
@@ -47,14 +47,15 @@ async def lock_to_apply(conn: asyncpg.Connection, endpoint_id: int, segment_id: 
     if row is None:
         raise NotFound(f"segment {segment_id} does not exist", code="segment_not_found")
     if not (row["members_exist"] and row["identity_attribute"] is not None
-            and not _registers(plan_columns(header, row["identity_attribute"], row["attributes"], rules), row, rules)):
+            and not _registers(plan_columns(header, row["identity_attribute"], row["attributes"], rules,
+                                            row["identity_hashing"]), row, rules)):
         return await lock_and_register(conn, endpoint_id, segment_id, header, rules, streamed, upload)
     await hold_segment(conn, segment_id, shared=True)
     row = await conn.fetchrow(QUERIES["segment_lock_shared"], segment_id, endpoint_id)
     if row is None:
         raise NotFound(f"segment {segment_id} does not exist", code="segment_not_found")
     require_pushable(segment_id, row["status"])
-    plan = plan_columns(header, row["identity_attribute"], row["attributes"], rules)
+    plan = plan_columns(header, row["identity_attribute"], row["attributes"], rules, row["identity_hashing"])
     if _registers(plan, row, rules):
         raise AssertionError(f"segment {segment_id}: its identity or attributes changed under the shared lock")
     await _settle_identity(conn, plan, streamed, upload)
@@ -79,7 +80,7 @@ async def lock_and_register(conn: asyncpg.Connection, endpoint_id: int, segment_
     count rows whose new identity is empty as invalid.
     """
     row = await lock_segment(conn, endpoint_id, segment_id)
-    plan = plan_columns(header, row["identity_attribute"], row["attributes"], rules)
+    plan = plan_columns(header, row["identity_attribute"], row["attributes"], rules, row["identity_hashing"])
     await _settle_identity(conn, plan, streamed, upload)
     if _registers(plan, row, rules):
         await conn.execute(QUERIES["segment_set_columns"], segment_id, plan.identity_attribute,
@@ -88,7 +89,12 @@ async def lock_and_register(conn: asyncpg.Connection, endpoint_id: int, segment_
 
 
 async def _settle_identity(conn: asyncpg.Connection, plan: ColumnPlan, streamed: ColumnPlan, upload: Upload) -> None:
-    """When the identity column differs from the one the body was normalised on (see lock_and_register)."""
+    """When the identity column differs from the one the body was normalised on (see lock_and_register).
+    A segment whose identity hashing was set while the body streamed (it had no members then) takes none
+    of it: the rows were normalised by the other rule (409, nothing applied)."""
+    if plan.hashing != streamed.hashing:
+        raise Conflict("the segment's identityHashing changed while the body streamed; nothing was applied, "
+                       "send it again", code="identity_hashing_changed")
     if (plan.identity_index, plan.lowercase_identity) != (streamed.identity_index, streamed.lowercase_identity):
         await normalise_incoming(conn, plan)
         for dropped in await conn.fetch(QUERIES["incoming_drop_empty_identity"].format(**plan.sql_names())):
@@ -103,7 +109,8 @@ async def normalise_incoming(conn: asyncpg.Connection, plan: ColumnPlan) -> None
     rows = await conn.cursor(QUERIES["incoming_identities"].format(**names))
     while chunk := await rows.fetch(NORMALISE_STEP):
         changed = [(row["ord"], normalised) for row in chunk
-                   if (normalised := normalise_identity(row["identity"], plan.lowercase_identity)) != row["identity"]]
+                   if (normalised := normalise_identity(row["identity"], plan.lowercase_identity, plan.hashing))
+                   != row["identity"]]
         if changed:
             ords, identities = zip(*changed)
             await conn.execute(QUERIES["incoming_set_identities"].format(**names), list(ords), list(identities))
@@ -127,6 +134,27 @@ async def stream_incoming(conn: asyncpg.Connection, upload: Upload, plan: Column
         await conn.copy_records_to_table("incoming", records=upload.records(plan, pause=rejects.full),
                                          columns=plan.copy_columns())
         await rejects.flush(conn)
+
+
+def suppression_key(plan: ColumnPlan, column: str) -> str:
+    """SQL for the suppression list's form (lowercase hex SHA-256, gateway.privacy.suppressions) of the
+    identity in ``column`` (a checked column name): a hashing segment's identities already are that hash."""
+    return f"lower({column})" if plan.hashing else f"encode(sha256(convert_to({column}, 'UTF8')), 'hex')"
+
+
+async def drop_suppressed(conn: asyncpg.Connection, endpoint_id: int, plan: ColumnPlan, upload: Upload) -> int:
+    """Drop from ``incoming`` the rows whose identity is on the endpoint's suppression list: each is an
+    invalid row (reason ``suppressed``, stored with the other rejects). One statement, after the segment's
+    lock (a suppression committed before the lock is seen); it reads ``incoming`` only when the endpoint
+    has suppressions at all. Returns how many rows it dropped."""
+    names = plan.sql_names()
+    fields = "ARRAY[" + ", ".join(f"i.c{i}" for i in range(plan.width)) + "]::text[]"
+    query = QUERIES["incoming_drop_suppressed"].format(**names, key=suppression_key(plan, "i." + names["identity"]),
+                                                       fields=fields)
+    dropped = await conn.fetch(query, endpoint_id)
+    for row in dropped:
+        upload.suppress(row["ord"], row["fields"])
+    return len(dropped)
 
 
 async def add_members(conn: asyncpg.Connection, segment_id: int, plan: ColumnPlan, entry: UploadEntry) -> int:
@@ -153,5 +181,7 @@ def batch_result(segment_id: int, upload: Upload, **counts: Any) -> dict[str, An
                               "numInvalid": str(upload.invalid)}
     for key, value in counts.items():
         result[key] = str(value) if key.startswith("num") else value
+    if upload.suppressed:
+        result["numSuppressed"] = str(upload.suppressed)  # of numInvalid: on the suppression list
     result["invalidSamples"] = upload.invalid_samples
     return result

@@ -25,7 +25,8 @@ from gateway.audience.changefeed import declare_writes
 from gateway.errors import NotFound
 from gateway.ingest.upload import ColumnPlan, ColumnRules, Upload, plan_columns
 from gateway.db.names import sql, staging_table
-from gateway.ingest.apply import batch_result, lock_and_register, lock_segment, stream_incoming
+from gateway.ingest.apply import (batch_result, drop_suppressed, lock_and_register, lock_segment, stream_incoming,
+                                  suppression_key)
 from gateway.audience.segments import require_pushable
 from gateway.db.queries import QUERIES
 from gateway.ingest.history import BatchInfo, UploadEntry
@@ -56,6 +57,7 @@ async def push_replace(conn: asyncpg.Connection, endpoint_id: int, segment_id: i
         else:
             await stream_incoming(conn, upload, streamed, entry.rejects)
             plan = await _settle_plan(conn, endpoint_id, segment_id, header, rules, streamed, upload)
+            await drop_suppressed(conn, endpoint_id, plan, upload)
             await entry.rejects.flush(conn)  # rows rejected under the lock (see lock_and_register)
             session_id, upload_id, result = await _stage(conn, endpoint_id, segment_id, batch, upload, plan,
                                                          session_ttl, entry)
@@ -87,7 +89,7 @@ def _settled(row: asyncpg.Record, header: list[str], rules: ColumnRules, streame
     adds no attribute (attributes only grow, so the positions read stay right)."""
     if row["identity_attribute"] is None:
         return False
-    current = plan_columns(header, row["identity_attribute"], row["attributes"], rules)
+    current = plan_columns(header, row["identity_attribute"], row["attributes"], rules, row["identity_hashing"])
     return current == streamed and list(current.attributes) == row["attributes"]
 
 
@@ -127,11 +129,24 @@ async def _stage_streamed(conn: asyncpg.Connection, endpoint_id: int, segment_id
                                  source=upload.records(plan, pause=entry.rejects.full, staged_batch=batch.number))
         await entry.rejects.flush(conn)
     await _segment_columns(conn, endpoint_id, segment_id)  # it may have been made inactive meanwhile
+    await _drop_staged_suppressed(conn, endpoint_id, session_id, batch.number, upload, plan)
+    await entry.rejects.flush(conn)
     staged_identities = (len(upload.identities) if upload.identities is not None else await conn.fetchval(
         sql("staging_batch_distinct_count", session_id=session_id), batch.number))
     result = batch_result(segment_id, upload, numAdded=staged_identities, replaceCommitted=False)
     await _record_batch(conn, session_id, batch.number)
     return await _touch(conn, session_id, session_ttl, entry, result), result
+
+
+async def _drop_staged_suppressed(conn: asyncpg.Connection, endpoint_id: int, session_id: int, number: int,
+                                  upload: Upload, plan: ColumnPlan) -> None:
+    """What this batch staged whose identity is on the suppression list, dropped as invalid rows (as
+    gateway.ingest.apply.drop_suppressed does for ``incoming``)."""
+    query = sql("staging_drop_suppressed", session_id=session_id, key=suppression_key(plan, "t.identity"))
+    for row in await conn.fetch(query, endpoint_id, number):
+        upload.suppress(row["ord"], row["attrs"])
+        if upload.identities is not None:
+            upload.identities.discard(row["identity"])
 
 
 async def _stage(conn: asyncpg.Connection, endpoint_id: int, segment_id: int, batch: BatchInfo, upload: Upload,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import dataclasses
+import hashlib
 import heapq
 import io
 import re
@@ -23,6 +24,7 @@ from gateway.ingest.csvparse import CsvHeaderError, CsvStreamParser, fold_name
 from gateway.errors import BadRequest, ClientIdle, PayloadTooLarge
 
 MAX_INVALID_SAMPLES = 10
+SUPPRESSED = "suppressed"  # the reason of a row whose identity is on the endpoint's suppression list
 _GZIP_WBITS = 16 + zlib.MAX_WBITS  # a gzip header and trailer around the deflate stream
 _DECOMPRESS_STEP = 1024 * 1024  # inflate at most this much at a time: a gzip bomb stops at the body limit
 # parse at most this much between two looks at ``pause``: bounds the rejected rows gathered in between
@@ -55,12 +57,32 @@ def staging_line(batch: int, line: int, identity: str, attrs: Sequence[str | Non
     return f"{batch}\t{line}\t{_copy_escape(identity)}\t{_copy_escape('{' + elements + '}')}\n"
 
 
-def normalise_identity(identity: str, lowercase: bool) -> str:
+_HEX_DIGEST = re.compile(r"[0-9a-fA-F]{64}")
+IDENTITY_HASHINGS = ("sha256",)  # a segment's ``identityHashing`` (None: identities stored as sent)
+
+
+def hash_identity(identity: str) -> str:
+    """An identity as a hashing segment stores it: the lowercase hex SHA-256 of its UTF-8 bytes; a value that
+    already is 64 hex characters is taken to be a hash and kept as sent (pre-hashed lists)."""
+    if len(identity) == 64 and _HEX_DIGEST.fullmatch(identity):
+        return identity
+    return hashlib.sha256(identity.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def lowercases(identity_attribute: str) -> bool:
+    """Whether identities of this column are lower-cased: it is an email column (its name holds "email")."""
+    return "email" in fold_name(identity_attribute)
+
+
+def normalise_identity(identity: str, lowercase: bool, hashing: bool = False) -> str:
     """The one rule for identities, applied in Python only (SQL's ``lower`` under ``COLLATE "C"`` folds only
     ASCII, and ``btrim`` knows fewer spaces than ``str.strip``): surrounding whitespace trimmed, lower-cased
-    (``str.lower``) when the identity column is an email column."""
+    (``str.lower``) when the identity column is an email column, then, for a hashing segment
+    (``identityHashing: sha256``), hashed (``hash_identity``). An empty identity stays empty (invalid)."""
     identity = identity.strip()
-    return identity.lower() if lowercase else identity
+    if lowercase:
+        identity = identity.lower()
+    return hash_identity(identity) if hashing and identity else identity
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +98,7 @@ class ColumnPlan:
     lowercase_identity: bool
     source_index: tuple[int, ...]
     width: int  # columns in this upload's header
+    hashing: bool = False  # the segment stores identities hashed (normalise_identity)
 
     def sql_names(self) -> dict[str, str]:
         """SQL fragments for the ``incoming`` table of this upload, made from column numbers only.
@@ -104,12 +127,13 @@ class ColumnRules:
 
 
 def plan_columns(header: Sequence[str], identity_attribute: str | None, attributes: Sequence[str],
-                 rules: ColumnRules) -> ColumnPlan:
+                 rules: ColumnRules, hashing: str | None = None) -> ColumnPlan:
     """Choose the identity column and extend the segment's attributes with this header's new names.
 
     First upload: the ``ids`` column, else a column whose name contains "email", else the first column.
     Later uploads: ``ids``, else the segment's identity attribute by name, else the first column.
-    Names compare case-insensitively; attributes keep their first-seen spelling and order.
+    Names compare case-insensitively; attributes keep their first-seen spelling and order. ``hashing``: the
+    segment's identity hashing (segments.identity_hashing).
 
     400 before anything is applied when the header is wider than ``max_attributes`` or would take the
     segment past it: every column is a column of the upload's table, every attribute one of each export's
@@ -141,8 +165,9 @@ def plan_columns(header: Sequence[str], identity_attribute: str | None, attribut
                              "allowed (GATEWAY_MAX_ATTRIBUTES); nothing was applied", code="too_many_attributes")
     position = {name: i for i, name in enumerate(folded)}
     return ColumnPlan(identity_attribute=identity_attribute, attributes=tuple(merged),
-                      identity_index=identity_index, lowercase_identity="email" in folded[identity_index],
-                      source_index=tuple(position.get(fold_name(name), -1) for name in merged), width=len(header))
+                      identity_index=identity_index, lowercase_identity=lowercases(header[identity_index]),
+                      source_index=tuple(position.get(fold_name(name), -1) for name in merged), width=len(header),
+                      hashing=hashing is not None)
 
 
 async def idle_chunks(content: StreamReader, timeout: float | None) -> AsyncIterator[bytes]:
@@ -190,6 +215,7 @@ class Upload:
         self.body_bytes = 0
         self.received = 0
         self.invalid = 0
+        self.suppressed = 0  # of the invalid rows, those on the suppression list
         # the distinct valid identities produced by ``records(staged_batch=…)``; None past MAX_COUNTED_IDENTITIES
         self.identities: set[str] | None = set()
         self._samples: list[tuple[int, str]] = []  # max-heap (negated lines) of the first invalid rows
@@ -263,6 +289,7 @@ class Upload:
                     staged_batch: int | None):
         identity_index = plan.identity_index
         lowercase = plan.lowercase_identity
+        hashing = plan.hashing
         source = plan.source_index
         in_header_order = source == tuple(range(plan.width))  # attrs are the fields as they are
         plain = self._plain and in_header_order
@@ -273,7 +300,7 @@ class Upload:
             if has_nul and any("\x00" in field for field in fields):
                 self.reject(line, "contains a NUL character", fields)
                 continue
-            identity = normalise_identity(fields[identity_index], lowercase)
+            identity = normalise_identity(fields[identity_index], lowercase, hashing)
             if not identity:
                 self.reject(line, f"empty identity ({plan.identity_attribute})", fields)
                 continue
@@ -288,6 +315,11 @@ class Upload:
             else:
                 yield staging_line(staged_batch, line, identity, fields if in_header_order else [
                     fields[i] if i >= 0 else None for i in source])
+
+    def suppress(self, line: int, fields: Sequence[str]) -> None:
+        """A valid row whose identity is on the endpoint's suppression list (gateway.ingest.apply.drop_suppressed)."""
+        self.suppressed += 1
+        self.reject(line, SUPPRESSED, fields)
 
     def reject(self, line: int, reason: str, fields: Sequence[str]) -> None:
         """A row already counted as received (parsed into ``fields``) turned out invalid after all.

@@ -8,7 +8,8 @@ the transaction that writes its result, so a canceled or taken-over job leaves n
 wake on ``NOTIFY audience_gateway_jobs`` (sent by ``enqueue``) and poll as a fallback. A job whose
 worker died ``MAX_ATTEMPTS`` times (it may be what kills it) ends in error (``give_up_abandoned``).
 
-The kinds of work live beside this module (``gateway.jobs.exports``: the export snapshot); what a kind
+The kinds of work live beside this module (``gateway.jobs.exports``: the export snapshot;
+``gateway.jobs.erasure``: an erasure); what a kind
 adds is a ``Kind``: its name, the code that runs a claimed job, and what a cancel drops.
 """
 

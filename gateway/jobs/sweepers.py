@@ -16,6 +16,7 @@ from gateway.auth.cache import LAST_USED_FLUSH_SECONDS, KeyCache
 from gateway.db.pool import CONNECTION_ERRORS
 from gateway.ingest.history import sweep_uploads
 from gateway.ingest.replace import expire_idle_sessions
+from gateway.jobs.export_files import sweep_export_files
 from gateway.jobs.exports import drop_expired_exports
 from gateway.jobs.queue import give_up_abandoned
 from gateway.settings import Settings
@@ -49,6 +50,8 @@ SWEEPS = (
           lambda r: expire_idle_sessions(r.pool, r.settings.replace_session_ttl)),
     Sweep("abandoned job sweep", lambda s: sweep_interval(s.job_lease), lambda r: give_up_abandoned(r.pool)),
     Sweep("export data sweep", lambda s: sweep_interval(s.export_ttl), lambda r: drop_expired_exports(r.pool)),
+    Sweep("export file sweep", lambda s: sweep_interval(s.export_ttl),
+          lambda r: sweep_export_files(r.pool, r.settings)),
     Sweep("deleted segment purge", lambda s: sweep_interval(s.delete_grace),
           lambda r: purge_deleted(r.pool, r.settings.delete_grace)),
     Sweep("upload rejects sweep", lambda s: sweep_interval(s.rejects_ttl),

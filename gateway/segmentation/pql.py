@@ -253,6 +253,10 @@ class Token:
         return repr(self.value)
 
 
+def _is_digit(ch: str) -> bool:
+    return len(ch) == 1 and "0" <= ch <= "9"
+
+
 def _is_word_start(ch: str) -> bool:
     return ch == "_" or ch.isalpha()
 
@@ -277,14 +281,13 @@ def tokenize(text: str) -> list[Token]:
             value, end = _read_quoted(text, i)
             tokens.append(Token("quoted", value, i))
             i = end
-        elif ch.isdigit() and ch.isascii() or (ch == "-" and i + 1 < n and text[i + 1].isascii()
-                                              and text[i + 1].isdigit()):
+        elif _is_digit(ch) or (ch == "-" and _is_digit(text[i + 1:i + 2])):
             end = i + 1
-            while end < n and text[end].isascii() and text[end].isdigit():
+            while end < n and _is_digit(text[end]):
                 end += 1
-            if end + 1 < n and text[end] == "." and text[end + 1].isascii() and text[end + 1].isdigit():
+            if text[end:end + 1] == "." and _is_digit(text[end + 1:end + 2]):
                 end += 1
-                while end < n and text[end].isascii() and text[end].isdigit():
+                while end < n and _is_digit(text[end]):
                     end += 1
             if end - i > MAX_NUMBER_LENGTH:
                 raise ExpressionError(f"a number longer than {MAX_NUMBER_LENGTH} characters", i)
@@ -438,11 +441,11 @@ class _Parser:
             while self.token.is_word("and"):
                 self.advance()
                 conjuncts.append(self.unary())
-            disjuncts.append(conjuncts[0] if len(conjuncts) == 1 else And(tuple(conjuncts), _start(conjuncts[0])))
+            disjuncts.append(conjuncts[0] if len(conjuncts) == 1 else And(tuple(conjuncts), conjuncts[0].position))
             if not self.token.is_word("or"):
                 break
             self.advance()
-        return disjuncts[0] if len(disjuncts) == 1 else Or(tuple(disjuncts), _start(disjuncts[0]))
+        return disjuncts[0] if len(disjuncts) == 1 else Or(tuple(disjuncts), disjuncts[0].position)
 
     def unary(self) -> Node:
         negations: list[Token] = []
@@ -483,7 +486,11 @@ class _Parser:
         token = self.token
         if token.kind == "op" and token.value in COMPARISONS:
             self.advance()
-            return Compare(attribute, token.value, self.literal(), attribute.position)
+            value = self.literal()
+            if isinstance(value, Boolean) and token.value not in ("=", "!="):
+                raise ExpressionError(f"true and false can only be compared with = or !=, not {token.value}",
+                                      token.position)
+            return Compare(attribute, token.value, value, attribute.position)
         if token.is_word("in", "notin"):
             self.advance()
             return Membership(attribute, self.array(), token.is_word("notin"), attribute.position)
@@ -643,10 +650,6 @@ class _Parser:
         if token.is_word(*ANCHORS):
             return OccursOn(attribute, self.anchor(), attribute.position)
         raise self.fail("a comparison, between, last/this/next or a day after occurs")
-
-
-def _start(node: Node) -> int:
-    return node.position
 
 
 def parse(text: str) -> Node:

@@ -13,7 +13,9 @@ from bench.scenarios import SCENARIOS
 from tests.conftest import REPO
 
 ROWS = 10_000
-ANCHORED = ["replace", "add", "add-seq", "remove", "export", "two-serve", "segment-job"]  # measured beside psql in the same run
+# measured beside psql in the same run
+ANCHORED = ["replace", "add", "add-seq", "remove", "export", "export-files", "two-serve", "erase-wide", "erase-deep",
+            "segment-job"]
 
 
 def test_every_scenario_runs_and_reports_its_figures(tmp_path):
@@ -36,6 +38,7 @@ def test_every_scenario_runs_and_reports_its_figures(tmp_path):
     assert figures["replace"]["naive"]["rows_done"] == ROWS and not figures["replace"]["naive"]["capped"]
     assert figures["replace"]["vs_naive_speedup"] > 0
     assert figures["export"]["download_mb"] > 0 and figures["export"]["throughput_vs_psql"] > 0
+    assert figures["export-files"]["file_mb"] >= 0 and figures["export-files"]["csv"]["vs_psql"] > 0
     assert figures["big"]["rows"] == 10 * ROWS
     assert 0 < figures["big"]["rss_baseline_mb"] <= figures["big"]["rss_peak_mb"]
     assert figures["big"]["rss_series_mb"]
@@ -43,6 +46,9 @@ def test_every_scenario_runs_and_reports_its_figures(tmp_path):
     assert figures["two-serve"]["processes"] == 2 and figures["two-serve"]["committed_once"]
     assert figures["push"]["rows"] == ROWS and figures["push"]["batches"] == 100
     assert figures["push"]["seconds"] > figures["push"]["counting_s"] >= 0 and figures["push"]["plain_client_s"] > 0
+    assert figures["erase-wide"]["segments"] == 10 and figures["erase-deep"]["rows"] == ROWS // 100
+    assert figures["hashing"]["rows"] == ROWS and figures["hashing"]["plain_s"] > 0
+    assert figures["hashing"]["vs_plain"] > 0
     assert 0.08 * ROWS < figures["segment-job"]["selected"] < 0.12 * ROWS and figures["segment-job"]["build_ms"]
 
     table = result.stdout.splitlines()

@@ -36,7 +36,7 @@ async def test_one_segment_in_full(client, db):
     assert result == {
         "id": segment_id, "endpoint": "default", "name": "Buyers", "description": "Bought twice",
         "category": "retail", "type": "Databases", "status": "active", "identityAttribute": "Email",
-        "attributes": ["Email", "First"], "memberCount": 2,
+        "identityHashing": None, "attributes": ["Email", "First"], "memberCount": 2,
         "createdAt": iso(stored["created_at"]), "updatedAt": iso(stored["updated_at"]),
         "metadataUpdatedAt": iso(stored["metadata_updated_at"]),
         "lastUploadAt": iso(stored["last_upload_at"]), "deletedAt": None, "purgedAt": None}

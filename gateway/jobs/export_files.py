@@ -1,0 +1,458 @@
+"""Export jobs to files (kind ``ExportFile``, ``/api/export/jobs``): run by the job queue
+(gateway.jobs.queue) as every kind is, each one writes a segment's audience (some of its attributes, as
+csv, csv.gz or ndjson) to a file in ``GATEWAY_EXPORT_DIR``.
+
+- One consistent snapshot: a REPEATABLE READ transaction whose first statement share-locks the segment's
+  row (as a direct pull does: no REPLACE swaps its table meanwhile), then one ``COPY … TO STDOUT``
+  (gateway.db.csvcopy) streamed to disk chunk by chunk: memory stays constant whatever the size.
+- Atomic: the file is written under a temp name in the same directory (``.export-<job>-<attempt>.tmp``),
+  fsynced, renamed to ``export-<job>-<attempt>.<format>`` and the directory fsynced, then the job completes
+  in a transaction that records that name. A crash leaves at most a temp file, never a partial file under a
+  final name; the sweep removes what no job wants (``sweep_export_dir``).
+- Progress (rows written) goes to the job's row about once a second; the same statement tells the writer
+  that the job was canceled or taken over (it then stops, removing its temp file).
+- csv is the same bytes as the direct pull of the same columns (same query, same header line); csv.gz is
+  that through zlib; ndjson is one JSON object per member, made by PostgreSQL (``json_object``).
+- An optional PQL expression (gateway.segmentation) keeps the members it is true for; it is checked when
+  the job is created and compiled again in the snapshot (against the attributes and segments as they are).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime
+import hashlib
+import logging
+import os
+import re
+import time
+import zlib
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from gateway.db.csvcopy import columns_at, copy_csv_out, header_line, streaming_transaction
+from gateway.db.names import sql, table_names
+from gateway.db.queries import QUERIES
+from gateway.errors import BadRequest, Conflict, GatewayError, NotFound
+from gateway.ids import parse_int
+from gateway.ingest.csvparse import fold_name
+from gateway.jobs import queue
+from gateway.jobs.exports import scan_in_order
+from gateway.segmentation import pql
+from gateway.segmentation.compiler import Compiled, compile_predicate
+from gateway.segmentation.pql import ExpressionError
+from gateway.ops import metrics
+from gateway.settings import Settings
+
+log = logging.getLogger(__name__)
+
+KIND_NAME = "ExportFile"
+FORMATS = {"csv": "text/csv", "csv.gz": "application/gzip", "ndjson": "application/x-ndjson"}
+STATUSES = {"waiting": "NEW", "running": "PROCESSING", "complete": "SUCCEEDED", "error": "FAILED",
+            "canceled": "CANCELLED"}
+PROGRESS_SECONDS = 1.0  # how often a running job writes its progress (and learns it was canceled)
+BUFFER_BYTES = 1 << 20  # what the writer gathers before it hands a block to its thread
+LOCK_TRIES = 10  # a push committing while the snapshot waits for the segment's row: start again
+GZIP_LEVEL = 6  # gzip's own default
+
+_FINAL = re.compile(r"^export-(\d+)-(\d+)\.(csv|csv\.gz|ndjson)$")
+_TEMP = re.compile(r"^\.export-(\d+)-(\d+)\.tmp$")
+
+
+class Gone(GatewayError):
+    status = 410
+    code = "export_expired"
+
+
+class ExportFailed(Exception):
+    """The job cannot be done as asked (its segment or an attribute is gone); the message is its reason."""
+
+
+def failure_reason(exc: BaseException) -> str:
+    if isinstance(exc, ExportFailed):
+        return str(exc)
+    if isinstance(exc, OSError):
+        return "export failed: the export file could not be written; the gateway's log has the details"
+    if isinstance(exc, asyncpg.PostgresError):
+        return "export failed: the database could not copy the segment's audience; the gateway's log has the details"
+    return queue.internal_failure(exc)
+
+
+# -- requests --------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Projection:
+    names: list[str]  # as the segment spells them
+    positions: list[int]  # 1-based, in attrs
+
+
+def project(attributes: Sequence[str], fields: Sequence[str] | None) -> Projection:
+    """The attributes ``fields`` names (every one when None), compared by ``fold_name``; ValueError naming
+    the first unknown one."""
+    if fields is None:
+        return Projection(list(attributes), list(range(1, len(attributes) + 1)))
+    index = {fold_name(name): i for i, name in enumerate(attributes, start=1)}
+    positions = []
+    for field in fields:
+        position = index.get(fold_name(field))
+        if position is None:
+            raise ValueError(field)
+        positions.append(position)
+    return Projection([attributes[i - 1] for i in positions], positions)
+
+
+def parse_fields(value: Any) -> list[str] | None:
+    """``fields``: attribute names, comma-separated (or a list); None or empty: every attribute."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        names = [name.strip() for name in value.split(",")]
+        if names == [""]:
+            return None
+    elif isinstance(value, list) and all(isinstance(name, str) for name in value):
+        names = [name.strip() for name in value]
+    else:
+        raise BadRequest("fields must be attribute names separated by commas", code="invalid_fields")
+    if any(not name for name in names):
+        raise BadRequest("fields has an empty attribute name", code="invalid_fields")
+    if len({fold_name(name) for name in names}) != len(names):
+        raise BadRequest("fields names an attribute twice", code="invalid_fields")
+    return names
+
+
+async def compile_filter(conn: asyncpg.Connection, endpoint_id: int, attributes: Sequence[str], expression: str,
+                         first_param: int) -> Compiled:
+    """The SQL predicate (over ``p``, parameters from ``$first_param``) of a filter's PQL expression on a
+    segment with these attributes; ``inSegment`` names a segment of the same endpoint (share-locked, as the
+    export's own segment). ExpressionError (with its position) for what does not parse or is unknown."""
+    node = pql.parse(expression)
+    arguments = {argument: parse_int(argument) for argument in pql.segments_used(node)}
+    found = await conn.fetch(QUERIES["export_file_in_segments"],
+                             [number for number in arguments.values() if number is not None], endpoint_id)
+    tables = {row["id"]: table_names(row["id"])["members"] if row["has_members"] else QUERIES["no_members"]
+              for row in found}
+    segment_tables = {argument: tables[number] for argument, number in arguments.items() if number in tables}
+    index = {fold_name(name): i for i, name in enumerate(attributes, start=1)}
+    return compile_predicate(node, attribute_index=lambda name: index.get(fold_name(name)),
+                             segment_tables=segment_tables, now=datetime.datetime.now(datetime.timezone.utc),
+                             first_param=first_param)
+
+
+async def create(conn: asyncpg.Connection, endpoint_id: int, segment_id: int, fields: list[str] | None,
+                 file_format: str, expression: str | None = None) -> asyncpg.Record:
+    """A new job (waiting); 404 for a segment that is not the endpoint's, 400 naming an unknown field, 400
+    with its position for an expression that does not parse or names what the segment does not have."""
+    async with conn.transaction():
+        segment = await conn.fetchrow(QUERIES["segment_columns"], segment_id, endpoint_id)
+        if segment is None:
+            raise NotFound(f"segment {segment_id} does not exist", code="segment_not_found")
+        attributes = segment["attributes"] or []
+        try:
+            project(attributes, fields)
+        except ValueError as exc:
+            raise BadRequest(f"segment {segment_id} has no attribute {exc.args[0]!r} (fields)",
+                             code="unknown_field", extra={"field": exc.args[0]}) from None
+        if expression is not None:
+            try:
+                await compile_filter(conn, endpoint_id, attributes, expression, 1)
+            except ExpressionError as exc:
+                raise BadRequest(f"filter.expression: {exc.message} (at position {exc.position})",
+                                 code="invalid_expression", extra={"position": exc.position}) from None
+        row = await queue.enqueue(conn, KIND, endpoint_id, segment_id)
+        await conn.execute(QUERIES["export_file_insert"], row["id"], fields, file_format, expression)
+    return await get(conn, endpoint_id, row["id"])
+
+
+def unknown_job(text: str) -> NotFound:
+    """Another endpoint's job is answered exactly like one that does not exist."""
+    return NotFound(f"export job {text} does not exist", code="export_job_not_found")
+
+
+def parse_job_id(text: str) -> int:
+    job_id = parse_int(text)
+    if job_id is None:
+        raise unknown_job(text)
+    return job_id
+
+
+async def get(conn: asyncpg.Connection | asyncpg.Pool, endpoint_id: int, job_id: int) -> asyncpg.Record:
+    row = await conn.fetchrow(QUERIES["export_file_get"], job_id, endpoint_id, KIND_NAME)
+    if row is None:
+        raise unknown_job(str(job_id))
+    return row
+
+
+async def listing(conn: asyncpg.Connection | asyncpg.Pool, endpoint_id: int, status: str | None,
+                  before: int | None, limit: int, offset: int) -> list[asyncpg.Record]:
+    return await conn.fetch(QUERIES["export_file_list"], endpoint_id, KIND_NAME, status, before, limit, offset)
+
+
+async def cancel(conn: asyncpg.Connection, settings: Settings, endpoint_id: int, job_id: int) -> asyncpg.Record:
+    """Cancel the job and remove its file (a running job's writer stops within a second and removes its temp
+    file); a job that already failed or was canceled stays as it is."""
+    canceled = await queue.cancel(conn, KIND, endpoint_id, job_id)
+    row = await get(conn, endpoint_id, job_id)  # 404 if it is not this endpoint's
+    if canceled:
+        remove_file(settings.export_path, row["file_name"])  # the name a completed job recorded, if any
+    return row
+
+
+def file_path(settings: Settings, row: Any) -> Path:
+    """The job's file, to download; 409 until the job succeeded, 410 once it expired or was canceled."""
+    if row["status"] == "canceled" or row["expired"] or row["data_dropped_at"] is not None:
+        raise Gone(f"the file of export job {row['id']} is no longer available")
+    if row["status"] != "complete":
+        raise Conflict(f"export job {row['id']} is {STATUSES[row['status']]}; its file is ready once it SUCCEEDED",
+                       code="export_not_ready")
+    path = settings.export_path / row["file_name"]
+    if not path.is_file():
+        raise Gone(f"the file of export job {row['id']} is not in this gateway's export directory "
+                   "(GATEWAY_EXPORT_DIR must be shared by every gateway process)")
+    return path
+
+
+# -- writing ---------------------------------------------------------------------------------------------
+
+class CsvRows:
+    """Counts CSV rows in a stream of chunks: a newline ends a row unless it is inside quotes (a quoted
+    field may hold newlines; a doubled quote inside one toggles twice)."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self._quoted = False
+
+    def feed(self, chunk: bytes) -> None:
+        if b'"' not in chunk:
+            if not self._quoted:
+                self.rows += chunk.count(b"\n")
+            return
+        parts = chunk.split(b'"')
+        outside = parts[1::2] if self._quoted else parts[::2]
+        self.rows += sum(part.count(b"\n") for part in outside)
+        self._quoted ^= (len(parts) - 1) % 2 == 1
+
+
+class LineRows:
+    """Counts ndjson rows: one newline each."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+
+    def feed(self, chunk: bytes) -> None:
+        self.rows += chunk.count(b"\n")
+
+
+class FileWriter:
+    """Writes a file under a temp name with constant memory: chunks are gathered into blocks of
+    ``BUFFER_BYTES``, each compressed (csv.gz), hashed and written by a thread while the next one fills
+    (one block in flight: back-pressure to the COPY). ``finish`` makes it durable and visible at once."""
+
+    def __init__(self, temp: Path, compress: bool) -> None:
+        self.temp = temp
+        self.bytes = 0
+        self._sha = hashlib.sha256()
+        self._zlib = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31) if compress else None
+        self._buffer = bytearray()
+        self._pending: asyncio.Future | None = None
+        self._fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
+
+    async def write(self, chunk: bytes) -> None:
+        self._buffer += chunk
+        if len(self._buffer) >= BUFFER_BYTES:
+            await self._hand_over(final=False)
+
+    async def _hand_over(self, final: bool) -> None:
+        block, self._buffer = bytes(self._buffer), bytearray()
+        if self._pending is not None:
+            await self._pending
+        self._pending = asyncio.ensure_future(asyncio.to_thread(self._write_block, block, final))
+
+    def _write_block(self, block: bytes, final: bool) -> None:
+        if self._zlib is not None:
+            block = self._zlib.compress(block) + (self._zlib.flush() if final else b"")
+        self._sha.update(block)
+        view = memoryview(block)
+        while view:
+            view = view[os.write(self._fd, view):]
+        self.bytes += len(block)
+
+    async def finish(self, final: Path) -> None:
+        """Write what is left, fsync, rename to ``final``, fsync the directory."""
+        await self._hand_over(final=True)
+        await self._pending
+        await asyncio.to_thread(self._durable_rename, final)
+
+    def _durable_rename(self, final: Path) -> None:
+        os.fsync(self._fd)
+        os.close(self._fd)
+        self._fd = -1
+        os.replace(self.temp, final)
+        directory = os.open(final.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+    @property
+    def sha256(self) -> str:
+        return self._sha.hexdigest()
+
+    async def discard(self) -> None:
+        """Stop and remove the temp file (after the block in flight, if any)."""
+        if self._pending is not None:
+            with contextlib.suppress(BaseException):
+                await self._pending
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.temp)
+
+
+def remove_file(directory: Path, name: str | None) -> None:
+    if name:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(directory / name)
+
+
+async def _write_snapshot(lease: queue.Lease, task: Any, writer: FileWriter) -> int:
+    """Copy the segment's audience (``task``: the job's export_files row) into ``writer`` from one snapshot;
+    the rows written."""
+    counter = CsvRows() if task["format"] != "ndjson" else LineRows()
+    last = time.monotonic() - PROGRESS_SECONDS  # the first rows are reported at once, then once a second
+
+    async def sink(chunk: bytes) -> None:
+        nonlocal last
+        await writer.write(chunk)
+        counter.feed(chunk)
+        if time.monotonic() - last >= PROGRESS_SECONDS:
+            await report_progress(lease, counter.rows)
+            last = time.monotonic()
+
+    for attempt in range(1, LOCK_TRIES + 1):
+        async with lease.pool.acquire() as conn:
+            try:
+                async with streaming_transaction(conn, isolation="repeatable_read"):
+                    info = await conn.fetchrow(QUERIES["segment_export_info"], lease.segment_id, lease.endpoint_id)
+                    return await _copy(conn, lease, info, task, writer, sink)
+            except asyncpg.SerializationError:  # raised by the lock, before anything was written
+                if attempt == LOCK_TRIES:
+                    raise
+    raise AssertionError("unreachable")
+
+
+async def _copy(conn: asyncpg.Connection, lease: queue.Lease, info: Any, task: Any, writer: FileWriter,
+                sink: Callable[[bytes], Awaitable[None]]) -> int:
+    if info is None:
+        raise ExportFailed(f"export failed: segment {lease.segment_id} no longer exists")
+    attributes = info["attributes"] or []
+    try:
+        projection = project(attributes, task["fields"])
+    except ValueError as exc:
+        raise ExportFailed(f"export failed: segment {lease.segment_id} no longer has attribute "
+                           f"{exc.args[0]!r}") from None
+    ndjson = task["format"] == "ndjson"
+    args: list[object] = [projection.names] if ndjson else []
+    predicate = None
+    if task["expression"] is not None:
+        try:
+            compiled = await compile_filter(conn, lease.endpoint_id, attributes, task["expression"], len(args) + 1)
+        except ExpressionError as exc:
+            raise ExportFailed(f"export failed: filter.expression: {exc.message} "
+                               f"(at position {exc.position})") from None
+        predicate, args = compiled.sql, [*args, *compiled.params]
+    if not ndjson:
+        await writer.write(header_line(projection.names))
+    if not await conn.fetchval(QUERIES["job_members_exist"], table_names(lease.segment_id)["members"]):
+        return 0  # a segment nothing was ever pushed to
+    await scan_in_order(conn)
+    name = ("export_segment_ndjson" if ndjson else "export_segment_rows") + ("_where" if predicate else "")
+    fragments = {"columns": columns_at(projection.positions), **({"predicate": predicate} if predicate else {})}
+    status = await copy_csv_out(conn, sql(name, segment_id=lease.segment_id, **fragments), sink, args,
+                                verbatim=ndjson)
+    return int(status.split()[-1])
+
+
+async def report_progress(lease: queue.Lease, rows: int) -> None:
+    """Store the rows written so far; JobLost if the job was canceled or taken over meanwhile."""
+    if await lease.pool.fetchval(QUERIES["export_file_progress"], lease.id, lease.owner, lease.attempts,
+                                 rows) is None:
+        raise queue.JobLost()
+
+
+async def run(lease: queue.Lease) -> None:
+    """Write the job's file and complete the job, recording the file, in one transaction."""
+    started = time.perf_counter()
+    task = await lease.pool.fetchrow(QUERIES["export_file_task"], lease.id)
+    directory = lease.settings.export_path
+    await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
+    final = directory / f"export-{lease.id}-{lease.attempts}.{task['format']}"
+    writer = FileWriter(directory / f".export-{lease.id}-{lease.attempts}.tmp", compress=task["format"] == "csv.gz")
+    try:
+        rows = await _write_snapshot(lease, task, writer)
+        await writer.finish(final)
+    except BaseException:
+        await writer.discard()
+        raise
+    try:
+        async with lease.pool.acquire() as conn, conn.transaction():
+            await conn.execute(QUERIES["export_file_result"], lease.id, rows, final.name, writer.bytes,
+                               writer.sha256, lease.settings.export_ttl)
+            await lease.complete(conn)
+    except BaseException:
+        remove_file(directory, final.name)  # canceled or taken over meanwhile: the file is nobody's
+        raise
+    metrics.EXPORT_ROWS.inc(rows)
+    log.info("export job %d complete: %d rows of segment %d, %s, %d bytes in %.1f s", lease.id, rows,
+             lease.segment_id, final.name, writer.bytes, time.perf_counter() - started)
+
+
+async def mark_dropped(conn: asyncpg.Connection, job_id: int) -> None:
+    """A cancel's discard: the file is gone (the caller removes it; see ``cancel``)."""
+    await conn.execute(QUERIES["job_mark_dropped"], job_id)
+
+
+KIND = queue.Kind(KIND_NAME, run, discard=mark_dropped, failure_reason=failure_reason)
+
+
+# -- sweeping ---------------------------------------------------------------------------------------------
+
+async def sweep_export_files(pool: asyncpg.Pool, settings: Settings) -> int:
+    """Remove the files of expired and canceled jobs, then whatever the export directory holds that no job
+    wants: temp files of writers that died, files of jobs that were deleted. Files named otherwise are left
+    alone. The number of files removed."""
+    directory = settings.export_path
+    removed = 0
+    for row in await pool.fetch(QUERIES["jobs_expired_data"], KIND_NAME):
+        async with pool.acquire() as conn, conn.transaction():
+            remove_file(directory, await conn.fetchval(QUERIES["export_file_name"], row["id"]))
+            await mark_dropped(conn, row["id"])
+        removed += 1
+    try:
+        names = await asyncio.to_thread(os.listdir, directory)
+    except FileNotFoundError:
+        return removed
+    found = [(name, match) for name in names if (match := _FINAL.match(name) or _TEMP.match(name))]
+    if not found:
+        return removed
+    ids = sorted({int(match.group(1)) for _, match in found})
+    states = {row["id"]: row for row in await pool.fetch(QUERIES["export_file_states"], ids, KIND_NAME)}
+    for name, match in found:
+        state = states.get(int(match.group(1)))
+        if not _wanted(name, int(match.group(2)), state):
+            remove_file(directory, name)
+            removed += 1
+    return removed
+
+
+def _wanted(name: str, attempt: int, state: Any) -> bool:
+    if state is None:
+        return False
+    if state["writing"] and state["attempts"] == attempt:
+        return True  # being written, or renamed and about to complete
+    return bool(state["keeps_file"]) and state["file_name"] == name
