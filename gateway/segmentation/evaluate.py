@@ -42,6 +42,7 @@ from gateway.db.names import quoted, sql, table_names
 from gateway.db.queries import QUERIES
 from gateway.errors import GatewayError
 from gateway.ids import parse_int
+from gateway.segmentation import compiler, pql
 from gateway.segmentation.profiles import profiles_sql
 from gateway.segmentation.sources import Profiles, resolve
 
@@ -175,8 +176,6 @@ async def _compile(conn: asyncpg.Connection, endpoint_id: int, definition_id: in
                    profiles: Profiles, now: dt.datetime) -> tuple[str, list[Any]]:
     """The definition's predicate over ``p`` and its parameters; DefinitionError when it no longer parses,
     names an attribute its sources do not have, or an inSegment segment the endpoint does not have."""
-    from gateway.segmentation import compiler, pql  # the expression language (engineer "pql")
-
     try:
         node = pql.parse(expression)
         tables = await _segment_tables(conn, endpoint_id, pql.segments_used(node))

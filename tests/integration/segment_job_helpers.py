@@ -3,14 +3,11 @@ another module's), jobs through ``/api/segment/jobs``, and what the audiences ho
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import asyncpg
 
 from gateway.db.queries import QUERIES
-from gateway.segmentation import evaluate
-from gateway.segmentation.evaluate import DefinitionError
 from tests.conftest import AUTH
 from tests.helpers import eventually
 from tests.integration.manage_helpers import api
@@ -35,7 +32,7 @@ async def endpoint_of(db: asyncpg.Connection, segment_id: int) -> int:
 async def define(db: asyncpg.Connection, endpoint_id: int, name: str, expression: str,
                  sources: list[int] | None, *, batch: bool = True) -> tuple[int, int]:
     """A definition and its Queries audience, as rows: (definition id, audience segment id)."""
-    audience_id = await db.fetchval(QUERIES["segment_insert"], endpoint_id, name, "", "", "Queries")
+    audience_id = await db.fetchval(QUERIES["segment_insert"], endpoint_id, name, "", "", "Queries", None)
     definition_id = await db.fetchval(
         "INSERT INTO segment_definitions (endpoint_id, name, name_key, expression, sources, batch_enabled, "
         "audience_segment_id) VALUES ($1, $2, lower($2), $3, $4, $5, $6) RETURNING id",
@@ -78,29 +75,3 @@ async def build_tables(db: asyncpg.Connection) -> list[str]:
     return [row["relname"] for row in await db.fetch(
         "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE n.nspname = 'staging' AND c.relname LIKE 'segjob%' AND c.relkind = 'r' ORDER BY 1")]
-
-
-# -- until the expression language (gateway.segmentation.pql, .compiler) is on this branch ----------------
-
-_TERM = re.compile(r'^\s*(\w+)\s*=\s*"([^"]*)"\s*$')
-
-
-async def stand_in_compile(conn, endpoint_id, definition_id, expression, profiles, now):
-    """``A = "x" and B = "y"`` only: what these tests' definitions use, compiled as the language will."""
-    sql, params = [], []
-    for term in expression.split(" and "):
-        match = _TERM.match(term)
-        position = profiles.index(match.group(1)) if match else None
-        if position is None:
-            raise DefinitionError(definition_id, "invalid_expression", f"cannot evaluate {term!r}")
-        params += [position, match.group(2)]
-        sql.append(f"coalesce(p.attrs[${len(params) - 1}::integer], '') = ${len(params)}::text")
-    return " AND ".join(sql), params
-
-
-def use_language(monkeypatch) -> None:
-    """Stand in for the expression language while it is not on this branch."""
-    try:
-        from gateway.segmentation import compiler, pql  # noqa: F401
-    except ImportError:
-        monkeypatch.setattr(evaluate, "_compile", stand_in_compile)

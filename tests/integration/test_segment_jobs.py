@@ -21,13 +21,8 @@ from tests.integration.pull_helpers import (BusyWorker, blocked_backends, export
                                            wait_for_blocked_backends)
 from tests.integration.push_helpers import app_client, csv_body, push_ok
 from tests.integration.segment_job_helpers import (build_tables, define, endpoint_of, job, members, post_job, run,
-                                                   source_with, use_language, wait_for)
+                                                   source_with, wait_for)
 from tests.integration.test_job_queue import die
-
-
-@pytest.fixture(autouse=True)
-def language(monkeypatch):
-    use_language(monkeypatch)
 
 
 async def two_sources(client, db) -> tuple[int, int]:
@@ -400,7 +395,6 @@ async def test_in_segment_reads_only_the_endpoints_segments(client, db, make_key
     """``inSegment`` reads a segment of the same endpoint (its members as they were when the job began:
     an audience built by the same job is read as it was before); another endpoint's segment is answered
     like a missing one: an error of the definition with the argument's position."""
-    pytest.importorskip("gateway.segmentation.compiler")
     a, b = await two_sources(client, db)
     endpoint_id = await endpoint_of(db, a)
     us, us_audience = await define(db, endpoint_id, "us", 'Country = "US"', [a, b])
@@ -428,7 +422,6 @@ async def test_in_segment_reads_only_the_endpoints_segments(client, db, make_key
 async def test_the_benchmark_definition_against_python(client, db):
     """``Country = "US" and LastPurchase occurs <= 30 days before now`` over the bench's generated
     profiles selects exactly what Python selects from the same rows."""
-    pytest.importorskip("gateway.segmentation.compiler")
     today = dt.datetime.now(dt.timezone.utc).date()
     lines = list(bench_data.profile_rows(3000, today))
     rows = [line.rstrip("\n").split(",") for line in lines]
