@@ -9,7 +9,7 @@ wake on ``NOTIFY audience_gateway_jobs`` (sent by ``enqueue``) and poll as a fal
 worker died ``MAX_ATTEMPTS`` times (it may be what kills it) ends in error (``give_up_abandoned``).
 
 The kinds of work live beside this module (``gateway.jobs.exports``: the export snapshot;
-``gateway.jobs.erasure``: an erasure); what a kind
+``gateway.jobs.erasure``: an erasure; ``gateway.jobs.segment_jobs``: a segment job); what a kind
 adds is a ``Kind``: its name, the code that runs a claimed job, and what a cancel drops.
 """
 
