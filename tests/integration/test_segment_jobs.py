@@ -448,3 +448,19 @@ async def test_a_queued_job_canceled_never_runs(aiohttp_client, settings, db, da
     row = await db.fetchrow("SELECT status, started_at, attempts FROM jobs WHERE id = $1", int(queued["id"]))
     assert dict(row) == {"status": "canceled", "started_at": None, "attempts": 0}
     assert (await job(client, queued["id"]))["metrics"]["segmentedProfileCounter"] == {}
+
+
+async def test_a_definition_the_database_cannot_build_is_an_error_and_the_job_goes_on(client, db):
+    """A build that fails in PostgreSQL (here: a source's members table the gateway cannot read any more)
+    rolls back its own transaction only: the job evaluates the next definition on the same connection."""
+    broken = await source_with(client, db, "broken", ["email", "Country"], [["x1", "US"]])
+    fine = await source_with(client, db, "fine", ["email", "Country"], [["u1", "US"], ["u2", "FR"]])
+    endpoint_id = await endpoint_of(db, fine)
+    first, first_audience = await define(db, endpoint_id, "first", 'Country = "US"', [broken])
+    second, second_audience = await define(db, endpoint_id, "second", 'Country = "US"', [fine])
+    await db.execute(f"ALTER TABLE audience.members_{broken} RENAME COLUMN attrs TO renamed")
+    answer = await run(client, first, second)
+    assert [(e["code"], e["segmentId"]) for e in answer["errors"]] == [("evaluation_failed", str(first))]
+    assert "log has the details" in answer["errors"][0]["msg"]
+    assert await members(db, first_audience) == {} and set(await members(db, second_audience)) == {"u1"}
+    assert await build_tables(db) == []
