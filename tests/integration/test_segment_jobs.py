@@ -464,3 +464,34 @@ async def test_a_definition_the_database_cannot_build_is_an_error_and_the_job_go
     assert "log has the details" in answer["errors"][0]["msg"]
     assert await members(db, first_audience) == {} and set(await members(db, second_audience)) == {"u1"}
     assert await build_tables(db) == []
+
+
+async def test_a_job_changes_its_audiences_all_at_once(aiohttp_client, settings, db, database_url):
+    """Two definitions: while the job waits for the second audience's lock (the first already locked and
+    counted), readers of the first still see its previous members; canceled then, neither audience changed."""
+    client = await app_client(aiohttp_client, settings, job_lease=1.0)
+    source = await source_with(client, db, "people", ["email", "Country"], [["u1", "US"], ["u2", "FR"]])
+    endpoint_id = await endpoint_of(db, source)
+    us, us_audience = await define(db, endpoint_id, "us", 'Country = "US"', [source])
+    fr, fr_audience = await define(db, endpoint_id, "fr", 'Country = "FR"', [source])
+    await run(client, us, fr)
+    before = (await members(db, us_audience), await members(db, fr_audience))
+    await push_ok(client, str(source), csv_body(["email", "Country"], [["u3", "US"], ["u4", "FR"]]))
+    holder = await asyncpg.connect(database_url)
+    try:
+        async with holder.transaction():
+            await holder.execute(QUERIES["segment_apply_exclusive"], fr_audience)
+            created = await post_job(client, [{"segmentId": str(us)}, {"segmentId": str(fr)}])
+            await wait_for_blocked_backends(db, 1)
+            assert len(await build_tables(db)) == 2
+            assert await sync_rows(client, us_audience) == (["email", "Country"], [["u1", "US"]])
+            canceled = (await api(client, "DELETE", f"/api/segment/jobs/{created['id']}")).result
+            assert canceled["status"] == "CANCELLED"
+            await eventually(lambda: no_blocked_backends(db), "the canceled job to stop waiting")
+    finally:
+        await holder.close()
+    assert (await members(db, us_audience), await members(db, fr_audience)) == before
+    answer = await run(client, us, fr)
+    assert set(await members(db, us_audience)) == {"u1", "u3"} and set(await members(db, fr_audience)) == {"u2", "u4"}
+    assert answer["metrics"]["segmentedProfileByStatusCounter"] == {
+        str(us): {"realized": 1, "existing": 1, "exited": 0}, str(fr): {"realized": 1, "existing": 1, "exited": 0}}
