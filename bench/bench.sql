@@ -43,3 +43,32 @@ ALTER SYSTEM RESET log_min_duration_statement
 
 -- name: reload_configuration
 SELECT pg_reload_conf()
+
+-- name: segment_job_define
+-- The segment-job scenario's definition and its Queries audience, written as rows while the definitions
+-- API is not there; {source}: the source segment's id. Prints the definition's id.
+WITH audience AS (
+    INSERT INTO segments (endpoint_id, name, description, category, type)
+    SELECT endpoint_id, 'segment-job', '', '', 'Queries' FROM segments WHERE id = {source}
+    RETURNING id, endpoint_id
+)
+INSERT INTO segment_definitions (endpoint_id, name, name_key, expression, sources, audience_segment_id)
+SELECT endpoint_id, 'segment-job', 'segment-job', 'Country = "US" and LastPurchase occurs <= 30 days before now',
+       ARRAY[{source}]::bigint[], id
+FROM audience
+RETURNING id
+
+-- name: anchor_segment_job_drop
+SET client_min_messages = warning;
+DROP TABLE IF EXISTS bench_segment_job
+
+-- name: anchor_segment_job
+-- The segment job done by hand: the same members selected into a new table, then its primary key.
+-- {source}: the source segment's id; attrs are Email, Country, LastPurchase.
+CREATE TABLE bench_segment_job AS
+SELECT identity, attrs FROM audience.members_{source}
+WHERE attrs[2] = 'US' AND attrs[3]::timestamptz >= now() - interval '30 days' AND attrs[3]::timestamptz <= now();
+ALTER TABLE bench_segment_job ADD PRIMARY KEY (identity)
+
+-- name: anchor_segment_job_count
+SELECT count(*) FROM bench_segment_job

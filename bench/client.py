@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
+from collections.abc import AsyncIterator
 
 import aiohttp
 
@@ -39,10 +40,11 @@ async def push_batches(session: aiohttp.ClientSession, url: str, segment_id: str
 
 
 async def push_stream(session: aiohttp.ClientSession, url: str, segment_id: str, rows: int, *,
-                      seed: int, start: int = 0) -> dict:
-    """One REPLACE request of ``rows`` rows generated while it is sent; returns its result."""
-    async with session.put(f"{url}/v1/segments/{segment_id}/data", headers=CSV,
-                           data=data.stream(rows, seed=seed, start=start)) as response:
+                      seed: int, start: int = 0, body: AsyncIterator[bytes] | None = None) -> dict:
+    """One REPLACE request of ``rows`` rows generated while it is sent (``body``: other rows than
+    ``data.stream``'s); returns its result."""
+    body = data.stream(rows, seed=seed, start=start) if body is None else body
+    async with session.put(f"{url}/v1/segments/{segment_id}/data", headers=CSV, data=body) as response:
         payload = await response.json()
         if response.status != 200 or payload["result"].get("numReceived") != str(rows):
             raise RuntimeError(f"streamed REPLACE of {rows} rows: {response.status} {payload}")
@@ -100,6 +102,22 @@ async def download(session: aiohttp.ClientSession, url: str) -> int:
     return received
 
 
+async def segment_job_flow(session: aiohttp.ClientSession, url: str, definition_id: str) -> dict:
+    """POST a segment job of the definition and poll it until it has SUCCEEDED: the seconds it took and
+    the job as it ended."""
+    started = time.perf_counter()
+    async with session.post(f"{url}/api/segment/jobs", json={"segments": [{"segmentId": definition_id}]},
+                            headers=AUTH) as response:
+        job = (await response.json())["result"]
+    while True:
+        async with session.get(f"{url}/api/segment/jobs/{job['id']}", headers=AUTH) as response:
+            job = (await response.json())["result"]
+        if job["status"] == "SUCCEEDED":
+            return {"seconds": time.perf_counter() - started, "job": job}
+        if job["status"] not in ("QUEUED", "PROCESSING"):
+            raise RuntimeError(f"segment job ended {job['status']}: {job['errors']}")
+        await asyncio.sleep(0.02)
+
 async def erase_flow(session: aiohttp.ClientSession, url: str, identities: list[str]) -> tuple[float, dict]:
     """``POST /api/privacy/erase`` of a JSON list, then its status polled every 10 ms until it ends:
     (seconds from the request to the end seen, the erasure as answered last)."""
@@ -116,6 +134,8 @@ async def erase_flow(session: aiohttp.ClientSession, url: str, identities: list[
     if result["status"] != "SUCCEEDED":
         raise RuntimeError(f"erasure {job['id']} failed: {result}")
     return seconds, result
+
+
 async def export_file_flow(session: aiohttp.ClientSession, url: str, segment_id: str, file_format: str) -> dict:
     """Create an export job to a file (``/api/export/jobs``) and wait until its file is written: seconds, and
     the job's answer."""

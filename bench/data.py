@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import random
 from collections.abc import AsyncIterator, Iterator
@@ -50,6 +51,33 @@ async def stream(count: int, *, seed: int = 1, start: int = 0, chunk_rows: int =
     yield HEADER.encode()
     lines: list[str] = []
     for line in rows(count, seed=seed, start=start):
+        lines.append(line)
+        if len(lines) == chunk_rows:
+            yield "".join(lines).encode()
+            lines = []
+    if lines:
+        yield "".join(lines).encode()
+
+
+PROFILE_HEADER = "Email,Country,LastPurchase\n"
+COUNTRIES = ["DE", "FR", "GB", "CA"]
+
+
+def profile_rows(count: int, today: dt.date, *, seed: int = 11) -> Iterator[str]:
+    """``count`` lines for the segment-job scenario, in a seeded order: a fifth have Country US, and half
+    of those a LastPurchase in the last 29 days (the others 31 to 61 days ago): about 10 % qualify for
+    ``Country = "US" and LastPurchase occurs <= 30 days before now``."""
+    for n in _scrambled(count, seed):
+        country = "US" if n % 5 == 0 else COUNTRIES[n % 4]
+        days = (n // 5) % 60 + (2 if (n // 5) % 60 >= 29 else 0)  # 0..28 or 31..61: never near the edge
+        yield f"person.{n}@example{n % 97}.com,{country},{(today - dt.timedelta(days=days)).isoformat()}\n"
+
+
+async def profile_stream(count: int, today: dt.date, *, chunk_rows: int = 5000) -> AsyncIterator[bytes]:
+    """``profile_rows`` as one CSV body generated on the fly."""
+    yield PROFILE_HEADER.encode()
+    lines: list[str] = []
+    for line in profile_rows(count, today):
         lines.append(line)
         if len(lines) == chunk_rows:
             yield "".join(lines).encode()

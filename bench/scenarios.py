@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import math
 import re
 import statistics
@@ -20,7 +21,7 @@ from pathlib import Path
 import aiohttp
 
 from bench import anchors, client, data
-from bench.common import KEY, Gateway, RssSampler, create_segment
+from bench.common import AUTH, KEY, SQL, Gateway, RssSampler, create_segment, run_psql, timed_psql
 
 ATTRIBUTES = len(data.HEADER.split(","))
 ADD_START = 10_000_000  # ADD's new identities are numbered from here, the big request's from 50M
@@ -401,6 +402,55 @@ async def push(run: Run) -> dict:
     return figures
 
 
+SEGMENT_JOB_EXPRESSION = 'Country = "US" and LastPurchase occurs <= 30 days before now'
+
+
+async def _segment_job_definition(run: Run, source: str) -> str:
+    """The scenario's definition over ``source``: by the definitions API, or as rows where it is absent."""
+    body = {"name": "segment-job", "expression": {"type": "PQL", "format": "pql/text", "value": SEGMENT_JOB_EXPRESSION},
+            "sources": [source]}
+    async with run.session.post(f"{run.gateway.url}/api/segment/definitions", json=body,
+                                headers=AUTH) as response:
+        if response.status != 404:
+            payload = await response.json()
+            if response.status not in (200, 201):
+                raise RuntimeError(f"POST /api/segment/definitions: {response.status} {payload}")
+            return str(payload["result"]["id"])
+    return run_psql(run.dsn, SQL["segment_job_define"].format(source=int(source))).split()[0]
+
+
+async def segment_job(run: Run) -> dict:
+    """A segment job over an N-member source selecting about 10 % (``SEGMENT_JOB_EXPRESSION``), timed
+    from ``POST /api/segment/jobs`` to SUCCEEDED, beside psql running the equivalent ``CREATE TABLE … AS
+    SELECT … WHERE …`` plus its primary key. The first job builds the audience; each repeat's job also
+    compares with the previous members (realized / existing / exited). ``build_ms``: the definition's own
+    time as the job reports it (profile count, build, index, compare); the rest is the queue and the swap."""
+    source = await run.segment("segment-job-source")
+    today = dt.datetime.now(dt.timezone.utc).date()
+    await client.push_stream(run.session, run.gateway.url, source, run.rows, seed=0,
+                             body=data.profile_stream(run.rows, today))
+    definition = await _segment_job_definition(run, source)
+    jobs: list[dict] = []
+
+    async def once(repeat: int) -> tuple[float, float]:
+        run_psql(run.dsn, SQL["anchor_segment_job_drop"])
+        psql = timed_psql(run.dsn, SQL["anchor_segment_job"].format(source=int(source)))
+        flow = await client.segment_job_flow(run.session, run.gateway.url, definition)
+        jobs.append(flow["job"])
+        return flow["seconds"], psql
+
+    runs = await run.repeat(once)
+    selected = jobs[0]["metrics"]["segmentedProfileCounter"][definition]
+    expected = int(run_psql(run.dsn, SQL["anchor_segment_job_count"]))
+    if selected != expected:
+        raise RuntimeError(f"the segment job selected {selected} members, psql {expected}")
+    figures = _figures(run.rows, runs, selected=selected,
+                       build_ms=[job["metrics"]["segmentTimeInMs"][definition] for job in jobs],
+                       anchor="psql: CREATE TABLE … AS SELECT … WHERE …, then its primary key")
+    figures["targets"] = [_target("≤ 1.3× psql", figures["vs_psql"] <= 1.3)]
+    return figures
+
+
 def _identity(line: str) -> str:
     return line.split(",", 1)[0]
 
@@ -493,4 +543,5 @@ async def hashing(run: Run) -> dict:
 SCENARIOS: dict[str, Callable[[Run], Awaitable[dict]]] = {
     "replace": replace, "replace-seq": replace_seq, "add": add, "add-seq": add_seq, "remove": remove,
     "export": export, "export-files": export_files, "big": big, "latency": latency,
-    "two-serve": two_serve, "push": push, "erase-wide": erase_wide, "erase-deep": erase_deep, "hashing": hashing}
+    "two-serve": two_serve, "push": push, "erase-wide": erase_wide, "erase-deep": erase_deep, "hashing": hashing,
+    "segment-job": segment_job}

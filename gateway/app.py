@@ -12,7 +12,7 @@ from gateway import state
 from gateway.ops import metrics
 from gateway.ops.workers import prepare_database
 from gateway.api import (data, definitions, export_files, health, jobs, manage, openapi, privacy,
-                         schedules, segments, uploads)
+                         schedules, segment_jobs, segments, uploads)
 from gateway.api import metrics as metrics_api
 from gateway.http.clients import DataSlots
 from gateway.db.pool import CONNECTION_ERRORS, attach_database, create_pool
@@ -25,6 +25,7 @@ from gateway.jobs.erasure import ERASE
 from gateway.jobs.export_files import KIND as EXPORT_FILE
 from gateway.jobs.exports import EXPORT
 from gateway.jobs.queue import JobWorkers
+from gateway.jobs.segment_jobs import SEGMENT_JOB
 from gateway.settings import Settings
 from gateway.auth.throttle import FailureThrottle
 
@@ -62,6 +63,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(uploads.routes)
     app.add_routes(privacy.routes)
     app.add_routes(export_files.routes)
+    app.add_routes(segment_jobs.routes)
     app.add_routes(openapi.routes)
     return app
 
@@ -120,7 +122,7 @@ async def sweepers_ctx(app: web.Application) -> AsyncIterator[None]:
 async def job_workers_ctx(app: web.Application) -> AsyncIterator[None]:
     """The job queue's workers (gateway.jobs.queue), running the kinds of job listed here."""
     workers = JobWorkers(app[state.POOL], app[state.DATABASE_URL], app[state.SETTINGS],
-                         kinds=[EXPORT, EXPORT_FILE, ERASE])
+                         kinds=[EXPORT, EXPORT_FILE, ERASE, SEGMENT_JOB])
     await workers.start()
     yield
     await workers.stop()

@@ -562,7 +562,8 @@ RETURNING id;
 
 -- name: job_fail
 UPDATE jobs SET status = 'error', reason = $3, finished_at = now(), lease_owner = NULL, lease_expires_at = NULL
-WHERE id = $1 AND lease_owner = $2 AND status = 'running';
+WHERE id = $1 AND lease_owner = $2 AND status = 'running'
+RETURNING id;
 
 -- name: job_cancel
 -- A job of kind $3 of endpoint $2 that has not ended in error or been canceled; none once its segment is deleted.
@@ -912,19 +913,122 @@ FOR UPDATE SKIP LOCKED;
 -- Under schedule_claim_due: the job it made and its next due time (NULL: the cron has no later time).
 UPDATE schedules SET next_run_at = $2, last_job_id = $3 WHERE id = $1;
 
--- name: schedules_standin_job_insert
--- STAND-IN until gateway.segmentation.segment_jobs.create_job lands: a waiting SegmentJob and its
--- segment_jobs row ($2 true: every definition), the workers woken.
-WITH job AS (
-    INSERT INTO jobs (kind, endpoint_id) VALUES ('SegmentJob', $1)
-    RETURNING id
-), segment_job AS (
-    INSERT INTO segment_jobs (job_id, all_definitions, definition_ids, source, schedule_id)
-    SELECT id, $2, $3, $4, $5 FROM job
-)
-SELECT id, pg_notify('audience_gateway_jobs', id::text) FROM job;
-
 -- ---------------------------------------------------------------------------------------------------
+-- Segment jobs (gateway.segmentation.segment_jobs, .evaluate): rows of jobs of kind 'SegmentJob' (no
+-- segment_id) with a row of segment_jobs each.
+
+-- name: segment_job_insert
+INSERT INTO segment_jobs (job_id, all_definitions, definition_ids, source, schedule_id)
+VALUES ($1, $2, $3, $4, $5);
+
+-- name: segment_job_get
+-- The endpoint's segment job $1 ($3: the kind's name).
+SELECT j.id, j.status, j.reason, j.attempts, j.created_at, j.started_at, j.finished_at,
+       greatest(j.created_at, j.started_at, j.finished_at) AS updated_at,
+       s.all_definitions, s.definition_ids, s.source, s.schedule_id, s.metrics, s.errors
+FROM jobs j JOIN segment_jobs s ON s.job_id = j.id
+WHERE j.id = $1 AND j.endpoint_id = $2 AND j.kind = $3;
+
+-- name: segment_job_page
+-- The endpoint's segment jobs, newest first, $4 at a time after job id $5 (NULL: from the newest);
+-- $3: queue statuses to keep (NULL: all). One more row than asked tells whether a next page exists.
+SELECT j.id, j.status, j.reason, j.attempts, j.created_at, j.started_at, j.finished_at,
+       greatest(j.created_at, j.started_at, j.finished_at) AS updated_at,
+       s.all_definitions, s.definition_ids, s.source, s.schedule_id, s.metrics, s.errors
+FROM jobs j JOIN segment_jobs s ON s.job_id = j.id
+WHERE j.endpoint_id = $1 AND j.kind = $2 AND ($3::text[] IS NULL OR j.status = ANY ($3::text[]))
+  AND ($5::bigint IS NULL OR j.id < $5)
+ORDER BY j.id DESC
+LIMIT $4 + 1;
+
+-- name: segment_job_count
+SELECT count(*) FROM jobs j
+WHERE j.endpoint_id = $1 AND j.kind = $2 AND ($3::text[] IS NULL OR j.status = ANY ($3::text[]));
+
+-- name: segment_job_cancel
+-- A segment job that has not ended: a worker running it stops at its next heartbeat, and whatever its
+-- transaction built is rolled back (nothing of a segment job is committed before it completes).
+UPDATE jobs SET status = 'canceled', finished_at = now(), lease_owner = NULL, lease_expires_at = NULL
+WHERE id = $1 AND endpoint_id = $2 AND kind = $3 AND status IN ('waiting', 'running')
+RETURNING id;
+
+-- name: segment_profiles
+-- A definition's profiles (gateway.segmentation.profiles): {sources} are its sources' members tables
+-- FULL JOINed by identity, {identity} their coalesced identity, {attrs} the merged attributes.
+SELECT {identity} AS identity, {attrs} AS attrs FROM {sources}
+
+-- name: segment_profiles_none
+-- The profiles of sources that have no members table (nothing was ever pushed to them).
+SELECT NULL::text COLLATE "C" AS identity, NULL::text[] AS attrs WHERE false
+
+-- name: segment_job_spec
+SELECT all_definitions, definition_ids FROM segment_jobs WHERE job_id = $1;
+
+-- name: segment_job_definitions
+-- The live definitions a job evaluates: $2 ids (NULL: every batch-enabled one of the endpoint).
+SELECT id, expression, sources, audience_segment_id FROM segment_definitions
+WHERE endpoint_id = $1 AND deleted_at IS NULL
+  AND CASE WHEN $2::bigint[] IS NULL THEN batch_enabled ELSE id = ANY ($2::bigint[]) END
+ORDER BY audience_segment_id;
+
+-- name: segment_job_in_segment
+-- The segment an inSegment("…") names, within the endpoint, and whether it has a members table ($3).
+SELECT id, to_regclass($3) IS NOT NULL AS members_exist FROM segments
+WHERE id = $1 AND endpoint_id = $2 AND status <> 'deleted';
+
+-- name: segment_job_no_members
+-- What inSegment reads for a segment that has no members table yet.
+CREATE TEMPORARY TABLE IF NOT EXISTS segment_job_no_members (identity text COLLATE "C", attrs text[])
+ON COMMIT DROP;
+
+-- name: segment_job_member_count
+SELECT member_count FROM segments WHERE id = $1;
+
+-- name: segment_job_count_profiles
+SELECT count(*) FROM ({profiles}) AS p;
+
+-- name: segment_job_build
+-- A definition's new audience ({build}: staging.segjob_<job>_<attempt>_<definition>), index after the load.
+CREATE TABLE {build} AS
+SELECT p.identity COLLATE "C" AS identity, coalesce(p.attrs, '{{}}') AS attrs FROM ({profiles}) AS p
+WHERE {predicate};
+
+-- name: segment_job_index_build
+ALTER TABLE {build} ADD CONSTRAINT {build_pkey} PRIMARY KEY (identity), ALTER COLUMN attrs SET NOT NULL;
+
+-- name: segment_job_drop_build
+DROP TABLE IF EXISTS {build};
+
+-- name: segment_job_leftover_builds
+-- Build tables of segment jobs (or attempts) no longer running: a canceled, failed or taken-over attempt.
+SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = 'staging' AND c.relkind = 'r' AND c.relname ~ '^segjob_[0-9]+_[0-9]+_[0-9]+$'
+  AND NOT EXISTS (SELECT 1 FROM jobs j
+                  WHERE j.id = split_part(c.relname, '_', 2)::bigint AND j.status = 'running'
+                    AND j.attempts = split_part(c.relname, '_', 3)::integer);
+
+-- name: segment_job_compare
+-- realized (new), existing (kept) and exited (dropped) members, the previous audience against the new.
+SELECT count(*) FILTER (WHERE o.identity IS NULL) AS realized,
+       count(*) FILTER (WHERE o.identity IS NOT NULL AND n.identity IS NOT NULL) AS existing,
+       count(*) FILTER (WHERE n.identity IS NULL) AS exited
+FROM {members} o FULL JOIN {build} n ON n.identity = o.identity;
+
+-- name: segment_job_build_move
+-- The built audience becomes audience.members_<id>_new (then replace_drop_members, replace_swap_members
+-- and replace_rename_pkey swap it in, as a REPLACE commit does).
+ALTER TABLE {build} SET SCHEMA audience;
+
+-- name: segment_job_build_rename
+ALTER TABLE {build_moved} RENAME TO {members_new_name};
+
+-- name: segment_job_build_rename_pkey
+ALTER INDEX {build_pkey_moved} RENAME TO {members_new_pkey};
+
+-- name: segment_job_result
+-- In the transaction of the swaps, with job_complete (or job_fail).
+UPDATE segment_jobs SET metrics = $2, errors = $3 WHERE job_id = $1;
+
 -- Privacy (gateway.privacy, gateway.jobs.erasure): erasure requests, their audit rows, the suppression list
 -- and identity hashing.
 

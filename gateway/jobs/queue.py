@@ -9,7 +9,7 @@ wake on ``NOTIFY audience_gateway_jobs`` (sent by ``enqueue``) and poll as a fal
 worker died ``MAX_ATTEMPTS`` times (it may be what kills it) ends in error (``give_up_abandoned``).
 
 The kinds of work live beside this module (``gateway.jobs.exports``: the export snapshot;
-``gateway.jobs.erasure``: an erasure); what a kind
+``gateway.jobs.erasure``: an erasure; ``gateway.jobs.segment_jobs``: a segment job); what a kind
 adds is a ``Kind``: its name, the code that runs a claimed job, and what a cancel drops.
 """
 
@@ -65,6 +65,12 @@ class Lease:
     async def complete(self, conn: asyncpg.Connection) -> None:
         """Mark the job complete, in the caller's transaction; JobLost (roll back) if it is no longer held."""
         if await conn.fetchval(QUERIES["job_complete"], self.id, self.owner) is None:
+            raise JobLost()
+
+    async def fail(self, conn: asyncpg.Connection, reason: str) -> None:
+        """End the job in error with ``reason``, in the caller's transaction (a kind that records why its
+        work could not be done beside the failure); JobLost (roll back) if it is no longer held."""
+        if await conn.fetchval(QUERIES["job_fail"], self.id, self.owner, reason) is None:
             raise JobLost()
 
 

@@ -10,5 +10,6 @@ Modules:
   from the first source that has it non-empty (``mergePolicy: "firstSource"``).
 - ``definitions``: create, read, change and delete definitions and their Queries audience.
 - ``evaluate``: a segment job's work (build the audience, swap it in, count realized/existing/exited).
+- ``segment_jobs``: create, read, list and cancel segment jobs (rows of the job queue, kind ``SegmentJob``).
 - ``schedules``: cron schedules that create segment jobs.
 """

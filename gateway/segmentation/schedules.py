@@ -24,6 +24,7 @@ from gateway.db.queries import QUERIES
 from gateway.errors import BadRequest, NotFound
 from gateway.ids import parse_int
 from gateway.segmentation.definitions import epoch_ms, get_definitions
+from gateway.segmentation.segment_jobs import create_job
 
 log = logging.getLogger(__name__)
 
@@ -160,14 +161,6 @@ async def delete_schedule(conn: asyncpg.Connection, endpoint_id: int, schedule_i
     return row
 
 
-async def _create_job(conn: asyncpg.Connection, endpoint_id: int, definition_ids: list[int] | None, *,
-                      source: str, schedule_id: int | None = None) -> int:
-    """STAND-IN for gateway.segmentation.segment_jobs.create_job (engineer "jobs"), same signature: replace
-    it with that one when it lands."""
-    return await conn.fetchval(QUERIES["schedules_standin_job_insert"], endpoint_id, definition_ids is None,
-                               definition_ids or [], source, schedule_id)
-
-
 def definition_ids(segments: Sequence[str]) -> list[int] | None:
     """A schedule's ``segments`` as create_job takes them (None: every definition when the job runs)."""
     return None if list(segments) == [ALL_DEFINITIONS] else [int(item) for item in segments]
@@ -182,7 +175,7 @@ async def run_due(pool: asyncpg.Pool) -> int:
             return 0
         now = await database_now(conn)
         for row in due:
-            job_id = await _create_job(conn, row["endpoint_id"], definition_ids(row["segments"]),
+            job_id = await create_job(conn, row["endpoint_id"], definition_ids(row["segments"]),
                                        source="scheduler", schedule_id=row["id"])
             await conn.execute(QUERIES["schedule_ran"], row["id"], next_run(row["schedule"], now), job_id)
     log.info("schedules ran: %d segment job(s) created", len(due))

@@ -14,7 +14,8 @@ from tests.conftest import REPO
 
 ROWS = 10_000
 # measured beside psql in the same run
-ANCHORED = ["replace", "add", "add-seq", "remove", "export", "export-files", "two-serve", "erase-wide", "erase-deep"]
+ANCHORED = ["replace", "add", "add-seq", "remove", "export", "export-files", "two-serve", "erase-wide", "erase-deep",
+            "segment-job"]
 
 
 def test_every_scenario_runs_and_reports_its_figures(tmp_path):
@@ -48,6 +49,7 @@ def test_every_scenario_runs_and_reports_its_figures(tmp_path):
     assert figures["erase-wide"]["segments"] == 10 and figures["erase-deep"]["rows"] == ROWS // 100
     assert figures["hashing"]["rows"] == ROWS and figures["hashing"]["plain_s"] > 0
     assert figures["hashing"]["vs_plain"] > 0
+    assert 0.08 * ROWS < figures["segment-job"]["selected"] < 0.12 * ROWS and figures["segment-job"]["build_ms"]
 
     table = result.stdout.splitlines()
     for name in SCENARIOS:
