@@ -14,6 +14,7 @@ from gateway.segmentation.schedules import run_due
 from tests.helpers import eventually
 from tests.integration.definition_helpers import CUSTOMERS, SCHEDULES, define, source
 from tests.integration.manage_helpers import api
+from tests.integration.segment_job_helpers import members, wait_for
 
 UNKNOWN = "987654321"
 MINUTE = dt.timedelta(minutes=1)
@@ -246,3 +247,21 @@ async def test_reading_needs_write_scope_and_changing_needs_admin(client, db, ma
             else:
                 reply.assert_failure(403, "insufficient_scope")
     assert (await api(client, "GET", path)).result == made
+
+
+async def test_a_scheduled_job_runs_its_definitions(client, db):
+    """End to end through the app's own sweep and job workers: the job a due schedule makes is a segment
+    job of its definitions, shown with its source and schedule, and fills the audience."""
+    await source(client, CUSTOMERS)
+    definition = await define(client, "US", 'Country = "US"')
+    created = await schedule(client, "0 0 1 1 *", segments=[definition["id"]])
+    await make_due(db, created["id"])
+
+    async def last_job() -> str | None:
+        return (await api(client, "GET", f"{SCHEDULES}/{created['id']}")).result["lastJobId"]
+
+    job_id = await eventually(last_job, "the schedule to run")
+    job = await wait_for(client, job_id, "SUCCEEDED")
+    assert (job["source"], job["segments"], job["properties"]) == \
+        ("scheduler", [{"segmentId": definition["id"]}], {"scheduleId": created["id"]})
+    assert set(await members(db, int(definition["audienceSegmentId"]))) == {"ann@x.com"}

@@ -12,8 +12,9 @@ import pytest
 from tests.conftest import AUTH
 from tests.integration.definition_helpers import BUYERS, CUSTOMERS, DEFINITIONS, counts, define, pql, source
 from tests.integration.manage_helpers import api, list_all
-from tests.integration.pull_helpers import create_job, download, wait_for_status
-from tests.integration.push_helpers import create_segment, push, snapshot
+from tests.integration.pull_helpers import create_job, download, sync_get, wait_for_status
+from tests.integration.push_helpers import push, snapshot
+from tests.integration.segment_job_helpers import run
 
 UNKNOWN = "987654321"
 
@@ -346,3 +347,20 @@ async def test_reading_needs_write_scope_and_changing_needs_admin(client, make_k
                 reply.assert_failure(403, "insufficient_scope")
     assert (await api(client, "GET", path)).result == made
     (await api(client, "GET", DEFINITIONS, {})).assert_failure(401)
+
+
+async def test_a_definition_made_here_is_evaluated_by_a_job_and_pulled(client, db):
+    """End to end: the audience created with the definition has the columns a segment job fills, the
+    first source wins, and the result is pulled like any segment (direct GET and export job)."""
+    customers = await source(client, CUSTOMERS, "customers")
+    buyers = await source(client, BUYERS, "buyers")
+    created = await define(client, "US people", 'Country = "US"', [customers, buyers])
+    await run(client, created["id"])
+    audience = created["audienceSegmentId"]
+    expected = (["Email", "Country", "Age"], [["ann@x.com", "US", "41"], ["cid@x.com", "US", "30"]])
+    header, rows = (await sync_get(client, audience)).table()
+    assert (header, sorted(rows)) == expected, "ann: US from customers (first source), her Age from buyers"
+    job = await create_job(client, audience)
+    await wait_for_status(client, job, "complete")
+    header, rows = (await download(client, job)).table()
+    assert (header, sorted(rows)) == expected
