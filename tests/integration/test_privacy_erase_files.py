@@ -1,0 +1,142 @@
+"""Erasure reaches export files (``/api/export/jobs``): a file holding an erased identity is deleted and its
+job says so (``erased``, download 410), the erasure counts it; a file job still writing when the erasure
+goes over its segment deletes its own file when it completes. Proven through the public routes."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+import json
+
+import asyncpg
+
+from tests.conftest import AUTH
+from tests.helpers import eventually
+from tests.integration.manage_helpers import api
+from tests.integration.privacy_helpers import erase, erasure, wait_erased
+from tests.integration.push_helpers import csv_body, push_ok
+from tests.integration.test_export_files import (MEMBERS, all_files, create_export, exported, finished,
+                                                 held_mid_write, job, pushed_segment, visible_files,
+                                                 waiting_statement)
+
+ANN = "ann@example.com"
+HEADER = ["email", "Name", "Country"]
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def identities_in(file_format: str, body: bytes) -> set[str]:
+    """The first column (csv) or the ``email`` value (ndjson) of every row of a downloaded file."""
+    text = (gzip.decompress(body) if file_format == "csv.gz" else body).decode()
+    if file_format == "ndjson":
+        return {json.loads(line)["email"] for line in text.splitlines()}
+    return {line.split(",")[0] for line in text.splitlines()[1:]}
+
+
+async def assert_erased(client, result: dict, erasure_id: int) -> None:
+    """The job stays SUCCEEDED, says which erasure deleted its file, has no file, and its download is 410."""
+    now = await job(client, result["id"])
+    assert now["status"] == "SUCCEEDED" and now["file"] is None, now
+    assert now["erased"]["erasureId"] == erasure_id, now
+    (await api(client, "GET", result["file"]["url"])).assert_failure(410, "export_erased")
+
+
+async def test_erase_deletes_every_export_file_holding_the_identity_and_keeps_the_others(client, settings):
+    holding = await pushed_segment(client, [[" Ann@Example.COM ", "Ann", "FR"], *MEMBERS])
+    files = {}
+    for file_format in ("csv", "csv.gz", "ndjson"):
+        result, body = await exported(client, holding, format=file_format)
+        assert ANN in identities_in(file_format, body)
+        files[file_format] = result
+    # fields without the identity column: it cannot be searched, and the identity was a member
+    files["no identity"], _ = await exported(client, holding, fields="Name,Country")
+    # the identity was removed by a push after this file was written: only the file still holds it
+    removed = await pushed_segment(client, [[ANN, "Ann", "FR"], ["bob@x.com", "Bob", "DE"]])
+    files["removed"], _ = await exported(client, removed, format="ndjson")
+    await push_ok(client, removed, csv_body(["email"], [[ANN]]), "REMOVE")
+    # a hashing segment's file holds the hash
+    response = await client.post("/v1/segments", json={"name": "hashed", "identityHashing": "sha256"}, headers=AUTH)
+    hashed = (await response.json())["result"]["segmentId"]
+    await push_ok(client, hashed, csv_body(["email"], [[ANN], ["carl@x.com"]]))
+    files["hashed"], _ = await exported(client, hashed)
+    # files without the identity: kept, byte for byte
+    kept_pairs = [await exported(client, holding, filter={"segments": [{"segmentId": holding}],
+                                                          "expression": 'Country = "CA"'}),
+                  await exported(client, await pushed_segment(client), format="csv.gz")]
+
+    result = await wait_erased(client, (await erase(client, [ANN]))["id"])
+
+    assert result["filesErased"] == 6
+    assert result["erasedFrom"][holding] == {"members": 1, "staged": 0, "snapshots": 0, "files": 4}
+    assert result["erasedFrom"][removed] == {"members": 0, "staged": 0, "snapshots": 0, "files": 1}
+    assert result["erasedFrom"][hashed]["files"] == 1
+    assert result["found"] == {holding: 1, hashed: 1} and result["totalErased"] == 2
+    for erased in files.values():
+        await assert_erased(client, erased, result["id"])
+    assert visible_files(settings) == sorted(kept["file"]["name"] for kept, _ in kept_pairs)
+    for kept, body in kept_pairs:
+        now = await job(client, kept["id"])
+        assert now["erased"] is None and now["file"] is not None
+        response = await client.get(kept["file"]["url"], headers=AUTH)
+        assert (response.status, await response.read()) == (200, body)
+
+
+async def test_a_file_job_completing_after_the_erasure_read_the_job_list_deletes_its_file(
+        client, settings, db, database_url):
+    """The export's snapshot share-locks the segment's row: the erasure of that segment waits for it. The
+    writer is held (first at its first progress report, then at its completion): the erasure goes on once
+    the snapshot ended, searches the files while the job is still PROCESSING (finding none) and completes.
+    The job then completes, sees the erasure that went over its segment after its snapshot, and deletes its
+    file (which holds the identity)."""
+    segment_id = await pushed_segment(client, [[ANN, "Ann", "FR"], *MEMBERS])
+    after = await asyncpg.connect(database_url)
+    try:
+        async with held_mid_write(db, database_url, segment_id, lambda: create_export(client, segment_id)) as job_id:
+            erasure_id = (await erase(client, [ANN]))["id"]
+            await eventually(lambda: waiting_statement(db, "privacy_erase_segment"),
+                             "the erasure to wait for the export's snapshot")
+            await after.execute("BEGIN")
+            queued = asyncio.create_task(after.fetchval(
+                "SELECT job_id FROM export_files WHERE job_id = $1 FOR UPDATE", int(job_id)))
+            await eventually(lambda: waiting_statement(db, "SELECT job_id FROM export_files"),
+                             "the test's second lock to queue behind the progress report")
+        await queued
+        await eventually(lambda: waiting_statement(db, "file_name = $3"), "the job's completion to wait")
+        done = await wait_erased(client, erasure_id)
+        assert done["filesErased"] == 0 and done["found"] == {segment_id: 1}
+        assert (await job(client, job_id))["status"] == "PROCESSING"
+        assert all_files(settings) == [f"export-{job_id}-1.csv"]  # written, with the identity, not recorded
+        await after.execute("ROLLBACK")
+        result = await finished(client, job_id)
+    finally:
+        await after.close()
+    assert result["status"] == "SUCCEEDED" and result["file"] is None, result
+    assert result["erased"]["erasureId"] == erasure_id
+    (await api(client, "GET", f"/api/export/jobs/{job_id}/file")).assert_failure(410, "export_erased")
+    assert all_files(settings) == []
+    done = await erasure(client, erasure_id)
+    assert done["filesErased"] == 1 and done["erasedFrom"][segment_id]["files"] == 1
+
+
+async def test_a_file_job_whose_snapshot_follows_the_erasure_keeps_its_file(client, settings):
+    """The segment's erasure marker is read in the snapshot: a later export is clean and stays."""
+    segment_id = await pushed_segment(client, [[ANN, "Ann", "FR"], *MEMBERS])
+    done = await wait_erased(client, (await erase(client, [ANN]))["id"])
+    assert done["found"] == {segment_id: 1}
+    result, body = await exported(client, segment_id)
+    assert ANN not in identities_in("csv", body)
+    assert (await job(client, result["id"]))["erased"] is None
+    assert visible_files(settings) == [result["file"]["name"]]
+
+
+async def test_another_endpoints_erasure_leaves_the_files_alone(client, make_key, settings):
+    segment_id = await pushed_segment(client, [[ANN, "Ann", "FR"], ["bob@x.com", "Bob", "DE"]])
+    result, body = await exported(client, segment_id)
+    other = await make_key("admin", endpoint="other")
+    done = await wait_erased(client, (await erase(client, [ANN], other))["id"], other)
+    assert done["filesErased"] == 0 and done["found"] == {}
+    response = await client.get(result["file"]["url"], headers=AUTH)
+    assert (response.status, await response.read()) == (200, body)
