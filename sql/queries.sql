@@ -608,8 +608,13 @@ WHERE id = $1;
 
 -- name: job_store_data_bytes
 -- The download's exact length, learnt lazily: from a full download that streamed to its end, or measured
--- for the first range request. Every download is the same bytes, so the first value stored stays.
-UPDATE jobs SET data_bytes = $2 WHERE id = $1 AND data_bytes IS NULL;
+-- for the first range request. Every download of one version of the data ($3: how many erasures shortened
+-- it) is the same bytes, so the first value stored stays; a download of an older version stores nothing.
+UPDATE jobs SET data_bytes = $2 WHERE id = $1 AND data_bytes IS NULL AND data_erasures = $3;
+
+-- name: job_data_version
+-- In a download's snapshot: the version of the data it streams (how many erasures shortened it).
+SELECT data_erasures FROM jobs WHERE id = $1;
 
 -- name: jobs_expired_data
 -- Export jobs ($1: their kind) whose data expired or that were canceled, and whose snapshot is still there.

@@ -1,6 +1,7 @@
 """Erasure reaches export files (``/api/export/jobs``): a file holding an erased identity is deleted and its
 job says so (``erased``, download 410), the erasure counts it; a file job still writing when the erasure
-goes over its segment deletes its own file when it completes. Proven through the public routes."""
+goes over its segment deletes its own file when it completes. An erased export snapshot (``/v1/jobs``) gets
+a new ETag and length. Proven through the public routes."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from tests.conftest import AUTH
 from tests.helpers import eventually
 from tests.integration.manage_helpers import api
 from tests.integration.privacy_helpers import erase, erasure, wait_erased
+from tests.integration.pull_helpers import create_job, download, people, segment_with, wait_for_status
 from tests.integration.push_helpers import csv_body, push_ok
 from tests.integration.test_export_files import (MEMBERS, all_files, create_export, exported, finished,
                                                  held_mid_write, job, pushed_segment, visible_files,
@@ -140,3 +142,67 @@ async def test_another_endpoints_erasure_leaves_the_files_alone(client, make_key
     assert done["filesErased"] == 0 and done["found"] == {}
     response = await client.get(result["file"]["url"], headers=AUTH)
     assert (response.status, await response.read()) == (200, body)
+
+
+# -- export snapshots (/v1/jobs): a new ETag and length after an erasure -----------------------------------------
+
+async def test_a_range_resumed_with_if_range_after_an_erasure_gets_the_new_data_whole(client, db):
+    """The erasure shortens the snapshot: the old ETag no longer names it, so a resumed range with the old
+    ETag gets the whole new data (200), never old bytes joined to new ones; the new length is measured."""
+    segment_id = await segment_with(client, [[ANN, "Ann"], *people(5_000)])
+    snapshot = await create_job(client, segment_id)
+    await wait_for_status(client, snapshot, "complete")
+    before = await download(client, snapshot, headers={"Accept-Encoding": "identity"})
+    old_etag = before.headers["ETag"]
+    assert ANN.encode() in before.body
+    assert await eventually(lambda: stored_length(db, snapshot), "the length to be stored") == len(before.body)
+
+    await wait_erased(client, (await erase(client, [ANN]))["id"])
+
+    resumed = await download(client, snapshot, headers={"Range": "bytes=100-", "If-Range": old_etag,
+                                                        "Accept-Encoding": "identity"})
+    assert resumed.status == 200 and resumed.headers["ETag"] != old_etag
+    assert ANN.encode() not in resumed.body and len(resumed.body) == len(before.body) - len(f"{ANN},Ann\n")
+    new_etag = resumed.headers["ETag"]
+    part = await download(client, snapshot, headers={"Range": "bytes=100-", "If-Range": new_etag})
+    assert (part.status, part.body) == (206, resumed.body[100:])
+    assert part.headers["Content-Range"] == f"bytes 100-{len(resumed.body) - 1}/{len(resumed.body)}"
+    assert await stored_length(db, snapshot) == len(resumed.body)
+
+
+async def test_a_download_of_the_old_data_ending_after_the_erasure_does_not_store_its_length(
+        client, db, database_url):
+    """The erasure waits (the test holds the job's row) while a full download streams the old snapshot under
+    the old ETag and then waits to store its length; the erasure goes first: the old length is not stored,
+    and the next download is the new data with its own length."""
+    segment_id = await segment_with(client, [[ANN, "Ann"], *people(2_000)])
+    snapshot = await create_job(client, segment_id)
+    await wait_for_status(client, snapshot, "complete")
+    holder = await asyncpg.connect(database_url)
+    try:
+        await holder.execute("BEGIN")
+        await holder.execute("SELECT id FROM jobs WHERE id = $1 FOR UPDATE", snapshot.id)
+        erasure_id = (await erase(client, [ANN]))["id"]
+        await eventually(lambda: waiting_statement(db, "privacy_erase_segment"), "the erasure to wait")
+        old = await download(client, snapshot, headers={"Accept-Encoding": "identity"})
+        assert old.status == 200 and ANN.encode() in old.body  # the old data, whole, under the old ETag
+        await eventually(lambda: waiting_statement(db, "SET data_bytes"), "the download to wait to store its length")
+        await holder.execute("ROLLBACK")
+    finally:
+        await holder.close()
+    await wait_erased(client, erasure_id)
+    await eventually(lambda: store_ended(db), "the old download's store to end")
+    assert await stored_length(db, snapshot) is None
+    new = await download(client, snapshot, headers={"Accept-Encoding": "identity"})
+    assert new.headers["ETag"] != old.headers["ETag"] and ANN.encode() not in new.body
+    assert await eventually(lambda: stored_length(db, snapshot), "the length to be stored") == len(new.body)
+
+
+async def stored_length(db, snapshot) -> int | None:
+    return await db.fetchval("SELECT data_bytes FROM jobs WHERE id = $1", snapshot.id)
+
+
+async def store_ended(db) -> bool:
+    """No backend is in (or waiting in) the statement storing a download's length."""
+    return not await db.fetchval("SELECT count(*) FROM pg_stat_activity WHERE state <> 'idle' "
+                                 "AND query LIKE '%SET data_bytes%' AND pid <> pg_backend_pid()")
