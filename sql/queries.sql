@@ -174,8 +174,8 @@ WHERE id = $1;
 -- name: meta_segment_insert
 -- A segment created by import with its id; the identity sequence is moved past it (meta_segment_sequence).
 INSERT INTO segments (id, endpoint_id, name, description, category, type, status, identity_attribute,
-                      attributes, deleted_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, CASE WHEN $7 = 'deleted' THEN clock_timestamp() END)
+                      attributes, identity_hashing, deleted_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, CASE WHEN $7 = 'deleted' THEN clock_timestamp() END)
 ON CONFLICT (id) DO NOTHING
 RETURNING id;
 
