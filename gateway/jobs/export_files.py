@@ -453,35 +453,67 @@ async def erase_file(conn: asyncpg.Connection, directory: Path, job_id: int, nam
     return True
 
 
+# What may stand between two values in an export file: CSV separators and quotes, JSON punctuation.
+_SEPARATORS = b',"\r:{}'
+_TOKENS = bytes.maketrans(_SEPARATORS, b"\n" * len(_SEPARATORS))
+# a value holding one of these may be written split or escaped: it is not looked for as a token
+_UNSPLITTABLE = re.compile(r'[,"\r\n:{}\\\x00-\x1f\x7f-\U0010ffff]')
+SCAN_BYTES = 1 << 20
+
+
+def _open(path: Path, file_format: str) -> Any:
+    return gzip.open(path, "rb") if file_format == "csv.gz" else open(path, "rb")  # noqa: SIM115
+
+
 def file_holds(path: Path, file_format: str, identity_attribute: str, values: set[str]) -> bool | None:
     """Whether the export file holds one of ``values`` in its identity column (read as it was written,
     stopping at the first one found); None when it has no identity column (its fields left it out). A file
-    that is not there holds nothing. Blocking: run it in a thread."""
+    that is not there holds nothing. Blocking: run it in a thread.
+
+    csv and csv.gz first get a fast pass (``_may_hold``: is any value one of the file's tokens, wherever it
+    stands?), about twice as fast as the CSV parser: most files hold none of an erasure's identities and are
+    read only by it. ndjson lines are parsed by orjson, faster than that pass."""
     wanted = fold_name(identity_attribute)
     try:
-        raw = gzip.open(path, "rb") if file_format == "csv.gz" else open(path, "rb")  # noqa: SIM115
+        with _open(path, file_format) as raw, io.TextIOWrapper(raw, encoding="utf-8", newline="") as text:
+            if file_format == "ndjson":
+                first = text.readline()
+                if not first:
+                    return False
+                column = next((name for name in orjson.loads(first) if fold_name(name) == wanted), None)
+            else:
+                header = next(csv.reader(text), [])
+                column = next((i for i, name in enumerate(header) if fold_name(name) == wanted), None)
+        if column is None:
+            return None if file_format == "ndjson" or header else False
+        if file_format == "ndjson":
+            with _open(path, file_format) as raw:
+                return any(orjson.loads(line)[column] in values for line in raw)
+        if not _may_hold(path, file_format, values):
+            return False
+        with _open(path, file_format) as raw, io.TextIOWrapper(raw, encoding="utf-8", newline="") as text:
+            reader = csv.reader(text)
+            next(reader, None)
+            return any(row[column] in values for row in reader if len(row) > column)
     except FileNotFoundError:
         return False
-    with raw, io.TextIOWrapper(raw, encoding="utf-8", newline="") as text:
-        if file_format == "ndjson":
-            key = None
-            for line in text:
-                member = orjson.loads(line)
-                if key is None:
-                    key = next((name for name in member if fold_name(name) == wanted), None)
-                    if key is None:
-                        return None
-                if member[key] in values:
-                    return True
-            return False
-        reader = csv.reader(text)
-        header = next(reader, None)
-        if header is None:
-            return False
-        position = next((i for i, name in enumerate(header) if fold_name(name) == wanted), None)
-        if position is None:
-            return None
-        return any(row[position] in values for row in reader if len(row) > position)
+
+
+def _may_hold(path: Path, file_format: str, values: set[str]) -> bool:
+    """Whether one of ``values`` is a token of the file (its bytes split at ``_SEPARATORS`` and newlines):
+    a CSV field or a JSON string that is exactly a value is one. True (the exact parse decides) when a value
+    holds a separator, a quote, a backslash, a control or a non-ASCII character (``_UNSPLITTABLE``)."""
+    if any(_UNSPLITTABLE.search(value) for value in values):
+        return True
+    wanted = {value.encode() for value in values}
+    rest = b""
+    with _open(path, file_format) as raw:
+        while block := raw.read(SCAN_BYTES):
+            tokens = (rest + block).translate(_TOKENS).split(b"\n")
+            rest = tokens.pop()  # may continue in the next block
+            if not wanted.isdisjoint(tokens):
+                return True
+    return rest in wanted
 
 
 async def mark_dropped(conn: asyncpg.Connection, job_id: int) -> None:
