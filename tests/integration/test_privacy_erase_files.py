@@ -6,9 +6,11 @@ a new ETag and length. Proven through the public routes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import hashlib
 import json
+from collections.abc import AsyncIterator
 
 import asyncpg
 
@@ -121,6 +123,44 @@ async def test_a_file_job_completing_after_the_erasure_read_the_job_list_deletes
     assert all_files(settings) == []
     done = await erasure(client, erasure_id)
     assert done["filesErased"] == 1 and done["erasedFrom"][segment_id]["files"] == 1
+
+
+@contextlib.asynccontextmanager
+async def held_at_completion(client, db, database_url: str, segment_id: str) -> AsyncIterator[str]:
+    """An export job of the segment whose snapshot ended (its file written and renamed) and whose completion
+    waits for the test's lock on its export_files row, freed on leaving; yields its id."""
+    after = await asyncpg.connect(database_url)
+    try:
+        async with held_mid_write(db, database_url, segment_id, lambda: create_export(client, segment_id)) as job_id:
+            await after.execute("BEGIN")
+            queued = asyncio.create_task(after.fetchval(
+                "SELECT job_id FROM export_files WHERE job_id = $1 FOR UPDATE", int(job_id)))
+            await eventually(lambda: waiting_statement(db, "SELECT job_id FROM export_files"),
+                             "the test's second lock to queue behind the progress report")
+        await queued
+        await eventually(lambda: waiting_statement(db, "file_name = $3"), "the job's completion to wait")
+        yield job_id
+        await after.execute("ROLLBACK")
+    finally:
+        await after.close()
+
+
+async def test_a_running_file_job_holding_an_identity_a_push_removed_since_deletes_its_file(
+        client, settings, db, database_url):
+    """The snapshot held the identity; a push removed it before the erasure, which finds it nowhere, not
+    even in the file (not written yet when the erasure searched): the erasure marks the segment because an
+    export of it is running, and the job deletes its file when it completes."""
+    segment_id = await pushed_segment(client, [[ANN, "Ann", "FR"], *MEMBERS])
+    async with held_at_completion(client, db, database_url, segment_id) as job_id:
+        await push_ok(client, segment_id, csv_body(["email"], [[ANN]]), "REMOVE")
+        done = await wait_erased(client, (await erase(client, [ANN]))["id"])
+        assert done["found"] == {} and done["filesErased"] == 0
+        assert all_files(settings) == [f"export-{job_id}-1.csv"]
+    result = await finished(client, job_id)
+    assert result["status"] == "SUCCEEDED" and result["erased"]["erasureId"] == done["id"], result
+    assert all_files(settings) == []
+    assert (await erasure(client, done["id"]))["erasedFrom"] == {segment_id: {"members": 0, "staged": 0,
+                                                                             "snapshots": 0, "files": 1}}
 
 
 async def test_a_file_job_whose_snapshot_follows_the_erasure_keeps_its_file(client, settings):
