@@ -96,7 +96,7 @@ async def create_export(request: web.Request) -> web.Response:
         raise BadRequest(f"unknown field(s): {', '.join(unknown)}; this route takes fields, filter, format",
                          code="unknown_field")
     file_format = payload.get("format", "csv")
-    if file_format not in FORMATS:
+    if not isinstance(file_format, str) or file_format not in FORMATS:
         raise BadRequest(f"format must be one of {', '.join(FORMATS)}", code="invalid_format")
     fields = export_files.parse_fields(payload.get("fields"))
     segment_id, expression = parse_filter(payload.get("filter"))
