@@ -186,7 +186,8 @@ async def test_an_unknown_field_is_400_naming_it_and_creates_no_job(client, db):
     reply.assert_failure(400, "unknown_field")
     assert "Shoe Size" in reply.body["error"]["message"] and reply.body["field"] == "Shoe Size"
     for body in ({"format": "xlsx"}, {"format": {"csv": 1}}, {"format": ["csv"]}, {"fields": 3},
-                 {"fields": "email,,name"}, {"fields": "email,EMAIL"}, {"filter": {"segments": []}}, {"filter": {"segments": [{"segmentId": "x"}]}}, {"colour": 1}):
+                 {"fields": "email,,name"}, {"fields": "email,EMAIL"}, {"filter": {"segments": []}},
+                 {"filter": {"segments": [{"segmentId": "x"}]}}, {"colour": 1}):
         payload = {"filter": {"segments": [{"segmentId": segment_id}]}, **body}
         response = await api(client, "POST", "/api/export/jobs", json=payload)
         assert response.status in (400, 404), (body, response.text)
