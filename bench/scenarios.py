@@ -492,7 +492,7 @@ async def erase_wide(run: Run) -> dict:
 
 
 async def erase_deep(run: Run) -> dict:
-    """K identities (K = N/100, at most 10,000) erased from one N-member segment (the request's JSON list,
+    r"""K identities (K = N/100, at most 10,000) erased from one N-member segment (the request's JSON list,
     then its job); beside psql ``\copy`` of them into a temporary table and ``DELETE … USING``."""
     everyone = run.lines(run.rows, seed=1)
     gone = everyone[:min(10_000, max(1, run.rows // 100))]
