@@ -1136,17 +1136,15 @@ WITH terms AS (
            coalesce(array_agg(id) FILTER (WHERE id IS NOT NULL), '{}') AS ids
     FROM usable
 ), candidates AS (
-    SELECT 'audience' AS kind, s.id, s.name, s.description, search_document(s.name, s.description) AS document
+    SELECT 'audience' AS kind, s.id, s.name, s.description, s.search_vector AS document
     FROM segments s
     WHERE s.endpoint_id = $1 AND s.status <> 'deleted'
-      AND (search_document(s.name, s.description) @@ (SELECT text_query FROM summary)
-           OR s.id = ANY ((SELECT ids FROM summary)::bigint[]))
+      AND (s.search_vector @@ (SELECT text_query FROM summary) OR s.id = ANY ((SELECT ids FROM summary)::bigint[]))
     UNION ALL
-    SELECT 'definition', d.id, d.name, d.description, search_document(d.name, d.description)
+    SELECT 'definition', d.id, d.name, d.description, d.search_vector
     FROM segment_definitions d
     WHERE d.endpoint_id = $1 AND d.deleted_at IS NULL
-      AND (search_document(d.name, d.description) @@ (SELECT text_query FROM summary)
-           OR d.id = ANY ((SELECT ids FROM summary)::bigint[]))
+      AND (d.search_vector @@ (SELECT text_query FROM summary) OR d.id = ANY ((SELECT ids FROM summary)::bigint[]))
 ), matched AS MATERIALIZED (
     SELECT c.kind, c.id, c.name, c.description,
            coalesce(ts_rank(c.document, (SELECT rank_query FROM summary)), 0)
@@ -1156,8 +1154,8 @@ WITH terms AS (
         SELECT 1 FROM usable g
         WHERE (g.id IS NULL OR c.id = g.id)
           AND (g.any_query IS NULL OR c.document @@ g.any_query)
-          AND (g.name_query IS NULL OR to_tsvector('simple', c.name) @@ g.name_query)
-          AND (g.description_query IS NULL OR to_tsvector('simple', c.description) @@ g.description_query))
+          AND (g.name_query IS NULL OR ts_filter(c.document, '{a}') @@ g.name_query)
+          AND (g.description_query IS NULL OR ts_filter(c.document, '{b}') @@ g.description_query))
 ), page AS (
     SELECT m.*, row_number() OVER () AS position FROM (
         SELECT * FROM matched ORDER BY rank DESC, kind, id OFFSET $8 LIMIT $7

@@ -24,6 +24,7 @@ from gateway.ingest.upload import lowercases, normalise_identity
 SORT_KEYS = ("name", "creationTime", "updateTime", "totalProfiles")
 DEFAULT_SORT = ("updateTime", True)
 LIFECYCLE = {"active": "published", "inactive": "inactive"}
+PROBES_PER_STATEMENT = 100  # segments probed by one statement (one transaction) of a membership look-up
 
 
 def describe(row: asyncpg.Record) -> dict[str, Any]:
@@ -75,15 +76,24 @@ def stored_identity(identity: str, identity_attribute: str, identity_hashing: st
 async def memberships(conn: asyncpg.Connection, endpoint_id: int, identity: str) -> list[dict[str, Any]]:
     """Every audience of the endpoint that holds ``identity`` (normalised, and hashed where the segment
     hashes, as its pushes were), each with the identity's attribute values there; in segment id order.
-    One primary-key probe per audience that has members."""
-    async with conn.transaction(isolation="repeatable_read", readonly=True):  # one snapshot for both
-        segments = await conn.fetch(QUERIES["membership_segments"], endpoint_id)
-        probes = [(row, stored_identity(identity, row["identity_attribute"], row["identity_hashing"]))
-                  for row in segments]
-        probes = [(row, stored) for row, stored in probes if stored]
-        found = await conn.fetch(QUERIES["audience_memberships"], [row["id"] for row, _ in probes],
-                                 [stored for _, stored in probes])
-    values = {row["segment_id"]: row["attrs"] for row in found}
+
+    One primary-key probe per audience that has members, PROBES_PER_STATEMENT segments per statement: each
+    statement is its own transaction, so a look-up holds at most that many table locks at once (the lock
+    table holds max_locks_per_transaction × max_connections; a look-up over 1,000 segments in one
+    transaction would take 1,000 of them)."""
+    segments = await conn.fetch(QUERIES["membership_segments"], endpoint_id)
+    probes = [(row, stored_identity(identity, row["identity_attribute"], row["identity_hashing"]))
+              for row in segments]
+    probes = [(row, stored) for row, stored in probes if stored]
+    values: dict[int, list[str | None]] = {}
+    for start in range(0, len(probes), PROBES_PER_STATEMENT):
+        chunk = probes[start:start + PROBES_PER_STATEMENT]
+        arguments = [row["id"] for row, _ in chunk], [stored for _, stored in chunk]
+        try:
+            found = await conn.fetch(QUERIES["audience_memberships"], *arguments)
+        except asyncpg.UndefinedTableError:  # a segment purged while probed: probed again, it has no table
+            found = await conn.fetch(QUERIES["audience_memberships"], *arguments)
+        values.update((row["segment_id"], row["attrs"]) for row in found)
     result = []
     for row, _ in probes:
         attrs = values.get(row["id"])

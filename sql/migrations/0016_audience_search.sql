@@ -25,12 +25,23 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     FROM unnest(tsvector_to_array(to_tsvector('simple'::regconfig, term))) AS lexeme
 $$;
 
-CREATE INDEX segments_search ON segments USING gin (search_document(name, description));
-CREATE INDEX segment_definitions_search ON segment_definitions USING gin (search_document(name, description));
+-- The document is stored beside the row it is made of (kept by PostgreSQL, never written by the gateway):
+-- ranking the few thousand rows a common word matches then reads it instead of parsing every name again
+-- (measured at 10,000 segments, a word in a quarter of them: 15–30 ms in the database without it, 5 ms with
+-- it). ts_filter(search_vector, '{a}') is the name alone, '{b}' the description alone.
+ALTER TABLE segments
+    ADD COLUMN search_vector tsvector GENERATED ALWAYS AS (search_document(name, description)) STORED;
+ALTER TABLE segment_definitions
+    ADD COLUMN search_vector tsvector GENERATED ALWAYS AS (search_document(name, description)) STORED;
+CREATE INDEX segments_search ON segments USING gin (search_vector);
+CREATE INDEX segment_definitions_search ON segment_definitions USING gin (search_vector);
 
 -- The members rows of one identity in each segment given: segment_ids[i] is looked up with identities[i]
 -- (the identity as that segment stores it: normalised and hashed by the push's rule, in Python). One primary
--- key probe per segment table; a segment whose table does not exist (no data yet, purged) gives nothing.
+-- key probe per segment table (about 27 µs each, most of it EXECUTE's parse and plan); a segment whose table
+-- does not exist (no data yet, purged) gives nothing. A table dropped between to_regclass and its probe (a
+-- purge at that instant) raises undefined_table: the caller runs the call again, rather than paying for an
+-- exception block (a subtransaction) per segment, about a quarter more time.
 -- Table names are made from integer ids only.
 CREATE FUNCTION audience_memberships(segment_ids bigint[], identities text[])
 RETURNS TABLE (segment_id bigint, attrs text[])

@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 import asyncpg
 import pytest
 
+from gateway.segmentation.audiences import PROBES_PER_STATEMENT
 from tests.conftest import AUTH
 from tests.integration.manage_helpers import api, set_status
 from tests.integration.push_helpers import create_segment, csv_body, push_ok
@@ -219,6 +220,30 @@ async def test_membership_lookup_equals_a_scan_over_all_segments(client, db: asy
     for bad in ("", "identity=", "identity=%20", "identity=a%00b", "identity=a&x=1"):
         reply = await api(client, "GET", f"/api/search/members?{bad}")
         assert reply.status == 400, (bad, reply.text)
+
+
+async def test_a_lookup_over_more_segments_than_one_statement_probes(client, db: asyncpg.Connection):
+    """Segments are probed PROBES_PER_STATEMENT at a time (a transaction each, to bound the locks held):
+    over 2.5 times that many, the answer still equals the scan, in segment id order."""
+    count = int(PROBES_PER_STATEMENT * 2.5)
+    first = await named_segment(client, "seed")
+    endpoint = await endpoint_of(db, first)
+    held = []
+    for number in range(count):
+        segment = await db.fetchval("INSERT INTO segments (endpoint_id, name, identity_attribute, attributes, "
+                                    "member_count) VALUES ($1, $2, 'email', '{email,n}', 1) RETURNING id",
+                                    endpoint, f"bulk {number}")
+        await db.execute(f'CREATE TABLE audience."members_{segment}" (identity text COLLATE "C" PRIMARY KEY, '
+                         "attrs text[])")
+        member = "x@y.io" if number % 3 == 0 else f"other{number}@y.io"
+        await db.execute(f'INSERT INTO audience."members_{segment}" VALUES ($1, $2)', member, [member, str(number)])
+        if number % 3 == 0:
+            held.append(segment)
+    answer = await lookup(client, "X@y.io")
+    assert [int(a["id"]) for a in answer["audiences"]] == held
+    assert answer["audiences"][-1]["attributes"] == {"email": "x@y.io", "n": str(count - 1 - (count - 1) % 3)}
+    scanned = await scan(db, endpoint, {segment: "x@y.io" for segment in held})
+    assert {a["id"]: a["attributes"] for a in answer["audiences"]} == scanned
 
 
 async def test_tenancy_on_every_route(client, db: asyncpg.Connection, make_key):
