@@ -1055,33 +1055,32 @@ WHERE id = $1;
 -- audience of the page, each with the total matched; a page past the end gives one row of total only
 -- (id NULL).
 WITH matched AS MATERIALIZED (
-    SELECT s.id, d.id AS definition_id, coalesce(d.name, s.name) AS name,
-           coalesce(d.description, s.description) AS description, s.type, s.status, d.expression,
-           s.created_at, greatest(s.updated_at, d.updated_at) AS updated_at, s.member_count
-    FROM segments s
-    LEFT JOIN segment_definitions d
-           ON d.audience_segment_id = s.id AND d.endpoint_id = s.endpoint_id AND d.deleted_at IS NULL
-    WHERE s.endpoint_id = $1 AND s.status <> 'deleted'
-      AND ($2::text IS NULL OR strpos(lower(coalesce(d.name, s.name)), lower($2)) > 0)
-      AND ($3::text IS NULL OR strpos(lower(coalesce(d.description, s.description)), lower($3)) > 0)
-), page AS (
-    SELECT m.*, row_number() OVER () AS position FROM (
-        SELECT * FROM matched
-        ORDER BY CASE WHEN $4 = 'name' AND NOT $5 THEN lower(name) END,
-                 CASE WHEN $4 = 'name' AND $5 THEN lower(name) END DESC,
-                 CASE WHEN $4 = 'creationTime' AND NOT $5 THEN created_at END,
-                 CASE WHEN $4 = 'creationTime' AND $5 THEN created_at END DESC,
-                 CASE WHEN $4 = 'updateTime' AND NOT $5 THEN updated_at END,
-                 CASE WHEN $4 = 'updateTime' AND $5 THEN updated_at END DESC,
-                 CASE WHEN $4 = 'totalProfiles' AND NOT $5 THEN member_count END,
-                 CASE WHEN $4 = 'totalProfiles' AND $5 THEN member_count END DESC,
-                 CASE WHEN $5 THEN id END DESC,
-                 id
-        OFFSET $6 LIMIT $7
-    ) m
+    SELECT a.*, row_number() OVER (
+               ORDER BY CASE WHEN $4 = 'name' AND NOT $5 THEN lower(a.name) END,
+                        CASE WHEN $4 = 'name' AND $5 THEN lower(a.name) END DESC,
+                        CASE WHEN $4 = 'creationTime' AND NOT $5 THEN a.created_at END,
+                        CASE WHEN $4 = 'creationTime' AND $5 THEN a.created_at END DESC,
+                        CASE WHEN $4 = 'updateTime' AND NOT $5 THEN a.updated_at END,
+                        CASE WHEN $4 = 'updateTime' AND $5 THEN a.updated_at END DESC,
+                        CASE WHEN $4 = 'totalProfiles' AND NOT $5 THEN a.member_count END,
+                        CASE WHEN $4 = 'totalProfiles' AND $5 THEN a.member_count END DESC,
+                        CASE WHEN $5 THEN a.id END DESC,
+                        a.id) AS position
+    FROM (
+        SELECT s.id, d.id AS definition_id, coalesce(d.name, s.name) AS name,
+               coalesce(d.description, s.description) AS description, s.type, s.status, d.expression,
+               s.created_at, greatest(s.updated_at, d.updated_at) AS updated_at, s.member_count
+        FROM segments s
+        LEFT JOIN segment_definitions d
+               ON d.audience_segment_id = s.id AND d.endpoint_id = s.endpoint_id AND d.deleted_at IS NULL
+        WHERE s.endpoint_id = $1 AND s.status <> 'deleted'
+    ) AS a
+    WHERE ($2::text IS NULL OR strpos(lower(a.name), lower($2)) > 0)
+      AND ($3::text IS NULL OR strpos(lower(a.description), lower($3)) > 0)
 )
 SELECT (SELECT count(*) FROM matched) AS total, page.*
-FROM (SELECT) AS one LEFT JOIN page ON true
+FROM (SELECT) AS one
+LEFT JOIN (SELECT * FROM matched WHERE position - $6 BETWEEN 1 AND $7) AS page ON true
 ORDER BY page.position;
 
 -- name: membership_segments
@@ -1146,21 +1145,20 @@ WITH terms AS (
     WHERE d.endpoint_id = $1 AND d.deleted_at IS NULL
       AND (d.search_vector @@ (SELECT text_query FROM summary) OR d.id = ANY ((SELECT ids FROM summary)::bigint[]))
 ), matched AS MATERIALIZED (
-    SELECT c.kind, c.id, c.name, c.description,
-           coalesce(ts_rank(c.document, (SELECT rank_query FROM summary)), 0)
-               + CASE WHEN c.id = ANY ((SELECT ids FROM summary)::bigint[]) THEN 1 ELSE 0 END AS rank
-    FROM candidates c
-    WHERE EXISTS (
-        SELECT 1 FROM usable g
-        WHERE (g.id IS NULL OR c.id = g.id)
-          AND (g.any_query IS NULL OR c.document @@ g.any_query)
-          AND (g.name_query IS NULL OR ts_filter(c.document, '{a}') @@ g.name_query)
-          AND (g.description_query IS NULL OR ts_filter(c.document, '{b}') @@ g.description_query))
-), page AS (
-    SELECT m.*, row_number() OVER () AS position FROM (
-        SELECT * FROM matched ORDER BY rank DESC, kind, id OFFSET $8 LIMIT $7
-    ) m
+    SELECT r.*, row_number() OVER (ORDER BY r.rank DESC, r.kind, r.id) AS position FROM (
+        SELECT c.kind, c.id, c.name, c.description,
+               coalesce(ts_rank(c.document, (SELECT rank_query FROM summary)), 0)
+                   + CASE WHEN c.id = ANY ((SELECT ids FROM summary)::bigint[]) THEN 1 ELSE 0 END AS rank
+        FROM candidates c
+        WHERE EXISTS (
+            SELECT 1 FROM usable g
+            WHERE (g.id IS NULL OR c.id = g.id)
+              AND (g.any_query IS NULL OR c.document @@ g.any_query)
+              AND (g.name_query IS NULL OR ts_filter(c.document, '{a}') @@ g.name_query)
+              AND (g.description_query IS NULL OR ts_filter(c.document, '{b}') @@ g.description_query))
+    ) AS r
 )
 SELECT (SELECT count(*) FROM matched) AS total, page.*
-FROM (SELECT) AS one LEFT JOIN page ON true
+FROM (SELECT) AS one
+LEFT JOIN (SELECT * FROM matched WHERE position - $8 BETWEEN 1 AND $7) AS page ON true
 ORDER BY page.position;

@@ -105,6 +105,9 @@ async def test_audience_filters_sort_and_pages(client, db: asyncpg.Connection):
     assert names(second) == ["Gamma ray"] and second["_page"]["next"] is None
     past = await audiences(client, "start=10")
     assert past["children"] == [] and past["_page"]["totalCount"] == 4
+    farthest = await audiences(client, f"start={2**63 - 1}&limit=1000")
+    assert farthest["children"] == [] and farthest["_page"]["next"] is None
+    assert (await audiences(client, "name=%25"))["children"] == [], "contains is literal, not a LIKE pattern"
 
     for bad in ("sort=nope", "sort=name:up", "start=-1", "limit=0", "limit=1001", "colour=red", "name=%00"):
         reply = await api(client, "GET", f"/api/audiences?{bad}")
