@@ -18,7 +18,7 @@ from gateway.segmentation.search import TooManyTerms, describe, parse, search_en
 routes = web.RouteTableDef()
 MAX_SEARCH_LIMIT = 50
 DEFAULT_SEARCH_LIMIT = 20
-MAX_TEXT = 1000  # characters of a search string or an identity
+MAX_TEXT = 500  # characters of a search string or an identity (percent-encoded, within aiohttp's 8190-byte request line)
 
 
 def text_parameter(request: web.Request, name: str) -> str:

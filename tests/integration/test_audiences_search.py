@@ -220,7 +220,7 @@ async def test_membership_lookup_equals_a_scan_over_all_segments(client, db: asy
     assert answer["totalCount"] == 4 and answer["identity"] == "  Ann@Example.com "
     assert {a["id"]: a["type"] for a in answer["audiences"]}[str(queries)] == "SegmentDefinition"
     assert (await lookup(client, "nobody@x.io"))["audiences"] == []
-    for bad in ("", "identity=", "identity=%20", "identity=a%00b", "identity=a&x=1"):
+    for bad in ("", "identity=", "identity=%20", "identity=a%00b", "identity=a&x=1", "identity=" + "a" * 501):
         reply = await api(client, "GET", f"/api/search/members?{bad}")
         assert reply.status == 400, (bad, reply.text)
 
