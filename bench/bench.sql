@@ -72,3 +72,43 @@ ALTER TABLE bench_segment_job ADD PRIMARY KEY (identity)
 
 -- name: anchor_segment_job_count
 SELECT count(*) FROM bench_segment_job
+
+-- name: search_seed
+-- {count} segments of the default endpoint with generated names and descriptions (words of fixed lists;
+-- every name and description differs by its number), and a definition for one in ten, as rows.
+INSERT INTO segments (endpoint_id, name, description)
+SELECT (SELECT id FROM endpoints WHERE name = 'default'),
+       w.season[1 + i % 4] || ' ' || w.noun[1 + (i / 4) % 10] || ' ' || i,
+       'customers who ' || w.verb[1 + i % 7] || ' ' || w.noun[1 + (i / 3) % 10] || ' in ' || w.place[1 + i % 8]
+FROM generate_series(1, {count}) AS i,
+     (SELECT ARRAY['spring', 'summer', 'autumn', 'winter'] AS season,
+             ARRAY['sale', 'buyers', 'newsletter', 'loyalty', 'shoes', 'travel', 'gold', 'trial', 'churn', 'vip'] AS noun,
+             ARRAY['bought', 'opened', 'clicked', 'visited', 'returned', 'ordered', 'cancelled'] AS verb,
+             ARRAY['France', 'Germany', 'Spain', 'Italy', 'Canada', 'Japan', 'Brazil', 'India'] AS place) AS w;
+INSERT INTO segment_definitions (endpoint_id, name, name_key, description, expression, audience_segment_id)
+SELECT endpoint_id, 'definition ' || name, 'definition ' || lower(name), description, 'true', id
+FROM segments WHERE name ~ ' [0-9]*0$' AND endpoint_id = (SELECT id FROM endpoints WHERE name = 'default');
+ANALYZE segments;
+ANALYZE segment_definitions
+
+-- name: members_seed
+-- {segments} segments of the default endpoint, each with {members} members written straight into its table
+-- (the look-up is measured, not the push): member k of segment i is u<(37·i + k) mod 4·{members}>@example.com,
+-- so one identity is in about a quarter of them.
+DO $$
+DECLARE
+    segment bigint;
+BEGIN
+    FOR i IN 1 .. {segments} LOOP
+        INSERT INTO segments (endpoint_id, name, identity_attribute, attributes, member_count)
+        VALUES ((SELECT id FROM endpoints WHERE name = 'default'), 'members-' || i, 'email', '{{email,plan}}',
+                {members})
+        RETURNING id INTO segment;
+        EXECUTE format('CREATE TABLE audience.%I (identity text COLLATE "C" PRIMARY KEY, attrs text[])',
+                       'members_' || segment);
+        EXECUTE format('INSERT INTO audience.%I SELECT x, ARRAY[x, $1] FROM (SELECT ''u'' || ((37 * $2 + k) %% (4 * $3)) '
+                       '|| ''@example.com'' AS x FROM generate_series(0, $3 - 1) AS k) AS s', 'members_' || segment)
+            USING 'plan-' || i, i, {members};
+    END LOOP;
+END $$;
+ANALYZE segments

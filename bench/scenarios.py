@@ -15,6 +15,7 @@ import re
 import statistics
 import sys
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -540,8 +541,82 @@ async def hashing(run: Run) -> dict:
     return figures
 
 
+SEARCHES = ["summer", "summ*", '"summer sale"', "name:winter", "description:bought", "gold OR vip", "shoes france",
+            "cust* ord* spain"]  # and id:<the last segment's id>
+
+
+async def _latencies(run: Run, path: str, repeats: int = 20) -> tuple[list[float], dict]:
+    """Seconds of ``repeats`` GETs of ``path`` one after another (after two untimed), and the last answer."""
+    times, result = [], {}
+    for number in range(repeats + 2):
+        started = time.perf_counter()
+        async with run.session.get(f"{run.gateway.url}{path}", headers=AUTH) as response:
+            payload = await response.json()
+        if response.status != 200:
+            raise RuntimeError(f"GET {path}: {response.status} {payload}")
+        if number >= 2:
+            times.append(time.perf_counter() - started)
+        result = payload["result"]
+    return times, result
+
+
+def _latency_figures(rows: int, per_request: dict[str, list[float]], **more: object) -> dict:
+    """Each request's median; ``seconds`` is the slowest of those medians."""
+    medians = {name: round(statistics.median(times) * 1000, 2) for name, times in per_request.items()}
+    seconds = max(medians.values()) / 1000
+    return {"rows": rows, "seconds": round(seconds, 4), "rows_per_s": round(rows / seconds), "p50_ms": medians,
+            "max_ms": {name: round(max(times) * 1000, 2) for name, times in per_request.items()}, **more}
+
+
+async def search(run: Run) -> dict:
+    """``GET /api/search/entities`` over S segments of one endpoint (S = N/100, at most 10,000: 10,000 at
+    N = 1M) and a definition for one in ten, written as rows; each search of ``SEARCHES`` 20 times in a
+    row, over HTTP. ``seconds``: the slowest search's median."""
+    count = min(10_000, max(10, run.rows // 100))
+    run_psql(run.dsn, SQL["search_seed"].format(count=count))
+    last = run_psql(run.dsn, "SELECT max(id) FROM segments")
+    per_request = {}
+    for text in [*SEARCHES, f"id:{last}"]:
+        times, result = await _latencies(run, "/api/search/entities?" + urllib.parse.urlencode({"s": text}))
+        if not result["entities"]:
+            raise RuntimeError(f"the search {text!r} found nothing among {count} segments")
+        per_request[text] = times
+    figures = _latency_figures(count, per_request, segments=count)
+    goal = "≤ 50 ms at 10,000 segments" if count == 10_000 else f"≤ 50 ms (the goal is for 10,000 segments; here {count:,})"
+    figures["targets"] = [_target(goal, figures["seconds"] <= 0.05)]
+    return figures
+
+
+def _holders(identity_number: int, segments: int, members: int) -> int:
+    """How many of bench.sql's members_seed segments hold u<identity_number>@example.com."""
+    if identity_number >= 4 * members:
+        return 0
+    return sum(1 for i in range(1, segments + 1) if (identity_number - 37 * i) % (4 * members) < members)
+
+
+async def members(run: Run) -> dict:
+    """``GET /api/search/members`` over S segments of M members each (S = N/1000 at most 1,000, M = N/100 at
+    most 10,000: 1,000 × 10,000 at N = 1M), written straight into their tables; an identity held by about a
+    quarter of them, and one held by none, 20 times each. ``seconds``: the slower median."""
+    segments, size = min(1000, max(10, run.rows // 1000)), min(10_000, max(10, run.rows // 100))
+    run_psql(run.dsn, SQL["members_seed"].format(segments=segments, members=size))
+    per_request = {}
+    for name, number in (("held", 37 + 5), ("absent", 4 * size + 1)):
+        identity = f"  U{number}@Example.com "  # normalised as a push would: trimmed, lower-cased (email column)
+        times, result = await _latencies(run, "/api/search/members?" + urllib.parse.urlencode({"identity": identity}))
+        expected = _holders(number, segments, size)
+        if result["totalCount"] != expected:
+            raise RuntimeError(f"{identity!r} is in {expected} segments; the look-up found {result['totalCount']}")
+        per_request[f"{name} ({expected} audiences)"] = times
+    figures = _latency_figures(segments * size, per_request, segments=segments, members_per_segment=size)
+    goal = "≤ 100 ms at 1,000 × 10,000" if (segments, size) == (1000, 10_000) else \
+        f"≤ 100 ms (the goal is for 1,000 × 10,000; here {segments:,} × {size:,})"
+    figures["targets"] = [_target(goal, figures["seconds"] <= 0.1)]
+    return figures
+
+
 SCENARIOS: dict[str, Callable[[Run], Awaitable[dict]]] = {
     "replace": replace, "replace-seq": replace_seq, "add": add, "add-seq": add_seq, "remove": remove,
     "export": export, "export-files": export_files, "big": big, "latency": latency,
     "two-serve": two_serve, "push": push, "erase-wide": erase_wide, "erase-deep": erase_deep, "hashing": hashing,
-    "segment-job": segment_job}
+    "segment-job": segment_job, "search": search, "members": members}

@@ -11,8 +11,8 @@ from aiohttp import web
 from gateway import state
 from gateway.ops import metrics
 from gateway.ops.workers import prepare_database
-from gateway.api import (data, definitions, export_files, health, jobs, manage, openapi, privacy,
-                         schedules, segment_jobs, segments, uploads)
+from gateway.api import (audiences, data, definitions, export_files, health, jobs, manage, openapi, privacy,
+                         schedules, search, segment_jobs, segments, uploads)
 from gateway.api import metrics as metrics_api
 from gateway.http.clients import DataSlots
 from gateway.db.pool import CONNECTION_ERRORS, attach_database, create_pool
@@ -64,6 +64,8 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(privacy.routes)
     app.add_routes(export_files.routes)
     app.add_routes(segment_jobs.routes)
+    app.add_routes(audiences.routes)
+    app.add_routes(search.routes)
     app.add_routes(openapi.routes)
     return app
 

@@ -1192,3 +1192,121 @@ FOR NO KEY UPDATE;
 -- name: segment_set_hashing
 UPDATE segments SET identity_hashing = $2, updated_at = clock_timestamp(), metadata_updated_at = clock_timestamp()
 WHERE id = $1;
+
+-- Audiences (gateway.segmentation.audiences): a view over segments and their live definitions, never a copy.
+-- Deleted segments are not audiences. A Queries segment shows its definition's name, description and
+-- expression; its update time is the later of the two rows'.
+
+-- name: audience_page
+-- $2/$3: substrings of the name / description (any case), NULL: not filtered; $4: sort key (name,
+-- creationTime, updateTime, totalProfiles), $5: descending; $6 start (offset), $7 limit. One row per
+-- audience of the page, each with the total matched; a page past the end gives one row of total only
+-- (id NULL).
+WITH matched AS MATERIALIZED (
+    SELECT a.*, row_number() OVER (
+               ORDER BY CASE WHEN $4 = 'name' AND NOT $5 THEN lower(a.name) END,
+                        CASE WHEN $4 = 'name' AND $5 THEN lower(a.name) END DESC,
+                        CASE WHEN $4 = 'creationTime' AND NOT $5 THEN a.created_at END,
+                        CASE WHEN $4 = 'creationTime' AND $5 THEN a.created_at END DESC,
+                        CASE WHEN $4 = 'updateTime' AND NOT $5 THEN a.updated_at END,
+                        CASE WHEN $4 = 'updateTime' AND $5 THEN a.updated_at END DESC,
+                        CASE WHEN $4 = 'totalProfiles' AND NOT $5 THEN a.member_count END,
+                        CASE WHEN $4 = 'totalProfiles' AND $5 THEN a.member_count END DESC,
+                        CASE WHEN $5 THEN a.id END DESC,
+                        a.id) AS position
+    FROM (
+        SELECT s.id, d.id AS definition_id, coalesce(d.name, s.name) AS name,
+               coalesce(d.description, s.description) AS description, s.type, s.status, d.expression,
+               s.created_at, greatest(s.updated_at, d.updated_at) AS updated_at, s.member_count
+        FROM segments s
+        LEFT JOIN segment_definitions d
+               ON d.audience_segment_id = s.id AND d.endpoint_id = s.endpoint_id AND d.deleted_at IS NULL
+        WHERE s.endpoint_id = $1 AND s.status <> 'deleted'
+    ) AS a
+    WHERE ($2::text IS NULL OR strpos(lower(a.name), lower($2)) > 0)
+      AND ($3::text IS NULL OR strpos(lower(a.description), lower($3)) > 0)
+)
+SELECT (SELECT count(*) FROM matched) AS total, page.*
+FROM (SELECT) AS one
+LEFT JOIN (SELECT * FROM matched WHERE position - $6 BETWEEN 1 AND $7) AS page ON true
+ORDER BY page.position;
+
+-- name: membership_segments
+-- The audiences of an endpoint that may hold members, with what a look-up needs to normalise an identity
+-- as their pushes did (identity_attribute, identity_hashing) and to name its values (attributes).
+SELECT s.id, d.id AS definition_id, coalesce(d.name, s.name) AS name,
+       coalesce(d.description, s.description) AS description, s.type, s.status, d.expression,
+       s.created_at, greatest(s.updated_at, d.updated_at) AS updated_at, s.member_count,
+       s.identity_attribute, s.identity_hashing, s.attributes
+FROM segments s
+LEFT JOIN segment_definitions d
+       ON d.audience_segment_id = s.id AND d.endpoint_id = s.endpoint_id AND d.deleted_at IS NULL
+WHERE s.endpoint_id = $1 AND s.status <> 'deleted' AND s.identity_attribute IS NOT NULL AND s.member_count > 0
+ORDER BY s.id;
+
+-- name: audience_memberships
+-- $1 segment ids, $2 the identity as each of them stores it (pairwise).
+SELECT segment_id, attrs FROM audience_memberships($1::bigint[], $2::text[]);
+
+-- name: search_entities
+-- Audiences (segments not deleted) and live definitions of endpoint $1 matching a parsed search: a match of
+-- any group; a group matches when each of its terms does. Terms ($2 group, $3 field any|name|description,
+-- $4 kind word|prefix|phrase, $5 text; pairwise) become tsqueries here, from parameters only; a term without
+-- lexemes (punctuation only) is left out. $6: per group (index = group number), the id it requires, or NULL.
+-- Ranked by ts_rank (a name match above a description match), an id match first; $7 limit, $8 offset. One
+-- row per entity of the page, each with the total matched; a page past the end gives one row of total only.
+WITH terms AS (
+    SELECT t.grp, t.field,
+           CASE t.kind WHEN 'phrase' THEN phraseto_tsquery('simple', t.text)
+                       WHEN 'prefix' THEN search_prefix_query(t.text)
+                       ELSE plainto_tsquery('simple', t.text) END AS query
+    FROM unnest($2::int[], $3::text[], $4::text[], $5::text[]) AS t (grp, field, kind, text)
+), groups AS (
+    SELECT g.grp, g.id,
+           (SELECT tsquery_and_all(query) FROM terms t
+            WHERE t.grp = g.grp AND numnode(t.query) > 0) AS all_query,
+           (SELECT tsquery_and_all(query) FROM terms t
+            WHERE t.grp = g.grp AND t.field = 'any' AND numnode(t.query) > 0) AS any_query,
+           (SELECT tsquery_and_all(query) FROM terms t
+            WHERE t.grp = g.grp AND t.field = 'name' AND numnode(t.query) > 0) AS name_query,
+           (SELECT tsquery_and_all(query) FROM terms t
+            WHERE t.grp = g.grp AND t.field = 'description' AND numnode(t.query) > 0) AS description_query
+    FROM unnest($6::bigint[]) WITH ORDINALITY AS g (id, grp)
+), usable AS (
+    -- a group of no id and no lexeme matches nothing
+    SELECT * FROM groups WHERE id IS NOT NULL OR all_query IS NOT NULL
+), summary AS (
+    -- every lexeme of a group is in any match of it: the prefilter the GIN indexes answer (groups that
+    -- require an id are found by it), and the ranking query
+    SELECT tsquery_or_any(all_query) FILTER (WHERE id IS NULL) AS text_query,
+           tsquery_or_any(all_query) AS rank_query,
+           coalesce(array_agg(id) FILTER (WHERE id IS NOT NULL), '{}') AS ids
+    FROM usable
+), candidates AS (
+    SELECT 'audience' AS kind, s.id, s.name, s.description, s.search_vector AS document
+    FROM segments s
+    WHERE s.endpoint_id = $1 AND s.status <> 'deleted'
+      AND (s.search_vector @@ (SELECT text_query FROM summary) OR s.id = ANY ((SELECT ids FROM summary)::bigint[]))
+    UNION ALL
+    SELECT 'definition', d.id, d.name, d.description, d.search_vector
+    FROM segment_definitions d
+    WHERE d.endpoint_id = $1 AND d.deleted_at IS NULL
+      AND (d.search_vector @@ (SELECT text_query FROM summary) OR d.id = ANY ((SELECT ids FROM summary)::bigint[]))
+), matched AS MATERIALIZED (
+    SELECT r.*, row_number() OVER (ORDER BY r.rank DESC, r.kind, r.id) AS position FROM (
+        SELECT c.kind, c.id, c.name, c.description,
+               coalesce(ts_rank(c.document, (SELECT rank_query FROM summary)), 0)
+                   + CASE WHEN c.id = ANY ((SELECT ids FROM summary)::bigint[]) THEN 1 ELSE 0 END AS rank
+        FROM candidates c
+        WHERE EXISTS (
+            SELECT 1 FROM usable g
+            WHERE (g.id IS NULL OR c.id = g.id)
+              AND (g.any_query IS NULL OR c.document @@ g.any_query)
+              AND (g.name_query IS NULL OR ts_filter(c.document, '{a}') @@ g.name_query)
+              AND (g.description_query IS NULL OR ts_filter(c.document, '{b}') @@ g.description_query))
+    ) AS r
+)
+SELECT (SELECT count(*) FROM matched) AS total, page.*
+FROM (SELECT) AS one
+LEFT JOIN (SELECT * FROM matched WHERE position - $8 BETWEEN 1 AND $7) AS page ON true
+ORDER BY page.position;

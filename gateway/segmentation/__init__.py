@@ -12,4 +12,8 @@ Modules:
 - ``evaluate``: a segment job's work (build the audience, swap it in, count realized/existing/exited).
 - ``segment_jobs``: create, read, list and cancel segment jobs (rows of the job queue, kind ``SegmentJob``).
 - ``schedules``: cron schedules that create segment jobs.
+- ``audiences``: every audience of an endpoint as the guide shows them (a view over segments and definitions),
+  and which audiences one identity is in (``GET /api/audiences``, ``GET /api/search/members``).
+- ``search``: the entity search string parsed into terms, and the ranked full-text search over audiences and
+  definitions (``GET /api/search/entities``).
 """
