@@ -11,7 +11,8 @@ from aiohttp import web
 from gateway import state
 from gateway.ops import metrics
 from gateway.ops.workers import prepare_database
-from gateway.api import data, export_files, health, jobs, manage, openapi, privacy, segment_jobs, segments, uploads
+from gateway.api import (data, export_files, health, jobs, manage, openapi, previews, privacy, segment_jobs, segments,
+                         uploads)
 from gateway.api import metrics as metrics_api
 from gateway.http.clients import DataSlots
 from gateway.db.pool import CONNECTION_ERRORS, attach_database, create_pool
@@ -61,6 +62,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(privacy.routes)
     app.add_routes(export_files.routes)
     app.add_routes(segment_jobs.routes)
+    app.add_routes(previews.routes)
     app.add_routes(openapi.routes)
     return app
 

@@ -1044,3 +1044,51 @@ FOR NO KEY UPDATE;
 -- name: segment_set_hashing
 UPDATE segments SET identity_hashing = $2, updated_at = clock_timestamp(), metadata_updated_at = clock_timestamp()
 WHERE id = $1;
+
+-- name: segment_profiles_sample
+-- A sample of a definition's profiles (gateway.segmentation.profiles.sampled_profiles_sql): $1 the percentage
+-- each source is sampled at; {page} the sampled row's page, the unit of a SYSTEM sample.
+SELECT {identity} AS identity, {attrs} AS attrs, {page} AS page FROM {sources}
+
+-- name: segment_profiles_sample_none
+SELECT NULL::text COLLATE "C" AS identity, NULL::text[] AS attrs, NULL::bigint AS page WHERE $1::float8 IS NULL
+
+-- name: preview_insert
+-- A new preview; expired ones of any endpoint go in the same statement.
+WITH expired AS (DELETE FROM previews WHERE expires_at < now())
+INSERT INTO previews (endpoint_id, expression, sources, evaluated_at, expires_at)
+VALUES ($1, $2, $3, now(), now() + make_interval(secs => $4))
+RETURNING id;
+
+-- name: preview_get
+SELECT id, expression, sources, evaluated_at, created_at, expires_at FROM previews
+WHERE id = $1 AND endpoint_id = $2 AND expires_at > now();
+
+-- name: preview_delete
+DELETE FROM previews WHERE id = $1 AND endpoint_id = $2 AND expires_at > now() RETURNING id;
+
+-- name: preview_page
+-- One page of a preview: the profiles after identity {after} (empty on the first page) that the predicate
+-- keeps, by identity in byte order; {values}: the attributes the expression uses, as text[].
+SELECT p.identity, {values} AS values FROM ({profiles}) AS p
+WHERE ({predicate}){after}
+ORDER BY p.identity COLLATE "C" LIMIT {limit};
+
+-- name: estimate_exact_budget
+-- The exact count's time budget, for the rest of the transaction ($1: e.g. '300ms').
+SELECT set_config('statement_timeout', $1, true);
+
+-- name: estimate_exact
+SELECT count(*) AS profiles, count(*) FILTER (WHERE {predicate}) AS matched FROM ({profiles}) AS p;
+
+-- name: estimate_sample
+-- A sample's sums over its pages (n: profiles read from a page, m: those the predicate keeps), what the
+-- variance of a cluster sample needs (gateway.segmentation.estimates).
+SELECT count(*) AS pages, coalesce(sum(n), 0)::float8 AS n, coalesce(sum(m), 0)::float8 AS m,
+       coalesce(sum(m * m), 0)::float8 AS mm, coalesce(sum(n * n), 0)::float8 AS nn,
+       coalesce(sum(m * n), 0)::float8 AS mn
+FROM (SELECT count(*) AS n, count(*) FILTER (WHERE {predicate}) AS m FROM ({profiles}) AS p GROUP BY p.page) AS c;
+
+-- name: estimate_source_rows
+-- The rows of the sources (their member counts, kept with their members).
+SELECT coalesce(sum(member_count), 0)::bigint FROM segments WHERE id = ANY($1::bigint[]);

@@ -13,7 +13,7 @@ from collections.abc import Collection
 
 from gateway.db.names import sql, table_names
 from gateway.db.queries import QUERIES
-from gateway.segmentation.sources import Profiles
+from gateway.segmentation.sources import Profiles, Source
 
 
 def profiles_sql(profiles: Profiles, present: Collection[int]) -> str:
@@ -33,21 +33,62 @@ def profiles_sql(profiles: Profiles, present: Collection[int]) -> str:
             joins += f" FULL JOIN {table} ON {aliases[i]}.identity = {_coalesce(f'{a}.identity' for a in seen)}"
         seen.append(aliases[i])
     identity = _coalesce(f"{a}.identity" for a in seen)
+    return sql("segment_profiles", identity=identity, attrs=_attrs(profiles, used, aliases, identity), sources=joins)
+
+
+def sampled_profiles_sql(profiles: Profiles, present: Collection[int], method: str) -> str:
+    """A random sample of the profiles of ``profiles_sql(profiles, present)``: each profile is in it with
+    probability ``$1`` percent, independently of the others with ``BERNOULLI``, by whole pages of its
+    first source's members table with ``SYSTEM`` (``method``). A profile is drawn from the first source
+    that has its identity (the others' rows of it are skipped), so with several sources every profile of the
+    FULL JOIN still has exactly that probability; its attributes are then merged from every source by
+    primary-key lookups, as ``profiles_sql`` merges them. Adds ``page``: the sampled row's page (its source
+    and block), the unit of a ``SYSTEM`` sample's variance."""
+    if method not in ("SYSTEM", "BERNOULLI"):
+        raise ValueError(f"sample method must be SYSTEM or BERNOULLI, not {method!r}")
+    used = [(i, source) for i, source in enumerate(profiles.sources) if source.segment_id in present]
+    if not used:
+        return QUERIES["segment_profiles_sample_none"]
+    aliases = {i: f"s{n}" for n, (i, _source) in enumerate(used, start=1)}
+    tables = {i: table_names(source.segment_id)["members"] for i, source in used}
+    if len(used) == 1:  # one source: its sampled rows are the sampled profiles
+        (i, _source), = used
+        return sql("segment_profiles_sample", identity=f"{aliases[i]}.identity",
+                   attrs=_attrs(profiles, used, aliases, f"{aliases[i]}.identity"), page=_page(aliases[i], 1),
+                   sources=f"{tables[i]} {aliases[i]} TABLESAMPLE {method} ($1)")
+    draws = []
+    for n, (i, _source) in enumerate(used, start=1):
+        earlier = "".join(f" AND NOT EXISTS (SELECT FROM {tables[j]} e WHERE e.identity = d.identity)"
+                          for j, _ in used[:n - 1])
+        draws.append(f"SELECT d.identity, {_page('d', n)} AS page FROM {tables[i]} d TABLESAMPLE {method} ($1) "
+                     f"WHERE true{earlier}")
+    joins = f"({' UNION ALL '.join(draws)}) AS d"
+    for i, _source in used:
+        joins += f" LEFT JOIN {tables[i]} {aliases[i]} ON {aliases[i]}.identity = d.identity"
+    return sql("segment_profiles_sample", identity="d.identity", attrs=_attrs(profiles, used, aliases, "d.identity"),
+               page="d.page", sources=joins)
+
+
+def _page(alias: str, source_number: int) -> str:
+    """A sampled row's page, unique over the sources: the source's number, then the block of its ctid."""
+    return f"({int(source_number)}::bigint << 32 | ({alias}.ctid::text::point)[0]::bigint)"
+
+
+def _attrs(profiles: Profiles, used: list[tuple[int, Source]], aliases: dict[int, str], identity: str) -> str:
+    """The merged ``attrs`` of a profile: each attribute from the first source that has it non-empty."""
     picks = profiles.picks()
     identity_position = profiles.index(profiles.identity_attribute) if profiles.identity_attribute else None
     if len(used) == 1 and len(profiles.sources) == 1 and all(
             pick == [position] for position, pick in enumerate(picks, start=1)):
-        attrs = "s1.attrs"  # one source: its rows are the profiles as they are
-    else:
-        values = []
-        for position, pick in enumerate(picks, start=1):
-            if position == identity_position:
-                values.append(identity)
-                continue
-            terms = [f"NULLIF({aliases[i]}.attrs[{int(pick[i])}], '')" for i, _source in used if pick[i]]
-            values.append("COALESCE(" + ", ".join([*terms, "''"]) + ")")
-        attrs = f"ARRAY[{', '.join(values)}]::text[]" if values else "'{}'::text[]"
-    return sql("segment_profiles", identity=identity, attrs=attrs, sources=joins)
+        return f"{aliases[used[0][0]]}.attrs"  # one source: its rows are the profiles as they are
+    values = []
+    for position, pick in enumerate(picks, start=1):
+        if position == identity_position:
+            values.append(identity)
+            continue
+        terms = [f"NULLIF({aliases[i]}.attrs[{int(pick[i])}], '')" for i, _source in used if pick[i]]
+        values.append("COALESCE(" + ", ".join([*terms, "''"]) + ")")
+    return f"ARRAY[{', '.join(values)}]::text[]" if values else "'{}'::text[]"
 
 
 def _coalesce(terms) -> str:
