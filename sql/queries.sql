@@ -1047,11 +1047,12 @@ WHERE id = $1;
 
 -- name: segment_profiles_sample
 -- A sample of a definition's profiles (gateway.segmentation.profiles.sampled_profiles_sql): $1 the percentage
--- each source is sampled at; {page} the sampled row's page, the unit of a SYSTEM sample.
+-- each source is sampled at, $2 the seed; {page} the sampled row's page, the unit of a SYSTEM sample.
 SELECT {identity} AS identity, {attrs} AS attrs, {page} AS page FROM {sources}
 
 -- name: segment_profiles_sample_none
-SELECT NULL::text COLLATE "C" AS identity, NULL::text[] AS attrs, NULL::bigint AS page WHERE $1::float8 IS NULL
+SELECT NULL::text COLLATE "C" AS identity, NULL::text[] AS attrs, NULL::bigint AS page
+WHERE $1::float8 IS NULL AND $2::float8 IS NULL
 
 -- name: preview_insert
 -- A new preview; expired ones of any endpoint go in the same statement.

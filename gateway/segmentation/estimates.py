@@ -13,7 +13,8 @@ with ``BERNOULLI`` each row is its own page):
   when neighbouring rows are alike (a pushed batch of one country lands on the same pages).
 - several sources (a FULL JOIN whose size is not known without a pass): each profile is drawn from the
   first source that has it, with probability f, so Σm/f is unbiased, with variance (1−f)/f² · Σm_i².
-The 95 % interval is ±1.96 standard errors, narrowed to what the sample proves (at least the matches seen)
+The 95 % interval is ±t standard errors (Student's t for the number of sampled pages less one: 1.96 for
+large samples), narrowed to what the sample proves (at least the matches seen)
 and, when no sampled profile matched (or all did), widened by the "rule of three" (3/f rows per page).
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import random
 import time
 from typing import Any
 
@@ -35,8 +37,9 @@ SAMPLE_METHODS = ("SYSTEM", "BERNOULLI")
 
 
 async def estimate(conn: asyncpg.Connection, endpoint_id: int, preview: asyncpg.Record, *, exact_ms: int,
-                   sample_rows: int, method: str = "SYSTEM") -> dict[str, Any]:
-    """The preview's estimate, as ``/api/estimate/{previewId}`` answers it (see the module docstring)."""
+                   sample_rows: int, method: str = "SYSTEM", seed: float | None = None) -> dict[str, Any]:
+    """The preview's estimate, as ``/api/estimate/{previewId}`` answers it (see the module docstring);
+    ``seed``: the sample's (default: a new one each time; a test passes its own to be repeatable)."""
     started = time.perf_counter()
     now: dt.datetime = preview["evaluated_at"]
     async with conn.transaction(isolation="repeatable_read"):
@@ -49,9 +52,10 @@ async def estimate(conn: asyncpg.Connection, endpoint_id: int, preview: asyncpg.
                 profiles, matched = counted
                 return _answer(matched, True, 0.0, matched, matched, profiles, matched, total_rows, started,
                                method=None, fraction=1.0)
-        sampling = await prepare(conn, endpoint_id, preview["expression"], preview["sources"], now, first_param=2)
+        sampling = await prepare(conn, endpoint_id, preview["expression"], preview["sources"], now, first_param=3)
         sums = await conn.fetchrow(sql("estimate_sample", predicate=sampling.predicate,
-                                       profiles=sampling.sample(method)), fraction * 100, *sampling.params)
+                                       profiles=sampling.sample(method)), fraction * 100,
+                                       float(random.randrange(2**31) if seed is None else seed), *sampling.params)
     size, error, lower, upper = sampled(dict(sums), fraction, total_rows if len(prepared.present) == 1 else None,
                                         per_row=method == "BERNOULLI")
     return _answer(round(size), False, error, lower, upper, int(sums["n"]), int(sums["m"]), total_rows, started,
@@ -90,7 +94,8 @@ def sampled(sums: dict[str, float], fraction: float, known_total: int | None, *,
         variance = (1 - f) / (f * f) * mm
         ceiling = math.inf
     error = math.sqrt(variance)
-    lower, upper = max(m, size - Z_95 * error), min(ceiling, size + Z_95 * error)
+    z = t_95(max(1, (int(n) if per_row else pages) - 1))
+    lower, upper = max(m, size - z * error), min(ceiling, size + z * error)
     rule_of_three = 3 / f * ((n / pages) if pages and not per_row else 1.0)
     if m == 0:
         upper = min(ceiling, max(upper, rule_of_three))
@@ -99,6 +104,14 @@ def sampled(sums: dict[str, float], fraction: float, known_total: int | None, *,
     if n == 0 and known_total is not None:
         upper = known_total
     return size, error, math.floor(lower), math.ceil(upper)
+
+
+def t_95(df: int) -> float:
+    """The two-sided 95 % quantile of Student's t with ``df`` degrees of freedom (Cornish–Fisher expansion,
+    within 1 % of the table from 5 degrees up): a SYSTEM sample of few pages has a noisy variance, and
+    1.96 would make its interval too narrow."""
+    z = Z_95
+    return z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df * df)
 
 
 def _answer(size: int, exact: bool, error: float, lower: float, upper: float, read: int, matched: int,
