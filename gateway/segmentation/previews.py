@@ -130,7 +130,9 @@ async def read_page(conn: asyncpg.Connection, endpoint_id: int, preview: asyncpg
             params.append(after)
             keyset = f" AND p.identity > ${len(params)}"
         params.append(limit + 1)
-        values = f"ARRAY[{', '.join(f'p.attrs[{int(index)}]' for _name, index in prepared.used)}]::text[]"
+        # coalesce: a row pushed before its segment had the attribute has no value of it
+        values = ", ".join("coalesce(p.attrs[%d], '')" % index for _name, index in prepared.used)
+        values = f"ARRAY[{values}]::text[]"
         rows = await conn.fetch(sql("preview_page", values=values, profiles=prepared.relation(),
                                     predicate=prepared.predicate, after=keyset, limit=f"${len(params)}"), *params)
     more = len(rows) > limit

@@ -39,10 +39,10 @@ def profiles_sql(profiles: Profiles, present: Collection[int]) -> str:
 def sampled_profiles_sql(profiles: Profiles, present: Collection[int], method: str) -> str:
     """A random sample of the profiles of ``profiles_sql(profiles, present)``: each profile is in it with
     probability ``$1`` percent (``$2``: the sample's seed), independently of the others with ``BERNOULLI``,
-    by whole pages of its first source's members table with ``SYSTEM`` (``method``). A profile is drawn from the first source
-    that has its identity (the others' rows of it are skipped), so with several sources every profile of the
-    FULL JOIN still has exactly that probability; its attributes are then merged from every source by
-    primary-key lookups, as ``profiles_sql`` merges them. Adds ``page``: the sampled row's page (its source
+    by whole pages of its first source's members table with ``SYSTEM`` (``method``). A profile is drawn
+    from the first source that has its identity (the others' rows of it are skipped; each source has its
+    own seed), so with several sources every profile of the FULL JOIN still has exactly that probability;
+    its attributes are then merged from every source by primary-key lookups, as ``profiles_sql`` merges them. Adds ``page``: the sampled row's page (its source
     and block), the unit of a ``SYSTEM`` sample's variance."""
     if method not in ("SYSTEM", "BERNOULLI"):
         raise ValueError(f"sample method must be SYSTEM or BERNOULLI, not {method!r}")
@@ -61,7 +61,7 @@ def sampled_profiles_sql(profiles: Profiles, present: Collection[int], method: s
         earlier = "".join(f" AND NOT EXISTS (SELECT FROM {tables[j]} e WHERE e.identity = d.identity)"
                           for j, _ in used[:n - 1])
         draws.append(f"SELECT d.identity, {_page('d', n)} AS page FROM {tables[i]} d "
-                     f"TABLESAMPLE {method} ($1) REPEATABLE ($2::float8 + {n}) WHERE true{earlier}")  # a seed per source
+                     f"TABLESAMPLE {method} ($1) REPEATABLE ($2::float8 + {n}) WHERE true{earlier}")
     joins = f"({' UNION ALL '.join(draws)}) AS d"
     for i, _source in used:
         joins += f" LEFT JOIN {tables[i]} {aliases[i]} ON {aliases[i]}.identity = d.identity"

@@ -3,7 +3,7 @@ answers 5xx, and every answer conforms to the document (status code, content typ
 
 Random ids rarely name something that exists, so each generated case is sent twice: as generated, and
 with its path parameters replaced by ids that exist (a segment with members and rejected rows, an
-upload, a complete export job, a succeeded export file job).
+upload, a complete export job, a succeeded export file job, a preview).
 """
 
 import asyncio
@@ -48,8 +48,10 @@ def prepare(url: str) -> dict[str, str]:
     while call("GET", f"/api/export/jobs/{export['id']}")["status"] != "SUCCEEDED":
         assert time.monotonic() < deadline, "the export file job did not succeed"
         time.sleep(0.2)
+    preview = call("POST", "/api/preview", json={"predicateExpression": 'name = "A"', "sources": [segment]})
     return {"segment_id": segment, "job_id": str(job["jobId"]), "data_id": str(job["jobDataId"]),
-            "endpoint": "default", "upload": str(upload), "export_id": export["id"]}
+            "endpoint": "default", "upload": str(upload), "export_id": export["id"],
+            "preview_id": preview["previewId"]}
 
 
 def run_schemathesis(url: str) -> list[str]:
