@@ -42,8 +42,9 @@ def sampled_profiles_sql(profiles: Profiles, present: Collection[int], method: s
     by whole pages of its first source's members table with ``SYSTEM`` (``method``). A profile is drawn
     from the first source that has its identity (the others' rows of it are skipped; each source has its
     own seed), so with several sources every profile of the FULL JOIN still has exactly that probability;
-    its attributes are then merged from every source by primary-key lookups, as ``profiles_sql`` merges them. Adds ``page``: the sampled row's page (its source
-    and block), the unit of a ``SYSTEM`` sample's variance."""
+    its attributes are then merged from every source by primary-key lookups, as ``profiles_sql`` merges
+    them. Adds ``page``: the sampled row's page (its source and block), the unit of a ``SYSTEM`` sample's
+    variance."""
     if method not in ("SYSTEM", "BERNOULLI"):
         raise ValueError(f"sample method must be SYSTEM or BERNOULLI, not {method!r}")
     used = [(i, source) for i, source in enumerate(profiles.sources) if source.segment_id in present]
