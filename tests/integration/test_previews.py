@@ -4,16 +4,19 @@ tenancy and scopes."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import random
 from typing import Any
 
+import asyncpg
 import pytest
 
 from gateway.segmentation.estimates import estimate
 from gateway.segmentation.previews import get_preview
-from tests.conftest import AUTH, GatewayTestServer
 from gateway.app import create_app
+from tests.conftest import AUTH, GatewayTestServer
+from tests.helpers import eventually, members_table
 from tests.integration.manage_helpers import api
 from tests.integration.push_helpers import csv_body, push_ok
 from tests.integration.segment_job_helpers import endpoint_of, source_with
@@ -181,6 +184,35 @@ async def test_sampled_intervals_contain_the_true_count_at_least_45_times_in_50(
         truth = sum(1 for r in rows if keep(r))
         covered += answer["lowerBound"] <= truth <= answer["upperBound"]
     assert covered >= 45
+
+
+async def test_a_count_over_its_budget_is_canceled_and_the_estimate_sampled(client, db, database_url):
+    """The exact count is stopped by its statement timeout (held here by a lock on the members table, so
+    that it cannot finish in time), and the estimate goes on with a sample in the same transaction."""
+    rows = people(5000, seed=12)
+    source = await source_with(client, db, "people", HEADER, rows)
+    endpoint_id = await endpoint_of(db, source)
+    preview = await create(client, 'Country = "US"')
+    row = await get_preview(db, endpoint_id, int(preview["previewId"]))
+    estimator = await asyncpg.connect(database_url)
+    try:
+        assert (await estimate(estimator, endpoint_id, row, exact_ms=10_000, sample_rows=500))["exact"]  # types
+        async with db.transaction():
+            await db.execute(f"LOCK TABLE {members_table(source)} IN ACCESS EXCLUSIVE MODE")
+            task = asyncio.ensure_future(estimate(estimator, endpoint_id, row, exact_ms=50, sample_rows=500))
+
+            async def sampling() -> bool:
+                await db.execute("SELECT pg_stat_clear_snapshot()")  # a transaction sees one snapshot of it
+                return await db.fetchval("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                         "AND query LIKE '%TABLESAMPLE%'") == 1
+
+            await eventually(sampling, "the estimate to give up its count and wait to sample")
+        answer = await asyncio.wait_for(task, 10)
+    finally:
+        await estimator.close()
+    assert answer["exact"] is False and answer["sampleMethod"] == "SYSTEM" and answer["profilesReadSoFar"] < 5000
+    truth = sum(1 for r in rows if r[1] == "US")
+    assert answer["lowerBound"] <= truth <= answer["upperBound"]
 
 
 async def test_the_route_samples_when_the_exact_budget_is_spent(aiohttp_client, settings, db):
