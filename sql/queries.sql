@@ -1046,12 +1046,13 @@ UPDATE segments SET identity_hashing = $2, updated_at = clock_timestamp(), metad
 WHERE id = $1;
 
 -- name: segment_profiles_sample
--- A sample of a definition's profiles (gateway.segmentation.profiles.sampled_profiles_sql): $1 the percentage
--- each source is sampled at, $2 the seed; {page} the sampled row's page, the unit of a SYSTEM sample.
-SELECT {identity} AS identity, {attrs} AS attrs, {page} AS page FROM {sources}
+-- A sample of the rows of a definition's sources as profiles (gateway.segmentation.profiles.
+-- sampled_profiles_sql): $1 the percentage each source is sampled at, $2 the seed; {page} the sampled row's
+-- source and page, {first} whether its source is the first that has its identity.
+SELECT {identity} AS identity, {attrs} AS attrs, {page} AS page, {first} AS first FROM {sources}
 
 -- name: segment_profiles_sample_none
-SELECT NULL::text COLLATE "C" AS identity, NULL::text[] AS attrs, NULL::bigint AS page
+SELECT NULL::text COLLATE "C" AS identity, NULL::text[] AS attrs, NULL::bigint AS page, NULL::boolean AS first
 WHERE $1::float8 IS NULL AND $2::float8 IS NULL
 
 -- name: preview_insert
@@ -1083,13 +1084,16 @@ SELECT set_config('statement_timeout', $1, true);
 SELECT count(*) AS profiles, count(*) FILTER (WHERE {predicate}) AS matched FROM ({profiles}) AS p;
 
 -- name: estimate_sample
--- A sample's sums over its pages (n: profiles read from a page, m: those the predicate keeps), what the
--- variance of a cluster sample needs (gateway.segmentation.estimates).
-SELECT count(*) AS pages, coalesce(sum(n), 0)::float8 AS n, coalesce(sum(m), 0)::float8 AS m,
-       coalesce(sum(m * m), 0)::float8 AS mm, coalesce(sum(n * n), 0)::float8 AS nn,
-       coalesce(sum(m * n), 0)::float8 AS mn
-FROM (SELECT count(*) AS n, count(*) FILTER (WHERE {predicate}) AS m FROM ({profiles}) AS p GROUP BY p.page) AS c;
+-- A sample's sums per source (its 1-based number in the sample's order) over its pages: n the rows read
+-- from a page, m those that are their profile's first-source row and match, profiles the first-source
+-- rows; what the ratio estimator of a cluster sample needs (gateway.segmentation.estimates).
+SELECT source, count(*) AS pages, sum(n)::float8 AS n, sum(m)::float8 AS m, sum(m * m)::float8 AS mm,
+       sum(n * n)::float8 AS nn, sum(m * n)::float8 AS mn, sum(profiles)::bigint AS profiles
+FROM (SELECT p.page >> 32 AS source, count(*) AS n, count(*) FILTER (WHERE p.first AND ({predicate})) AS m,
+             count(*) FILTER (WHERE p.first) AS profiles
+      FROM ({profiles}) AS p GROUP BY p.page) AS c
+GROUP BY source ORDER BY source;
 
 -- name: estimate_source_rows
--- The rows of the sources (their member counts, kept with their members).
-SELECT coalesce(sum(member_count), 0)::bigint FROM segments WHERE id = ANY($1::bigint[]);
+-- The rows of each source (its member count, kept with its members).
+SELECT id, member_count FROM segments WHERE id = ANY($1::bigint[]);

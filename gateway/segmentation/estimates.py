@@ -5,17 +5,20 @@ when it is 0); if it does not finish in time, a sample of about ``GATEWAY_ESTIMA
 (``TABLESAMPLE SYSTEM``: whole pages, read in a fraction of the time a full pass takes) in the same
 snapshot. A sample whose fraction would be 100 % is the exact count, whatever the budget.
 
-The sample's arithmetic (f: the sampling fraction; a page of the sample has n_i profiles of which m_i match;
-with ``BERNOULLI`` each row is its own page):
-- one source, whose row count N is exact (kept with its members): the ratio estimator N·R, R = Σm/Σn,
-  with variance (1−f)/f² · k/(k−1) · Σ(m_i − R·n_i)² over the k sampled pages. With one row per page that
-  is the design notes' N²·R(1−R)/n·(1−n/N). Counting pages, not rows, as the units keeps the error honest
-  when neighbouring rows are alike (a pushed batch of one country lands on the same pages).
-- several sources (a FULL JOIN whose size is not known without a pass): each profile is drawn from the
-  first source that has it, with probability f, so Σm/f is unbiased, with variance (1−f)/f² · Σm_i².
-The 95 % interval is ±t standard errors (Student's t for the number of sampled pages less one: 1.96 for
-large samples), narrowed to what the sample proves (at least the matches seen)
-and, when no sampled profile matched (or all did), widened by the "rule of three" (3/f rows per page).
+The sample's arithmetic. f is the sampling fraction; each source s has N_s rows (its member count, exact:
+it is kept with its members, and read in the estimate's snapshot). Every sampled row stands for its
+identity's profile, and counts (y = 1) when its source is the first that has the identity and the profile
+matches: so the profiles that match are Σ_s Y_s, Y_s the sum of y over source s's rows, each estimated
+with the ratio estimator of a cluster sample of known size. A sampled page i of source s has n_i rows
+of which m_i count (with ``BERNOULLI`` each row is its own page):
+  Ŷ_s = N_s·R_s, R_s = Σm/Σn, with variance (1−f)/f² · k/(k−1) · Σ(m_i − R_s·n_i)² over its k pages.
+With one source and one row per page that is the design notes' N²·R(1−R)/n·(1−n/N). Counting pages, not
+rows, as the units keeps the error honest when neighbouring rows are alike (a pushed batch of one country
+lands on the same pages); the sources are sampled independently (a seed each), so their variances add.
+The 95 % interval is ±t standard errors (Student's t for the pages sampled less one: 1.96 for large
+samples), narrowed to what the sample proves (at least the matches seen, at most the rows not seen to
+miss) and, when no sampled row counted (or every one did), widened by the "rule of three" (3/f rows per
+page).
 """
 
 from __future__ import annotations
@@ -44,7 +47,10 @@ async def estimate(conn: asyncpg.Connection, endpoint_id: int, preview: asyncpg.
     now: dt.datetime = preview["evaluated_at"]
     async with conn.transaction(isolation="repeatable_read"):
         prepared = await prepare(conn, endpoint_id, preview["expression"], preview["sources"], now)
-        total_rows = await conn.fetchval(QUERIES["estimate_source_rows"], prepared.present)
+        counts = {row["id"]: row["member_count"] for row in
+                  await conn.fetch(QUERIES["estimate_source_rows"], prepared.present)}
+        rows = [counts[segment_id] for segment_id in prepared.present]  # in the sample's source order
+        total_rows = sum(rows)
         fraction = min(1.0, sample_rows / total_rows) if total_rows else 1.0
         if fraction >= 1.0 or exact_ms > 0:
             counted = await _exact(conn, prepared, None if fraction >= 1.0 else exact_ms)
@@ -53,13 +59,14 @@ async def estimate(conn: asyncpg.Connection, endpoint_id: int, preview: asyncpg.
                 return _answer(matched, True, 0.0, matched, matched, profiles, matched, total_rows, started,
                                method=None, fraction=1.0)
         sampling = await prepare(conn, endpoint_id, preview["expression"], preview["sources"], now, first_param=3)
-        sums = await conn.fetchrow(sql("estimate_sample", predicate=sampling.predicate,
-                                       profiles=sampling.sample(method)), fraction * 100,
-                                       float(random.randrange(2**31) if seed is None else seed), *sampling.params)
-    size, error, lower, upper = sampled(dict(sums), fraction, total_rows if len(prepared.present) == 1 else None,
+        sums = await conn.fetch(sql("estimate_sample", predicate=sampling.predicate, profiles=sampling.sample(method)),
+                                fraction * 100, float(random.randrange(2**31) if seed is None else seed),
+                                *sampling.params)
+    by_source = {int(row["source"]): dict(row) for row in sums}
+    size, error, lower, upper = sampled([by_source.get(n) for n in range(1, len(rows) + 1)], rows, fraction,
                                         per_row=method == "BERNOULLI")
-    return _answer(round(size), False, error, lower, upper, int(sums["n"]), int(sums["m"]), total_rows, started,
-                   method=method, fraction=fraction)
+    return _answer(round(size), False, error, lower, upper, sum(int(row["profiles"]) for row in sums),
+                   sum(int(row["m"]) for row in sums), total_rows, started, method=method, fraction=fraction)
 
 
 async def _exact(conn: asyncpg.Connection, prepared: Prepared, budget_ms: int | None) -> tuple[int, int] | None:
@@ -75,34 +82,37 @@ async def _exact(conn: asyncpg.Connection, prepared: Prepared, budget_ms: int | 
         return None
 
 
-def sampled(sums: dict[str, float], fraction: float, known_total: int | None, *,
+def sampled(sums: list[dict[str, float] | None], rows: list[int], fraction: float, *,
             per_row: bool) -> tuple[float, float, int, int]:
-    """(estimate, standard error, lower, upper) from a sample's sums (``estimate_sample``): ``pages``, ``n``,
-    ``m``, ``mm``, ``nn``, ``mn``; ``known_total``: the profiles' exact number when it is known (one source)."""
+    """(estimate, standard error, lower, upper) from a sample's sums per source (``estimate_sample``:
+    ``pages``, ``n``, ``m``, ``mm``, ``nn``, ``mn``; None for a source none of whose rows was sampled) and
+    the sources' row counts, in the same order (see the module docstring)."""
     f = fraction
-    pages, n, m = int(sums["pages"]), sums["n"], sums["m"]
-    mm, nn, mn = (m, n, m) if per_row else (sums["mm"], sums["nn"], sums["mn"])
-    correction = pages / (pages - 1) if pages > 1 else 1.0
-    if known_total is not None:
-        ratio = m / n if n else 0.0
-        size = known_total * ratio
-        residuals = max(0.0, mm - 2 * ratio * mn + ratio * ratio * nn)
-        variance = (1 - f) / (f * f) * correction * residuals
-        ceiling = known_total - (n - m)  # the sampled profiles that did not match are not members
-    else:
-        size = m / f
-        variance = (1 - f) / (f * f) * mm
-        ceiling = math.inf
+    size = variance = 0.0
+    seen = matched = pages = unknown = 0
+    ceiling = 0.0
+    for part, total in zip(sums, rows):
+        if part is None:  # nothing of this source was sampled: all of it may count
+            ceiling += total
+            unknown += total
+            continue
+        n, m = part["n"], part["m"]
+        mm, nn, mn = (m, n, m) if per_row else (part["mm"], part["nn"], part["mn"])
+        k = int(part["pages"])
+        ratio = m / n
+        size += total * ratio
+        correction = k / (k - 1) if k > 1 else 1.0
+        variance += (1 - f) / (f * f) * correction * max(0.0, mm - 2 * ratio * mn + ratio * ratio * nn)
+        ceiling += total - (n - m)  # a sampled row that does not count is not among the matches
+        seen, matched, pages = seen + n, matched + m, pages + k
     error = math.sqrt(variance)
-    z = t_95(max(1, (int(n) if per_row else pages) - 1))
-    lower, upper = max(m, size - z * error), min(ceiling, size + z * error)
-    rule_of_three = 3 / f * ((n / pages) if pages and not per_row else 1.0)
-    if m == 0:
+    z = t_95(max(1, (int(seen) if per_row else pages) - 1))
+    lower, upper = max(matched, size - z * error), min(ceiling, size + z * error + unknown)
+    rule_of_three = 3 / f * ((seen / pages) if pages and not per_row else 1.0)
+    if matched == 0:
         upper = min(ceiling, max(upper, rule_of_three))
-    if known_total is not None and n and m == n:
-        lower = max(m, min(lower, known_total - rule_of_three))
-    if n == 0 and known_total is not None:
-        upper = known_total
+    if seen and matched == seen:  # every sampled row counted
+        lower = max(matched, min(lower, size - rule_of_three))
     return size, error, math.floor(lower), math.ceil(upper)
 
 

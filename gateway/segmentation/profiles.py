@@ -37,14 +37,14 @@ def profiles_sql(profiles: Profiles, present: Collection[int]) -> str:
 
 
 def sampled_profiles_sql(profiles: Profiles, present: Collection[int], method: str) -> str:
-    """A random sample of the profiles of ``profiles_sql(profiles, present)``: each profile is in it with
-    probability ``$1`` percent (``$2``: the sample's seed), independently of the others with ``BERNOULLI``,
-    by whole pages of its first source's members table with ``SYSTEM`` (``method``). A profile is drawn
-    from the first source that has its identity (the others' rows of it are skipped; each source has its
-    own seed), so with several sources every profile of the FULL JOIN still has exactly that probability;
-    its attributes are then merged from every source by primary-key lookups, as ``profiles_sql`` merges
-    them. Adds ``page``: the sampled row's page (its source and block), the unit of a ``SYSTEM`` sample's
-    variance."""
+    """A random sample of the rows of the sources of ``profiles_sql(profiles, present)``: each row is in it
+    with probability ``$1`` percent (``$2``: the sample's seed; each source has its own), independently of
+    the others with ``BERNOULLI``, by whole pages of its members table with ``SYSTEM`` (``method``). Each
+    sampled row is its identity's profile (attributes merged from every source by primary-key lookups, as
+    ``profiles_sql`` merges them), with ``page`` (its source's 1-based number in the upper 32 bits, its
+    block below: the unit of a ``SYSTEM`` sample's variance) and ``first``: whether its source is the first
+    that has the identity. So every profile of the FULL JOIN is counted, through its first source's row,
+    with exactly that probability, and each source's sampled rows estimate a part of known size: its rows."""
     if method not in ("SYSTEM", "BERNOULLI"):
         raise ValueError(f"sample method must be SYSTEM or BERNOULLI, not {method!r}")
     used = [(i, source) for i, source in enumerate(profiles.sources) if source.segment_id in present]
@@ -56,18 +56,18 @@ def sampled_profiles_sql(profiles: Profiles, present: Collection[int], method: s
         (i, _source), = used
         return sql("segment_profiles_sample", identity=f"{aliases[i]}.identity",
                    attrs=_attrs(profiles, used, aliases, f"{aliases[i]}.identity"), page=_page(aliases[i], 1),
-                   sources=f"{tables[i]} {aliases[i]} TABLESAMPLE {method} ($1) REPEATABLE ($2)")
+                   first="true", sources=f"{tables[i]} {aliases[i]} TABLESAMPLE {method} ($1) REPEATABLE ($2)")
     draws = []
     for n, (i, _source) in enumerate(used, start=1):
-        earlier = "".join(f" AND NOT EXISTS (SELECT FROM {tables[j]} e WHERE e.identity = d.identity)"
-                          for j, _ in used[:n - 1])
-        draws.append(f"SELECT d.identity, {_page('d', n)} AS page FROM {tables[i]} d "
-                     f"TABLESAMPLE {method} ($1) REPEATABLE ($2::float8 + {n}) WHERE true{earlier}")
+        first = " AND ".join(f"NOT EXISTS (SELECT FROM {tables[j]} e WHERE e.identity = d.identity)"
+                             for j, _ in used[:n - 1]) or "true"
+        draws.append(f"SELECT d.identity, {_page('d', n)} AS page, {first} AS first FROM {tables[i]} d "
+                     f"TABLESAMPLE {method} ($1) REPEATABLE ($2::float8 + {n})")
     joins = f"({' UNION ALL '.join(draws)}) AS d"
     for i, _source in used:
         joins += f" LEFT JOIN {tables[i]} {aliases[i]} ON {aliases[i]}.identity = d.identity"
     return sql("segment_profiles_sample", identity="d.identity", attrs=_attrs(profiles, used, aliases, "d.identity"),
-               page="d.page", sources=joins)
+               page="d.page", first="d.first", sources=joins)
 
 
 def _page(alias: str, source_number: int) -> str:

@@ -202,9 +202,11 @@ async def test_a_count_over_its_budget_is_canceled_and_the_estimate_sampled(clie
             task = asyncio.ensure_future(estimate(estimator, endpoint_id, row, exact_ms=50, sample_rows=500))
 
             async def sampling() -> bool:
+                if task.done():
+                    task.result()  # it cannot have finished: say why it ended
                 await db.execute("SELECT pg_stat_clear_snapshot()")  # a transaction sees one snapshot of it
                 return await db.fetchval("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                                         "AND query LIKE '%TABLESAMPLE%'") == 1
+                                         "AND query LIKE '-- A sample''s sums per source%'") == 1
 
             await eventually(sampling, "the estimate to give up its count and wait to sample")
         answer = await asyncio.wait_for(task, 10)
