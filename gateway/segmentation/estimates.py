@@ -36,7 +36,6 @@ from gateway.db.queries import QUERIES
 from gateway.segmentation.previews import STATE_READY, Prepared, prepare
 
 Z_95 = 1.959963984540054
-SAMPLE_METHODS = ("SYSTEM", "BERNOULLI")
 
 
 async def estimate(conn: asyncpg.Connection, endpoint_id: int, preview: asyncpg.Record, *, exact_ms: int,
