@@ -57,17 +57,18 @@ def sampled_profiles_sql(profiles: Profiles, present: Collection[int], method: s
         return sql("segment_profiles_sample", identity=f"{aliases[i]}.identity",
                    attrs=_attrs(profiles, used, aliases, f"{aliases[i]}.identity"), page=_page(aliases[i], 1),
                    first="true", sources=f"{tables[i]} {aliases[i]} TABLESAMPLE {method} ($1) REPEATABLE ($2)")
-    draws = []
-    for n, (i, _source) in enumerate(used, start=1):
-        first = " AND ".join(f"NOT EXISTS (SELECT FROM {tables[j]} e WHERE e.identity = d.identity)"
-                             for j, _ in used[:n - 1]) or "true"
-        draws.append(f"SELECT d.identity, {_page('d', n)} AS page, {first} AS first FROM {tables[i]} d "
-                     f"TABLESAMPLE {method} ($1) REPEATABLE ($2::float8 + {n})")
+    draws = [f"SELECT d.identity, {_page('d', n)} AS page FROM {tables[i]} d "
+             f"TABLESAMPLE {method} ($1) REPEATABLE ($2::float8 + {n})" for n, (i, _source) in enumerate(used, start=1)]
     joins = f"({' UNION ALL '.join(draws)}) AS d"
-    for i, _source in used:
-        joins += f" LEFT JOIN {tables[i]} {aliases[i]} ON {aliases[i]}.identity = d.identity"
+    for i, _source in used:  # LATERAL: one primary-key lookup per sampled row, whatever the sample's size
+        joins += (f" LEFT JOIN LATERAL (SELECT x.identity, x.attrs FROM {tables[i]} x WHERE x.identity = d.identity) "
+                  f"{aliases[i]} ON true")
+    # a row of source n is its profile's first-source row when no earlier source has its identity
+    first = "CASE d.page >> 32 " + " ".join(
+        f"WHEN {n} THEN " + " AND ".join(["true", *(f"{aliases[j]}.identity IS NULL" for j, _ in used[:n - 1])])
+        for n in range(1, len(used) + 1)) + " END"
     return sql("segment_profiles_sample", identity="d.identity", attrs=_attrs(profiles, used, aliases, "d.identity"),
-               page="d.page", first="d.first", sources=joins)
+               page="d.page", first=first, sources=joins)
 
 
 def _page(alias: str, source_number: int) -> str:
