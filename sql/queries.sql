@@ -1076,6 +1076,10 @@ SELECT p.identity, {values} AS values FROM ({profiles}) AS p
 WHERE ({predicate}){after}
 ORDER BY p.identity COLLATE "C" LIMIT {limit};
 
+-- name: preview_next_identities
+-- The next identities of a source after $1 ('' from the first), by its primary key.
+SELECT identity FROM {members} WHERE identity > $1 ORDER BY identity LIMIT $2;
+
 -- name: estimate_exact_budget
 -- The exact count's time budget, for the rest of the transaction ($1: e.g. '300ms').
 SELECT set_config('statement_timeout', $1, true);

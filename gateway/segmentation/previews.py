@@ -25,11 +25,12 @@ from gateway.errors import BadRequest, NotFound
 from gateway.ids import parse_int
 from gateway.segmentation import compiler, pql
 from gateway.segmentation.evaluate import _members_exist, _segment_tables
-from gateway.segmentation.profiles import profiles_sql, sampled_profiles_sql
+from gateway.segmentation.profiles import listed_profiles_sql, profiles_sql, sampled_profiles_sql
 from gateway.segmentation.sources import Profiles, resolve
 
 STATE_READY = "RESULT_READY"
 STATE_FAILED = "FAILED"
+MERGE_BATCH = 1000  # identities read from each source at a time by a page over several sources
 
 
 def unknown_preview(preview_id: object) -> NotFound:
@@ -124,19 +125,54 @@ async def read_page(conn: asyncpg.Connection, endpoint_id: int, preview: asyncpg
                                      preview["evaluated_at"])
         except BadRequest as exc:
             return Page(STATE_FAILED, [], None, {"code": exc.code, "message": exc.message, **exc.extra})
-        params = list(prepared.params)
-        keyset = ""
-        if after is not None:
-            params.append(after)
-            keyset = f" AND p.identity > ${len(params)}"
-        params.append(limit + 1)
-        # coalesce: a row pushed before its segment had the attribute has no value of it
-        values = ", ".join("coalesce(p.attrs[%d], '')" % index for _name, index in prepared.used)
-        values = f"ARRAY[{values}]::text[]"
-        rows = await conn.fetch(sql("preview_page", values=values, profiles=prepared.relation(),
-                                    predicate=prepared.predicate, after=keyset, limit=f"${len(params)}"), *params)
+        if len(prepared.present) <= 1:  # a keyset on one source is an index range scan
+            rows = await _select(conn, prepared, prepared.relation(), [], after, limit + 1)
+        else:
+            rows = await _merged(conn, prepared, after, limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
     results = [{"identity": row["identity"], **{name: value for (name, _index), value in
                                                  zip(prepared.used, row["values"])}} for row in rows]
     return Page(STATE_READY, results, rows[-1]["identity"] if more else None)
+
+
+async def _select(conn: asyncpg.Connection, prepared: Prepared, relation: str, more_params: list[Any],
+                  after: str | None, count: int) -> list[asyncpg.Record]:
+    """The first ``count`` profiles of ``relation`` (its own parameters ``more_params`` follow the
+    predicate's) after identity ``after`` that the predicate keeps, in identity order."""
+    params = [*prepared.params, *more_params]
+    keyset = ""
+    if after is not None:
+        params.append(after)
+        keyset = f" AND p.identity > ${len(params)}"
+    params.append(count)
+    # coalesce: a row pushed before its segment had the attribute has no value of it
+    values = ", ".join("coalesce(p.attrs[%d], '')" % index for _name, index in prepared.used)
+    return await conn.fetch(sql("preview_page", values=f"ARRAY[{values}]::text[]", profiles=relation,
+                                predicate=prepared.predicate, after=keyset, limit=f"${len(params)}"), *params)
+
+
+async def _merged(conn: asyncpg.Connection, prepared: Prepared, after: str | None,
+                  count: int) -> list[asyncpg.Record]:
+    """With several sources: the next ``MERGE_BATCH`` identities of each source's primary key after the
+    cursor, merged (only those up to the lowest last identity of a source that had more are complete), and
+    their profiles evaluated by primary-key lookups; again from there until ``count`` profiles are kept or
+    the sources end. So a page reads about as many rows as it skips, as with one source, whatever the
+    sources' size (PostgreSQL plans a merge of several sources as a sort of all of them)."""
+    relation = listed_profiles_sql(prepared.profiles, prepared.present, f"${len(prepared.params) + 1}")
+    kept: list[asyncpg.Record] = []
+    cursor = after or ""  # no identity is empty
+    while len(kept) < count:
+        batches = [[row["identity"] for row in await conn.fetch(sql("preview_next_identities", segment_id=source),
+                                                                 cursor, MERGE_BATCH)]
+                   for source in prepared.present]
+        ends = [batch[-1] for batch in batches if len(batch) == MERGE_BATCH]
+        bound = min(ends) if ends else None
+        candidates = sorted({identity for batch in batches for identity in batch
+                             if bound is None or identity <= bound})
+        if candidates:
+            kept += await _select(conn, prepared, relation, [candidates], None, count - len(kept))
+        if bound is None:
+            break
+        cursor = bound
+    return kept

@@ -59,16 +59,35 @@ def sampled_profiles_sql(profiles: Profiles, present: Collection[int], method: s
                    first="true", sources=f"{tables[i]} {aliases[i]} TABLESAMPLE {method} ($1) REPEATABLE ($2)")
     draws = [f"SELECT d.identity, {_page('d', n)} AS page FROM {tables[i]} d "
              f"TABLESAMPLE {method} ($1) REPEATABLE ($2::float8 + {n})" for n, (i, _source) in enumerate(used, start=1)]
-    joins = f"({' UNION ALL '.join(draws)}) AS d"
-    for i, _source in used:  # LATERAL: one primary-key lookup per sampled row, whatever the sample's size
-        joins += (f" LEFT JOIN LATERAL (SELECT x.identity, x.attrs FROM {tables[i]} x WHERE x.identity = d.identity) "
-                  f"{aliases[i]} ON true")
+    joins = f"({' UNION ALL '.join(draws)}) AS d" + _lookups(used, aliases, tables)
     # a row of source n is its profile's first-source row when no earlier source has its identity
     first = "CASE d.page >> 32 " + " ".join(
         f"WHEN {n} THEN " + " AND ".join(["true", *(f"{aliases[j]}.identity IS NULL" for j, _ in used[:n - 1])])
         for n in range(1, len(used) + 1)) + " END"
     return sql("segment_profiles_sample", identity="d.identity", attrs=_attrs(profiles, used, aliases, "d.identity"),
                page="d.page", first=first, sources=joins)
+
+
+def listed_profiles_sql(profiles: Profiles, present: Collection[int], identities: str) -> str:
+    """The profiles of ``profiles_sql(profiles, present)`` whose identity is in ``identities`` (a bind
+    parameter such as ``$3``, a text[]), by primary-key lookups in every source: what a preview page over
+    several sources evaluates, a batch of identities at a time (a FULL JOIN would be evaluated whole)."""
+    used = [(i, source) for i, source in enumerate(profiles.sources) if source.segment_id in present]
+    if not used:
+        return QUERIES["segment_profiles_none"]
+    aliases = {i: f"s{n}" for n, (i, _source) in enumerate(used, start=1)}
+    tables = {i: table_names(source.segment_id)["members"] for i, source in used}
+    listed = f"(SELECT DISTINCT unnest({identities}::text[]) COLLATE \"C\" AS identity) AS d"
+    joins = listed + _lookups(used, aliases, tables)
+    return sql("segment_profiles", identity="d.identity", attrs=_attrs(profiles, used, aliases, "d.identity"),
+               sources=joins)
+
+
+def _lookups(used: list[tuple[int, Source]], aliases: dict[int, str], tables: dict[int, str]) -> str:
+    """Each source's row of identity ``d.identity`` (or NULLs), by LATERAL primary-key lookups: one per
+    row of ``d``, whatever its size (a join could choose a pass over a whole source instead)."""
+    return "".join(f" LEFT JOIN LATERAL (SELECT x.identity, x.attrs FROM {tables[i]} x WHERE x.identity = "
+                   f"d.identity) {aliases[i]} ON true" for i, _source in used)
 
 
 def _page(alias: str, source_number: int) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from gateway.segmentation import previews
 from gateway.segmentation.estimates import estimate
 from gateway.segmentation.previews import get_preview
 from gateway.app import create_app
@@ -111,6 +112,22 @@ async def test_several_sources_are_merged_first_source_first(client, db):
     assert [item["identity"] for item in found] == ["x@x.org", "y@x.org", "z@x.org"]
     answer = (await api(client, "GET", f"/api/estimate/{preview['previewId']}")).result
     assert (answer["estimatedSize"], answer["exact"], answer["profilesReadSoFar"]) == (3, True, 3)
+
+
+async def test_pages_over_several_sources_merge_their_keys_batch_by_batch(client, db, monkeypatch):
+    """A page over several sources reads each source's identities a batch at a time (here 7, so that a page
+    takes many rounds and the sources' batches end at different identities): every profile the FULL JOIN
+    has and the expression keeps is listed once, in byte order, with the first source's values first."""
+    monkeypatch.setattr(previews, "MERGE_BATCH", 7)
+    first, second = people(300, seed=13), people(450, seed=14)[150:]
+    a = await source_with(client, db, "a", HEADER, first)
+    b = await source_with(client, db, "b", ["Email", "Country"], [row[:2] for row in second])
+    merged = {row[0]: row[1] for row in second} | {row[0]: row[1] for row in first}
+    expected = sorted(identity for identity, country in merged.items() if country in ("US", "FR"))
+    preview = await create(client, 'Country in ["US", "FR"]', [str(a), str(b)])
+    found = await read_all(client, preview["previewId"], 10)
+    assert [item["identity"] for item in found] == expected
+    assert all(item["Country"] == merged[item["identity"]] for item in found)
 
 
 async def test_exact_estimate_equals_the_count(client, db):
