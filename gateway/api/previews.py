@@ -49,7 +49,7 @@ def parse_preview(payload: Any) -> tuple[str, list[int] | None]:
 
 def _read_cursor(fields: dict[str, Any]) -> str:
     after = fields["after"]
-    if not isinstance(after, str):
+    if not isinstance(after, str) or "\x00" in after:  # PostgreSQL text cannot hold U+0000
         raise ValueError("not an identity")
     return after
 

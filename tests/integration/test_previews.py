@@ -16,6 +16,7 @@ from gateway.segmentation import previews
 from gateway.segmentation.estimates import estimate
 from gateway.segmentation.previews import get_preview
 from gateway.app import create_app
+from gateway.http.paging import encode_cursor
 from tests.conftest import AUTH, GatewayTestServer
 from tests.helpers import eventually, members_table
 from tests.integration.manage_helpers import api
@@ -100,7 +101,9 @@ async def test_wait_answers_the_first_page_and_bad_expressions_are_400(client, d
     for query in ("?limit=1001", "?limit=0"):
         preview = await create(client, 'Country = "US"')
         (await api(client, "GET", f"/api/preview/{preview['previewId']}{query}")).assert_failure(400, "invalid_limit")
-    (await api(client, "GET", f"/api/preview/{preview['previewId']}?cursor=zz")).assert_failure(400, "invalid_cursor")
+    for cursor in ("zz", encode_cursor({"after": "a\x00"}), encode_cursor({"after": 3})):
+        reply = await api(client, "GET", f"/api/preview/{preview['previewId']}?cursor={cursor}")
+        reply.assert_failure(400, "invalid_cursor")
 
 
 async def test_several_sources_are_merged_first_source_first(client, db):
