@@ -112,3 +112,9 @@ BEGIN
     END LOOP;
 END $$;
 ANALYZE segments
+
+-- name: anchor_estimate_count
+-- The estimate scenario's count done by hand ({source}: the source segment's id; attrs Email, Country,
+-- LastPurchase), the expression of the segment-job scenario.
+SELECT count(*) FROM audience.members_{source}
+WHERE attrs[2] = 'US' AND attrs[3]::timestamptz >= now() - interval '30 days' AND attrs[3]::timestamptz <= now()

@@ -452,6 +452,48 @@ async def segment_job(run: Run) -> dict:
     return figures
 
 
+async def estimate(run: Run) -> dict:
+    """``GET /api/estimate/{previewId}`` over an N-member source (the segment-job scenario's profiles and
+    expression), timed per request at the gateway's default settings (an exact count if it finishes within
+    ``GATEWAY_ESTIMATE_EXACT_MS``, else a ``TABLESAMPLE SYSTEM`` sample), beside psql counting the same
+    members. The answer must be psql's count when exact, and its 95 % interval must hold it when sampled."""
+    source = await run.segment("estimate-source")
+    today = dt.datetime.now(dt.timezone.utc).date()
+    await client.push_stream(run.session, run.gateway.url, source, run.rows, seed=0,
+                             body=data.profile_stream(run.rows, today))
+    body = {"predicateExpression": SEGMENT_JOB_EXPRESSION, "predicateType": "pql/text", "sources": [source]}
+    async with run.session.post(f"{run.gateway.url}/api/preview", json=body, headers=AUTH) as response:
+        payload = await response.json()
+        if response.status != 200:
+            raise RuntimeError(f"POST /api/preview: {response.status} {payload}")
+    preview = payload["result"]["previewId"]
+    answers: list[dict] = []
+
+    async def once(repeat: int) -> tuple[float, float]:
+        psql = timed_psql(run.dsn, SQL["anchor_estimate_count"].format(source=int(source)))
+        started = time.perf_counter()
+        async with run.session.get(f"{run.gateway.url}/api/estimate/{preview}", headers=AUTH) as response:
+            answer = await response.json()
+            if response.status != 200:
+                raise RuntimeError(f"GET /api/estimate/{preview}: {response.status} {answer}")
+        answers.append(answer["result"])
+        return time.perf_counter() - started, psql
+
+    runs = await run.repeat(once)
+    expected = int(run_psql(run.dsn, SQL["anchor_estimate_count"].format(source=int(source))))
+    held = [a["lowerBound"] <= expected <= a["upperBound"] and (not a["exact"] or a["estimatedSize"] == expected)
+            for a in answers]
+    if not all(held):
+        raise RuntimeError(f"an estimate missed psql's count {expected}: {answers}")
+    last = answers[-1]
+    figures = _figures(run.rows, runs, expected=expected, exact=[a["exact"] for a in answers],
+                       estimated=[a["estimatedSize"] for a in answers], standard_error=last["standardError"],
+                       interval=[last["lowerBound"], last["upperBound"]], read=last["profilesReadSoFar"],
+                       anchor="psql: SELECT count(*) … WHERE (the expression by hand)")
+    figures["targets"] = [_target("≤ 1 s", figures["seconds"] <= 1.0)]
+    return figures
+
+
 def _identity(line: str) -> str:
     return line.split(",", 1)[0]
 
@@ -619,4 +661,4 @@ SCENARIOS: dict[str, Callable[[Run], Awaitable[dict]]] = {
     "replace": replace, "replace-seq": replace_seq, "add": add, "add-seq": add_seq, "remove": remove,
     "export": export, "export-files": export_files, "big": big, "latency": latency,
     "two-serve": two_serve, "push": push, "erase-wide": erase_wide, "erase-deep": erase_deep, "hashing": hashing,
-    "segment-job": segment_job, "search": search, "members": members}
+    "segment-job": segment_job, "search": search, "members": members, "estimate": estimate}

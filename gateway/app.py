@@ -11,7 +11,7 @@ from aiohttp import web
 from gateway import state
 from gateway.ops import metrics
 from gateway.ops.workers import prepare_database
-from gateway.api import (audiences, data, definitions, export_files, health, jobs, manage, openapi, privacy,
+from gateway.api import (audiences, data, definitions, export_files, health, jobs, manage, openapi, previews, privacy,
                          schedules, search, segment_jobs, segments, uploads)
 from gateway.api import metrics as metrics_api
 from gateway.http.clients import DataSlots
@@ -66,6 +66,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(segment_jobs.routes)
     app.add_routes(audiences.routes)
     app.add_routes(search.routes)
+    app.add_routes(previews.routes)
     app.add_routes(openapi.routes)
     return app
 

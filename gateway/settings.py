@@ -153,6 +153,15 @@ SETTINGS: tuple[Setting, ...] = (
             "Where export jobs to files (`/api/export/jobs`) write their files. Empty: `exports` inside "
             "`GATEWAY_DATA_DIR`. Every gateway process on this database must see the same directory (one host, "
             "or a shared volume)."),
+    Setting("preview_ttl", "GATEWAY_PREVIEW_TTL", "1h", parse_positive_duration,
+            "A preview (`/api/preview`) can be read this long after it was created, then it is answered 404."),
+    Setting("estimate_exact_ms", "GATEWAY_ESTIMATE_EXACT_MS", "300", parse_non_negative_int,
+            "An estimate (`/api/estimate/{previewId}`) is an exact count when that count finishes within this "
+            "many milliseconds; otherwise it is computed from a sample, with its standard error and 95 % "
+            "interval. 0: always sample (unless the sources have no more rows than the sample)."),
+    Setting("estimate_sample_rows", "GATEWAY_ESTIMATE_SAMPLE_ROWS", "100000", parse_positive_int,
+            "About how many source rows a sampled estimate reads (its sampling fraction is this over the "
+            "sources' rows); its standard error shrinks as the square root of it."),
     Setting("rejects_ttl", "GATEWAY_REJECTS_TTL", "7d", parse_duration,
             "How long the rejected rows of an upload stay readable at `/api/segments/{id}/rejects` (then 410)."),
     Setting("rejects_max_per_segment", "GATEWAY_REJECTS_MAX_PER_SEGMENT", "1000000", parse_non_negative_int,
@@ -210,6 +219,9 @@ class Settings:
     replace_session_ttl: float
     export_ttl: float
     export_dir: Path | None
+    preview_ttl: float
+    estimate_exact_ms: int
+    estimate_sample_rows: int
     rejects_ttl: float
     rejects_max_per_segment: int
     rejects_max_per_endpoint: int

@@ -1310,3 +1310,60 @@ SELECT (SELECT count(*) FROM matched) AS total, page.*
 FROM (SELECT) AS one
 LEFT JOIN (SELECT * FROM matched WHERE position - $8 BETWEEN 1 AND $7) AS page ON true
 ORDER BY page.position;
+
+-- name: segment_profiles_sample
+-- A sample of the rows of a definition's sources as profiles (gateway.segmentation.profiles.
+-- sampled_profiles_sql): $1 the percentage each source is sampled at, $2 the seed; {page} the sampled row's
+-- source and page, {first} whether its source is the first that has its identity.
+SELECT {identity} AS identity, {attrs} AS attrs, {page} AS page, {first} AS first FROM {sources}
+
+-- name: segment_profiles_sample_none
+SELECT NULL::text COLLATE "C" AS identity, NULL::text[] AS attrs, NULL::bigint AS page, NULL::boolean AS first
+WHERE $1::float8 IS NULL AND $2::float8 IS NULL
+
+-- name: preview_insert
+-- A new preview; expired ones of any endpoint go in the same statement.
+WITH expired AS (DELETE FROM previews WHERE expires_at < now())
+INSERT INTO previews (endpoint_id, expression, sources, evaluated_at, expires_at)
+VALUES ($1, $2, $3, now(), now() + make_interval(secs => $4))
+RETURNING id;
+
+-- name: preview_get
+SELECT id, expression, sources, evaluated_at, created_at, expires_at FROM previews
+WHERE id = $1 AND endpoint_id = $2 AND expires_at > now();
+
+-- name: preview_delete
+DELETE FROM previews WHERE id = $1 AND endpoint_id = $2 AND expires_at > now() RETURNING id;
+
+-- name: preview_page
+-- One page of a preview: the profiles after identity {after} (empty on the first page) that the predicate
+-- keeps, by identity in byte order; {values}: the attributes the expression uses, as text[].
+SELECT p.identity, {values} AS values FROM ({profiles}) AS p
+WHERE ({predicate}){after}
+ORDER BY p.identity COLLATE "C" LIMIT {limit};
+
+-- name: preview_next_identities
+-- The next identities of a source after $1 ('' from the first), by its primary key.
+SELECT identity FROM {members} WHERE identity > $1 ORDER BY identity LIMIT $2;
+
+-- name: estimate_exact_budget
+-- The exact count's time budget, for the rest of the transaction ($1: e.g. '300ms').
+SELECT set_config('statement_timeout', $1, true);
+
+-- name: estimate_exact
+SELECT count(*) AS profiles, count(*) FILTER (WHERE {predicate}) AS matched FROM ({profiles}) AS p;
+
+-- name: estimate_sample
+-- A sample's sums per source (its 1-based number in the sample's order) over its pages: n the rows read
+-- from a page, m those that are their profile's first-source row and match, profiles the first-source
+-- rows; what the ratio estimator of a cluster sample needs (gateway.segmentation.estimates).
+SELECT source, count(*) AS pages, sum(n)::float8 AS n, sum(m)::float8 AS m, sum(m * m)::float8 AS mm,
+       sum(n * n)::float8 AS nn, sum(m * n)::float8 AS mn, sum(profiles)::bigint AS profiles
+FROM (SELECT p.page >> 32 AS source, count(*) AS n, count(*) FILTER (WHERE p.first AND ({predicate})) AS m,
+             count(*) FILTER (WHERE p.first) AS profiles
+      FROM ({profiles}) AS p GROUP BY p.page) AS c
+GROUP BY source ORDER BY source;
+
+-- name: estimate_source_rows
+-- The rows of each source (its member count, kept with its members).
+SELECT id, member_count FROM segments WHERE id = ANY($1::bigint[]);

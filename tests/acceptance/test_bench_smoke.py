@@ -15,7 +15,7 @@ from tests.conftest import REPO
 ROWS = 10_000
 # measured beside psql in the same run
 ANCHORED = ["replace", "add", "add-seq", "remove", "export", "export-files", "two-serve", "erase-wide", "erase-deep",
-            "segment-job"]
+            "segment-job", "estimate"]
 
 
 def test_every_scenario_runs_and_reports_its_figures(tmp_path):
@@ -50,6 +50,8 @@ def test_every_scenario_runs_and_reports_its_figures(tmp_path):
     assert figures["hashing"]["rows"] == ROWS and figures["hashing"]["plain_s"] > 0
     assert figures["hashing"]["vs_plain"] > 0
     assert 0.08 * ROWS < figures["segment-job"]["selected"] < 0.12 * ROWS and figures["segment-job"]["build_ms"]
+    assert figures["estimate"]["exact"] == [True]
+    assert figures["estimate"]["estimated"] == [figures["estimate"]["expected"]]
 
     table = result.stdout.splitlines()
     for name in SCENARIOS:

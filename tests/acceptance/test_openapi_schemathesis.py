@@ -3,7 +3,7 @@ answers 5xx, and every answer conforms to the document (status code, content typ
 
 Random ids rarely name something that exists, so each generated case is sent twice: as generated, and
 with its path parameters replaced by ids that exist (a segment with members and rejected rows, an
-upload, a complete export job, a succeeded export file job, a segment definition and a schedule).
+upload, a complete export job, a succeeded export file job, a segment definition, a schedule and a preview).
 """
 
 import asyncio
@@ -53,9 +53,10 @@ def prepare(url: str) -> dict[str, str]:
         "sources": [segment]})["id"]
     schedule = call("POST", "/api/config/schedules", json={
         "name": "schemathesis", "properties": {"segments": [definition]}, "schedule": "0 0 1 * * ?"})["id"]
+    preview = call("POST", "/api/preview", json={"predicateExpression": 'name = "A"', "sources": [segment]})
     return {"segment_id": segment, "job_id": str(job["jobId"]), "data_id": str(job["jobDataId"]),
             "endpoint": "default", "upload": str(upload), "export_id": export["id"],
-            "definition_id": definition, "schedule_id": schedule}
+            "definition_id": definition, "schedule_id": schedule, "preview_id": preview["previewId"]}
 
 
 def run_schemathesis(url: str) -> list[str]:
