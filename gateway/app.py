@@ -11,7 +11,7 @@ from aiohttp import web
 from gateway import state
 from gateway.ops import metrics
 from gateway.ops.workers import prepare_database
-from gateway.api import data, export_files, health, jobs, manage, openapi, privacy, segment_jobs, segments, uploads
+from gateway.api import console, data, export_files, health, jobs, manage, openapi, privacy, segment_jobs, segments, uploads
 from gateway.api import metrics as metrics_api
 from gateway.http.clients import DataSlots
 from gateway.db.pool import CONNECTION_ERRORS, attach_database, create_pool
@@ -62,6 +62,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(export_files.routes)
     app.add_routes(segment_jobs.routes)
     app.add_routes(openapi.routes)
+    app.add_routes(console.routes)
     return app
 
 
