@@ -41,11 +41,6 @@ def console_files() -> dict[str, Path]:
 FILES = console_files()
 
 
-@routes.get("/ui")
-async def ui_root(request: web.Request) -> web.Response:
-    raise web.HTTPMovedPermanently("/ui/", headers=HEADERS)
-
-
 @routes.get("/ui/")
 async def ui_index(request: web.Request) -> web.Response:
     return _file("index.html")
