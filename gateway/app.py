@@ -11,7 +11,8 @@ from aiohttp import web
 from gateway import state
 from gateway.ops import metrics
 from gateway.ops.workers import prepare_database
-from gateway.api import console, data, export_files, health, jobs, manage, openapi, privacy, segment_jobs, segments, uploads
+from gateway.api import data, export_files, health, jobs, manage, openapi, privacy, segment_jobs, segments, uploads
+from gateway.api import console
 from gateway.api import metrics as metrics_api
 from gateway.http.clients import DataSlots
 from gateway.db.pool import CONNECTION_ERRORS, attach_database, create_pool
