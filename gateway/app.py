@@ -11,7 +11,8 @@ from aiohttp import web
 from gateway import state
 from gateway.ops import metrics
 from gateway.ops.workers import prepare_database
-from gateway.api import data, export_files, health, jobs, manage, openapi, privacy, segment_jobs, segments, uploads
+from gateway.api import (data, definitions, export_files, health, jobs, manage, openapi, privacy,
+                         schedules, segment_jobs, segments, uploads)
 from gateway.api import console
 from gateway.api import metrics as metrics_api
 from gateway.http.clients import DataSlots
@@ -57,6 +58,8 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(data.routes)
     app.add_routes(jobs.routes)
     app.add_routes(manage.routes)
+    app.add_routes(definitions.routes)
+    app.add_routes(schedules.routes)
     app.add_routes(metrics_api.routes)
     app.add_routes(uploads.routes)
     app.add_routes(privacy.routes)

@@ -15,12 +15,13 @@ class GatewayError(Exception):
     closes_connection = False  # whether the connection is closed after the answer
 
     def __init__(self, message: str, *, code: str | None = None, extra: dict[str, Any] | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: dict[str, str] | None = None, details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
-        self.extra = extra or {}
+        self.extra = extra or {}  # beside the error object (e.g. a job's ``result``)
+        self.details = details or {}  # more fields of the error object (e.g. an expression's ``position``)
         self.headers = headers or {}
 
 

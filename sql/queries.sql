@@ -232,14 +232,14 @@ SELECT pg_advisory_xact_lock_shared(hashtext('audience-gateway:segment-apply'), 
 -- name: segment_lock
 -- Under segment_apply_exclusive. NO KEY UPDATE: excludes other writers and the readers' FOR SHARE, but not
 -- the foreign key checks (KEY SHARE) of rows that merely reference the segment (upload history, jobs).
-SELECT identity_attribute, attributes, identity_hashing, member_count, status FROM segments
+SELECT identity_attribute, attributes, identity_hashing, member_count, status, type FROM segments
 WHERE id = $1 AND endpoint_id = $2 AND status <> 'deleted'
 FOR NO KEY UPDATE;
 
 -- name: segment_lock_shared
 -- Under segment_apply_shared. KEY SHARE conflicts only with FOR UPDATE (the purge): batches holding it
 -- still update the row's counts (segment_record_upload), one at a time, at their end.
-SELECT identity_attribute, attributes, identity_hashing, member_count, status FROM segments
+SELECT identity_attribute, attributes, identity_hashing, member_count, status, type FROM segments
 WHERE id = $1 AND endpoint_id = $2 AND status <> 'deleted'
 FOR KEY SHARE;
 
@@ -346,7 +346,7 @@ FOR KEY SHARE;
 
 -- name: replace_segment_columns
 -- Unlocked: a batch whose header adds nothing to the segment stages without the segment's lock.
-SELECT identity_attribute, attributes, identity_hashing, status FROM segments
+SELECT identity_attribute, attributes, identity_hashing, status, type FROM segments
 WHERE id = $1 AND endpoint_id = $2 AND status <> 'deleted';
 
 -- name: replace_open
@@ -821,6 +821,97 @@ FROM segments
 WHERE endpoint_id = $1 AND status <> 'deleted'
   AND ($2::bigint[] IS NULL OR id = ANY ($2::bigint[]))
 ORDER BY id;
+
+-- Segment definitions (gateway.segmentation.definitions). A deleted definition (deleted_at) is answered
+-- like a missing one; another endpoint's is simply absent.
+
+-- name: definition_audience_insert
+-- A definition's audience: a Queries segment whose columns are its sources' merged profile attributes.
+INSERT INTO segments (endpoint_id, name, description, type, identity_attribute, attributes)
+VALUES ($1, $2, $3, 'Queries', $4, $5)
+RETURNING id;
+
+-- name: definition_insert
+INSERT INTO segment_definitions (endpoint_id, name, name_key, description, expression, sources, batch_enabled,
+                                 audience_segment_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+RETURNING *;
+
+-- name: definition_get
+SELECT * FROM segment_definitions WHERE id = $1 AND endpoint_id = $2 AND deleted_at IS NULL;
+
+-- name: definition_lock
+SELECT * FROM segment_definitions WHERE id = $1 AND endpoint_id = $2 AND deleted_at IS NULL
+FOR UPDATE;
+
+-- name: definition_many
+SELECT * FROM segment_definitions WHERE id = ANY ($1::bigint[]) AND endpoint_id = $2 AND deleted_at IS NULL;
+
+-- name: definition_sort_keys
+-- What a list sorts on, for every live definition of endpoint $1 whose folded name contains $2 (NULL: all).
+SELECT id, name_key, created_at, updated_at FROM segment_definitions
+WHERE endpoint_id = $1 AND deleted_at IS NULL AND ($2::text IS NULL OR strpos(name_key, $2) > 0);
+
+-- name: definition_update
+-- Under definition_lock.
+UPDATE segment_definitions
+SET name = $2, name_key = $3, description = $4, expression = $5, sources = $6, batch_enabled = $7,
+    updated_at = clock_timestamp()
+WHERE id = $1
+RETURNING *;
+
+-- name: definition_delete
+-- Under definition_lock.
+UPDATE segment_definitions SET deleted_at = clock_timestamp() WHERE id = $1
+RETURNING *;
+
+-- name: definition_segment_ids
+-- Which of the ids $2 name a segment of endpoint $1 (any type, not deleted): what inSegment may read.
+SELECT id FROM segments WHERE endpoint_id = $1 AND id = ANY ($2::bigint[]) AND status <> 'deleted';
+
+-- Schedules of segment jobs (gateway.segmentation.schedules). Another endpoint's schedule is absent.
+
+-- name: schedule_insert
+INSERT INTO schedules (endpoint_id, name, segments, schedule, state, next_run_at)
+VALUES ($1, $2, $3, $4, $5, $6)
+RETURNING *;
+
+-- name: schedule_get
+SELECT * FROM schedules WHERE id = $1 AND endpoint_id = $2;
+
+-- name: schedule_lock
+SELECT * FROM schedules WHERE id = $1 AND endpoint_id = $2
+FOR UPDATE;
+
+-- name: schedule_update
+-- Under schedule_lock.
+UPDATE schedules SET name = $2, segments = $3, schedule = $4, state = $5, next_run_at = $6,
+                     updated_at = clock_timestamp()
+WHERE id = $1
+RETURNING *;
+
+-- name: schedule_delete
+DELETE FROM schedules WHERE id = $1 AND endpoint_id = $2
+RETURNING *;
+
+-- name: schedule_page
+SELECT * FROM schedules WHERE endpoint_id = $1 ORDER BY id OFFSET $2 LIMIT $3;
+
+-- name: schedule_count
+SELECT count(*) FROM schedules WHERE endpoint_id = $1;
+
+-- name: schedule_claim_due
+-- Active schedules due by the transaction's start, $1 at most, locked until it ends; rows another
+-- process holds are skipped (it is running them), so each due time makes one job.
+SELECT id, endpoint_id, segments, schedule FROM schedules
+WHERE state = 'active' AND next_run_at <= now()
+ORDER BY next_run_at
+LIMIT $1
+FOR UPDATE SKIP LOCKED;
+
+-- name: schedule_ran
+-- Under schedule_claim_due: the job it made and its next due time (NULL: the cron has no later time).
+UPDATE schedules SET next_run_at = $2, last_job_id = $3 WHERE id = $1;
 
 -- ---------------------------------------------------------------------------------------------------
 -- Segment jobs (gateway.segmentation.segment_jobs, .evaluate): rows of jobs of kind 'SegmentJob' (no

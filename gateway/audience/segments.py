@@ -81,8 +81,16 @@ async def hold_segment(conn: asyncpg.Connection, segment_id: int, *, shared: boo
     await conn.execute(QUERIES["segment_apply_shared" if shared else "segment_apply_exclusive"], segment_id)
 
 
-def require_pushable(segment_id: int, status: str) -> None:
-    """An inactive segment takes no data (409) until it is active again; reads still answer."""
+QUERIES_TYPE = "Queries"  # a segment definition's audience (gateway.segmentation.definitions)
+PUSHABLE_TYPES = tuple(t for t in SEGMENT_TYPES if t != QUERIES_TYPE)  # what POST /v1/segments creates
+
+
+def require_pushable(segment_id: int, status: str, segment_type: str) -> None:
+    """A Queries audience is filled by segment jobs only: it never takes pushed data (409). An inactive
+    segment takes no data (409) until it is active again. Reads of both still answer."""
+    if segment_type == QUERIES_TYPE:
+        raise Conflict(f"segment {segment_id} is a segment definition's audience (type {QUERIES_TYPE}): segment "
+                       "jobs fill it, it takes no pushed data", code="segment_read_only")
     if status == "inactive":
         raise Conflict(f"segment {segment_id} is inactive: it takes no data until it is active again",
                        code="segment_inactive")
@@ -98,9 +106,10 @@ async def get_segment(conn: asyncpg.Connection | asyncpg.Pool, endpoint_id: int,
 
 async def get_pushable_segment(conn: asyncpg.Connection | asyncpg.Pool, endpoint_id: int,
                                segment_id: int) -> asyncpg.Record:
-    """The segment, checked before a push reads its body: 404 if missing or deleted, 409 if inactive."""
+    """The segment, checked before a push reads its body: 404 if missing or deleted, 409 if inactive or a
+    Queries audience."""
     row = await get_segment(conn, endpoint_id, segment_id)
-    require_pushable(segment_id, row["status"])
+    require_pushable(segment_id, row["status"], row["type"])
     return row
 
 

@@ -26,6 +26,8 @@ READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 ADMIN_PREFIX = "/v1/admin"  # management routes: admin scope whatever the method
 API_PREFIX = "/api/"  # the management API (gateway.api.manage)
 PRIVACY_PREFIX = "/api/privacy"  # admin scope whatever the method
+# POSTs of /api that only read (check an expression, read definitions by id): write scope, as reading
+API_READING_POSTS = frozenset({"/api/segment/definitions/validate", "/api/segment/definitions/bulk-get"})
 REALM = 'Bearer realm="audience-gateway"'
 METRICS_PATH = "/metrics"
 KNOWN_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "POST", "PUT", "DELETE", "PATCH"})
@@ -166,7 +168,8 @@ def _failure(request: web.Request, exc: Exception) -> web.StreamResponse:
         headers = dict(exc.headers)
         if isinstance(exc, Unauthorized):
             headers["WWW-Authenticate"] = REALM + (', error="invalid_token"' if exc.code == "invalid_token" else "")
-        response = failure(exc.status, exc.code, exc.message, extra=exc.extra, headers=headers)
+        response = failure(exc.status, exc.code, exc.message, extra=exc.extra, headers=headers,
+                           details=exc.details)
         if exc.closes_connection:
             response.force_close()
         return response
@@ -187,14 +190,15 @@ def required_scope(method: str, path: str) -> str:
     """read for GET/HEAD/OPTIONS, write for anything that changes data, admin for management routes.
 
     ``/api`` (gateway.api.manage): reading needs write and changing needs admin, except the destination
-    mappings, which any key of that endpoint may read (Audience Manager's read-only users).
+    mappings, which any key of that endpoint may read (Audience Manager's read-only users), and the POSTs
+    that only read (API_READING_POSTS).
     """
     if path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/"):
         return "admin"
     if path == PRIVACY_PREFIX or path.startswith(PRIVACY_PREFIX + "/"):
         return "admin"  # erasures, their audit and the suppression list (gateway.api.privacy)
     if path.startswith(API_PREFIX):
-        if method not in READ_METHODS:
+        if method not in READ_METHODS and not (method == "POST" and path in API_READING_POSTS):
             return "admin"
         return "read" if path.startswith(API_PREFIX + "destinations/") else "write"
     return "read" if method in READ_METHODS else "write"

@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar
 import orjson
 
 from gateway.errors import BadRequest
-from gateway.ids import parse_int
+from gateway.ids import MAX_ID, parse_int
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -72,3 +72,35 @@ def decode_cursor(cursor: str) -> dict[str, Any]:
 
 def _invalid() -> BadRequest:
     return BadRequest("cursor is not one this gateway gave out (use nextCursor as it is)", code="invalid_cursor")
+
+
+# Lists shaped like the hosted Segmentation Service's (``start``/``limit``): a cursor holds the next offset.
+OFFSET_PARAMETERS = ("start", *PAGE_PARAMETERS)
+
+
+def parse_offset_page(query: Mapping[str, str]) -> PageQuery[int]:
+    """``start`` (0-based) or ``cursor``, and ``limit``: the page's position is its offset. 400
+    ``invalid_start`` for a bad start or both given."""
+    page = parse_page(query, _read_offset)
+    if page.position is not None:
+        if "start" in query:
+            raise BadRequest("give start or cursor, not both", code="invalid_start")
+        return page
+    text = query.get("start")
+    start = 0 if text is None else parse_int(text, 0)
+    if start is None:
+        raise BadRequest("start must be an integer from 0", code="invalid_start")
+    return PageQuery(page.limit, start)
+
+
+def next_offset_cursor(page: PageQuery[int], total: int) -> str | None:
+    """The cursor of the page after ``page`` (None when it was the last)."""
+    following = (page.position or 0) + page.limit
+    return encode_cursor({"start": following}) if following < total else None
+
+
+def _read_offset(fields: dict[str, Any]) -> int:
+    start = fields["start"]
+    if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start <= MAX_ID:
+        raise ValueError("start is not an offset")
+    return start

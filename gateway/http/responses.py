@@ -16,8 +16,9 @@ def success(result: Any, *, status: int = 200) -> web.Response:
 
 
 def failure(status: int, code: str, message: str, *, extra: dict[str, Any] | None = None,
-            headers: dict[str, str] | None = None) -> web.Response:
-    payload: dict[str, Any] = {"responseStatus": "failure", "error": {"code": code, "message": message}}
+            headers: dict[str, str] | None = None, details: dict[str, Any] | None = None) -> web.Response:
+    payload: dict[str, Any] = {"responseStatus": "failure",
+                               "error": {"code": code, "message": message, **(details or {})}}
     if extra:
         payload.update(extra)
     return web.Response(body=orjson.dumps(payload), status=status, content_type=JSON, headers=headers)

@@ -19,6 +19,7 @@ from gateway.ingest.replace import expire_idle_sessions
 from gateway.jobs.export_files import sweep_export_files
 from gateway.jobs.exports import drop_expired_exports
 from gateway.jobs.queue import give_up_abandoned
+from gateway.segmentation.schedules import run_due
 from gateway.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,9 @@ class Sweep:
     run: Callable[[Resources], Awaitable[object]]
 
 
+SCHEDULE_SWEEP_SECONDS = 1.0  # schedules run at most once a minute, at the second their cron names
+
+
 def sweep_interval(ttl: float) -> float:
     """Sweep often enough to honour short TTLs, at most once a minute."""
     return max(0.5, min(60.0, ttl / 4))
@@ -56,6 +60,7 @@ SWEEPS = (
           lambda r: purge_deleted(r.pool, r.settings.delete_grace)),
     Sweep("upload rejects sweep", lambda s: sweep_interval(s.rejects_ttl),
           lambda r: sweep_uploads(r.pool, r.settings.rejects_ttl, r.settings.upload_history_ttl)),
+    Sweep("segment job schedules", lambda s: SCHEDULE_SWEEP_SECONDS, lambda r: run_due(r.pool)),
 )
 
 

@@ -3,7 +3,7 @@ answers 5xx, and every answer conforms to the document (status code, content typ
 
 Random ids rarely name something that exists, so each generated case is sent twice: as generated, and
 with its path parameters replaced by ids that exist (a segment with members and rejected rows, an
-upload, a complete export job, a succeeded export file job).
+upload, a complete export job, a succeeded export file job, a segment definition and a schedule).
 """
 
 import asyncio
@@ -48,8 +48,14 @@ def prepare(url: str) -> dict[str, str]:
     while call("GET", f"/api/export/jobs/{export['id']}")["status"] != "SUCCEEDED":
         assert time.monotonic() < deadline, "the export file job did not succeed"
         time.sleep(0.2)
+    definition = call("POST", "/api/segment/definitions", json={
+        "name": "schemathesis", "expression": {"type": "PQL", "format": "pql/text", "value": 'name = "A"'},
+        "sources": [segment]})["id"]
+    schedule = call("POST", "/api/config/schedules", json={
+        "name": "schemathesis", "properties": {"segments": [definition]}, "schedule": "0 0 1 * * ?"})["id"]
     return {"segment_id": segment, "job_id": str(job["jobId"]), "data_id": str(job["jobDataId"]),
-            "endpoint": "default", "upload": str(upload), "export_id": export["id"]}
+            "endpoint": "default", "upload": str(upload), "export_id": export["id"],
+            "definition_id": definition, "schedule_id": schedule}
 
 
 def run_schemathesis(url: str) -> list[str]:

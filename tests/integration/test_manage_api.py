@@ -55,9 +55,10 @@ async def test_another_endpoints_segment_is_answered_like_a_missing_one(client, 
     assert (await api(client, "GET", f"/api/segments/{segment_id}")).result["name"] == "Ours"
 
 
-async def test_filters(client):
+async def test_filters(client, db):
     alpha = await make(client, "Alpha 100%", description="first")
-    beta = await make(client, "beta", description="Has ALPHA inside", type="Queries")
+    beta = await make(client, "beta", description="Has ALPHA inside", type="Databases")
+    await db.execute("UPDATE segments SET type = 'Queries' WHERE id = $1", beta)  # as a definition's audience
     gamma = await make(client, "gamma", description="100_percent")
     await set_status(client, gamma, "inactive")
     deleted = await make(client, "delta")
