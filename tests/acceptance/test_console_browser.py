@@ -9,17 +9,21 @@ module, a failed import) fail the test too.
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 import csv
 import io
 import json
 import shutil
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import asyncpg
 import pytest
 
+from gateway.auth.keys import insert_key
 from tests.acceptance.cli_process import GatewayProcess
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -35,8 +39,24 @@ XSS_VALUE = """<img src=x onerror=alert(2)><script>alert(3)</script>"""
 
 
 class Gateway:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, database_url: str) -> None:
         self.url = url
+        self.database_url = database_url
+
+    def key(self, scope: str) -> str:
+        """A new key of the default endpoint with this scope."""
+        secret = f"console-test-{scope}-{uuid.uuid4().hex}"
+
+        async def insert() -> None:
+            conn = await asyncpg.connect(self.database_url)
+            try:
+                await insert_key(conn, secret, scope=scope)
+            finally:
+                await conn.close()
+
+        with ThreadPoolExecutor(1) as thread:  # Playwright's sync API runs its own loop in this thread
+            thread.submit(asyncio.run, insert()).result()
+        return secret
 
     def call(self, method: str, path: str, body: bytes | dict | None = None,
              content_type: str = "application/json") -> tuple[int, bytes]:
@@ -68,7 +88,7 @@ def gateway(main_cluster):
                              env={"GATEWAY_DATABASE_URL": main_cluster.url(name), "GATEWAY_API_KEY": KEY,
                                   "GATEWAY_LOG_LEVEL": "WARNING"})
     try:
-        yield Gateway(process.wait_listening())
+        yield Gateway(process.wait_listening(), main_cluster.url(name))
     finally:
         process.stop()  # its database goes with the test cluster
 
@@ -120,14 +140,15 @@ def page(browser, gateway, request):
     assert watch.dialogs == [], "a dialog opened"
 
 
-def sign_in(page, gateway) -> None:
+def sign_in(page, gateway, key: str = KEY, who: str = "default · admin") -> None:
     """By keyboard only: the key field has the focus when the page opens; Enter submits."""
     page.goto(gateway.url + "/ui/")
     page.wait_for_selector("#api-key:focus")
-    page.keyboard.type(KEY)
+    page.keyboard.type(key)
     page.keyboard.press("Enter")
     page.wait_for_selector("#audience-table")
-    assert page.text_content("#who") == "default · admin"
+    assert page.text_content("#who") == who
+    assert key not in page.url
 
 
 def cells(page, table: str) -> list[list[str]]:
@@ -268,4 +289,30 @@ def test_jobs_schedules_and_throughput_pages_render(page, gateway):
     assert page.text_content("#figure-inflight strong") == "0.00"
     page.click("nav >> text=Schedules")
     page.wait_for_selector("#schedules")
+    assert page.watch.errors == []
+
+
+def test_what_a_key_may_do_decides_what_the_page_offers(page, gateway):
+    """A write key sees audiences without the admin actions and definitions without the editor; a read key
+    (refused /api, 403 on whoami) gets the /v1 list; a wrong key stays on the sign-in form."""
+    segment_id = gateway.segment_with("Scoped", "Email\nscoped@example.com\n")
+    sign_in(page, gateway, gateway.key("write"), "default · write")
+    page.goto(f"{gateway.url}/ui/#/audiences/{segment_id}")
+    page.wait_for_selector("#upload-table")
+    assert page.query_selector("#admin") is None
+    page.click("nav >> text=Definitions")
+    page.wait_for_selector("h1 >> text=Definitions")
+    assert page.query_selector("#new-definition") is None
+    page.click("#sign-out")
+    page.wait_for_selector("#api-key")
+    sign_in(page, gateway, gateway.key("read"), "read")
+    headers = page.eval_on_selector_all("#audience-table th", "cells => cells.map(c => c.textContent)")
+    assert headers == ["Name", "Id", "Type"]
+    page.click("nav >> text=Audiences")
+    page.click("#sign-out")
+    page.fill("#api-key", "not-a-key-of-this-gateway-0123456789")
+    page.press("#api-key", "Enter")
+    page.wait_for_selector("#sign-in >> xpath=.. >> .error")
+    assert page.text_content("main .error") == "This key is not valid."
+    assert page.evaluate("sessionStorage.length") == 0 and page.context.cookies() == []
     assert page.watch.errors == []
