@@ -60,7 +60,7 @@ export async function definitionPage(main, session, id) {
   const description = h("input", {id: "def-description", value: definition ? definition.description : ""});
   const sources = h("input", {id: "def-sources", value: definition ? sourcesText(definition.sources) : "*",
                               "aria-describedby": "def-sources-help"});
-  const expression = h("textarea", {id: "def-expression", spellcheck: "false", rows: 4,
+  const expression = h("textarea", {id: "def-expression", spellcheck: "false", rows: 3,
                                     "aria-describedby": "def-errors"},);
   expression.value = definition ? definition.expression.value : "";
   const mirror = h("div", {class: "mirror", id: "def-mirror", "aria-hidden": "true"});
@@ -177,12 +177,12 @@ export async function definitionPage(main, session, id) {
   return () => { clearTimeout(timer); sequence++; dropPreview(); };
 }
 
-/** The expression in the mirror under the editor, the character at ``position`` underlined. */
+/** The expression in the mirror under the editor, the word (or character) at ``position`` underlined. */
 function underline(mirror, text, position) {
   if (position === null || position === undefined || position < 0) return replace(mirror, text || " ");
   const at = Math.min(position, text.length);
-  replace(mirror, text.slice(0, at), h("u", {id: "def-error-mark"}, text.slice(at, at + 1) || " "),
-          text.slice(at + 1));
+  const end = at + Math.max(1, (/^\w+/.exec(text.slice(at)) || [""])[0].length);
+  replace(mirror, text.slice(0, at), h("u", {id: "def-error-mark"}, text.slice(at, end) || " "), text.slice(end));
 }
 
 function where(text, position) {
