@@ -125,8 +125,14 @@ export async function definitionPage(main, session, id) {
     }
   };
   const schedule = () => { clearTimeout(timer); timer = setTimeout(validate, 300); };
-  expression.addEventListener("input", () => { underline(mirror, expression.value, null); schedule(); });
-  sources.addEventListener("input", schedule);
+  const edited = () => { // what was shown belongs to the previous text: gone until the new answers
+    underline(mirror, expression.value, null);
+    replace(estimate);
+    replace(preview);
+    schedule();
+  };
+  expression.addEventListener("input", edited);
+  sources.addEventListener("input", edited);
 
   const save = async event => {
     event.preventDefault();
