@@ -316,3 +316,45 @@ def test_what_a_key_may_do_decides_what_the_page_offers(page, gateway):
     assert page.text_content("main .error") == "This key is not valid."
     assert page.evaluate("sessionStorage.length") == 0 and page.context.cookies() == []
     assert page.watch.errors == []
+
+
+def test_admin_renames_describes_deactivates_and_deletes(page, gateway):
+    segment_id = gateway.segment_with("To rename", "Email\nrename@example.com\n")
+    sign_in(page, gateway)
+    page.goto(f"{gateway.url}/ui/#/audiences/{segment_id}")
+    page.wait_for_selector("#upload-table")
+    page.fill("#edit-name", "Renamed")
+    page.fill("#edit-description", "described in the console")
+    page.click("#admin button[type=submit]")
+    page.wait_for_selector("#audience-name >> text=Renamed")
+    segment = gateway.json("GET", f"/api/segments/{segment_id}")
+    assert (segment["name"], segment["description"]) == ("Renamed", "described in the console")
+    page.click("#toggle-status")
+    page.wait_for_selector("#toggle-status >> text=Activate")
+    assert gateway.json("GET", f"/api/segments/{segment_id}")["status"] == "inactive"
+    page.click("#delete-audience")
+    assert gateway.json("GET", f"/api/segments/{segment_id}")["status"] == "inactive"  # the first press only arms
+    page.click("#delete-audience >> text=Confirm delete")
+    page.wait_for_selector("#audience-table")
+    assert gateway.json("GET", f"/api/segments/{segment_id}")["status"] == "deleted"
+    assert page.watch.errors == []
+
+
+def test_keyboard_alone_reaches_an_audience_and_the_sections(page, gateway):
+    gateway.segment_with("By keyboard", "Email\nkeys@example.com\n")
+    sign_in(page, gateway)
+
+    def tab_to(selector: str) -> None:
+        for _ in range(40):
+            page.keyboard.press("Tab")
+            if page.evaluate("s => document.activeElement.matches(s)", selector):
+                return
+        raise AssertionError(f"Tab never reached {selector}")
+
+    tab_to("#audience-table a")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#upload-table")
+    tab_to("nav a[href='#/definitions']")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#definition-table, #new-definition")
+    assert page.watch.errors == []
