@@ -326,11 +326,11 @@ def test_admin_renames_describes_deactivates_and_deletes(page, gateway):
     page.fill("#edit-name", "Renamed")
     page.fill("#edit-description", "described in the console")
     page.click("#admin button[type=submit]")
-    page.wait_for_selector("#audience-name >> text=Renamed")
+    page.wait_for_selector('#audience-name >> text="Renamed"')
     segment = gateway.json("GET", f"/api/segments/{segment_id}")
     assert (segment["name"], segment["description"]) == ("Renamed", "described in the console")
     page.click("#toggle-status")
-    page.wait_for_selector("#toggle-status >> text=Activate")
+    page.wait_for_selector('#toggle-status >> text="Activate"')
     assert gateway.json("GET", f"/api/segments/{segment_id}")["status"] == "inactive"
     page.click("#delete-audience")
     assert gateway.json("GET", f"/api/segments/{segment_id}")["status"] == "inactive"  # the first press only arms
