@@ -45,7 +45,8 @@ def main() -> None:
                 match = re.search(r"listening on (http://\S+)", line)
                 url = match.group(1) if match else None
             people = call(url, "POST", "/v1/segments", {"name": "People"})["segmentId"]
-            call(url, "POST", f"/v1/segments/{people}/data", (REPO / "examples" / "people.csv").read_bytes(), "text/csv")
+            csv_file = (REPO / "examples" / "people.csv").read_bytes()
+            call(url, "POST", f"/v1/segments/{people}/data", csv_file, "text/csv")
             definition = call(url, "POST", "/api/segment/definitions", {
                 "name": "People in the US", "sources": [people],
                 "expression": {"type": "PQL", "format": "pql/text", "value": 'Country = "US"'}})

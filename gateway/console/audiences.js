@@ -123,7 +123,8 @@ async function showUploads(element, rejects, id) {
   if (!result.uploads.length) return replace(element, h("p", {class: "muted"}, "No upload yet."));
   replace(element, table([
     {title: "Upload", value: u => String(u.id), num: true},
-    {title: "Method", value: u => u.method + (u.totalBatchCount > 1 ? ` ${u.currentBatchNumber}/${u.totalBatchCount}` : "")},
+    {title: "Method", value: u => u.method
+      + (u.totalBatchCount > 1 ? ` ${u.currentBatchNumber}/${u.totalBatchCount}` : "")},
     {title: "Started", value: u => when(u.startedAt)},
     {title: "Seconds", value: u => u.durationSeconds == null ? "" : u.durationSeconds.toFixed(2), num: true},
     {title: "Received", value: u => number(u.numReceived), num: true},

@@ -51,7 +51,8 @@ export async function definitionPage(main, session, id) {
   if (!admin) {
     replace(main, h("p", {}, h("a", {href: "#/definitions"}, "← Definitions")), h("h1", {}, definition.name),
       facts([["Expression", h("code", {}, definition.expression.value)], ["Sources", sourcesText(definition.sources)],
-             ["Audience", h("a", {href: `#/audiences/${definition.audienceSegmentId}`}, definition.audienceSegmentId)]]),
+             ["Audience", h("a", {href: `#/audiences/${definition.audienceSegmentId}`},
+                            definition.audienceSegmentId)]]),
       jobs);
     await showJobs(jobs, definition.id);
     return;
@@ -61,7 +62,7 @@ export async function definitionPage(main, session, id) {
   const sources = h("input", {id: "def-sources", value: definition ? sourcesText(definition.sources) : "*",
                               "aria-describedby": "def-sources-help"});
   const expression = h("textarea", {id: "def-expression", spellcheck: "false", rows: 3,
-                                    "aria-describedby": "def-errors"},);
+                                    "aria-describedby": "def-errors"});
   expression.value = definition ? definition.expression.value : "";
   const mirror = h("div", {class: "mirror", id: "def-mirror", "aria-hidden": "true"});
   const errors = h("div", {id: "def-errors", "aria-live": "polite"});
