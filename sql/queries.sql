@@ -67,7 +67,8 @@ ORDER BY id;
 
 -- name: segment_get
 SELECT id, name, description, category, type, status, identity_attribute, attributes, member_count,
-       last_upload_at, created_at, updated_at, identity_hashing
+       last_upload_at, created_at, updated_at, identity_hashing,
+       EXISTS (SELECT 1 FROM segment_definitions d WHERE d.audience_segment_id = segments.id) AS read_only
 FROM segments
 WHERE id = $1 AND endpoint_id = $2 AND status <> 'deleted';
 
@@ -232,14 +233,18 @@ SELECT pg_advisory_xact_lock_shared(hashtext('audience-gateway:segment-apply'), 
 -- name: segment_lock
 -- Under segment_apply_exclusive. NO KEY UPDATE: excludes other writers and the readers' FOR SHARE, but not
 -- the foreign key checks (KEY SHARE) of rows that merely reference the segment (upload history, jobs).
-SELECT identity_attribute, attributes, identity_hashing, member_count, status, type FROM segments
+SELECT identity_attribute, attributes, identity_hashing, member_count, status,
+       EXISTS (SELECT 1 FROM segment_definitions d WHERE d.audience_segment_id = segments.id) AS read_only
+FROM segments
 WHERE id = $1 AND endpoint_id = $2 AND status <> 'deleted'
 FOR NO KEY UPDATE;
 
 -- name: segment_lock_shared
 -- Under segment_apply_shared. KEY SHARE conflicts only with FOR UPDATE (the purge): batches holding it
 -- still update the row's counts (segment_record_upload), one at a time, at their end.
-SELECT identity_attribute, attributes, identity_hashing, member_count, status, type FROM segments
+SELECT identity_attribute, attributes, identity_hashing, member_count, status,
+       EXISTS (SELECT 1 FROM segment_definitions d WHERE d.audience_segment_id = segments.id) AS read_only
+FROM segments
 WHERE id = $1 AND endpoint_id = $2 AND status <> 'deleted'
 FOR KEY SHARE;
 
@@ -346,7 +351,9 @@ FOR KEY SHARE;
 
 -- name: replace_segment_columns
 -- Unlocked: a batch whose header adds nothing to the segment stages without the segment's lock.
-SELECT identity_attribute, attributes, identity_hashing, status, type FROM segments
+SELECT identity_attribute, attributes, identity_hashing, status,
+       EXISTS (SELECT 1 FROM segment_definitions d WHERE d.audience_segment_id = segments.id) AS read_only
+FROM segments
 WHERE id = $1 AND endpoint_id = $2 AND status <> 'deleted';
 
 -- name: replace_open

@@ -11,7 +11,7 @@ from gateway.api.requests import optional_string, read_json_object
 from gateway.errors import BadRequest
 from gateway.ingest.upload import IDENTITY_HASHINGS
 from gateway.http.responses import success
-from gateway.audience.segments import (DEFAULT_TYPE, PUSHABLE_TYPES, QUERIES_TYPE, SEGMENT_TYPES, NewSegment,
+from gateway.audience.segments import (DEFAULT_TYPE, SEGMENT_TYPES, NewSegment,
                                        create_segment, get_segment, list_segments, parse_segment_id)
 
 routes = web.RouteTableDef()
@@ -37,11 +37,8 @@ async def post_segment(request: web.Request) -> web.Response:
     if not name.strip():
         raise BadRequest("name is required and must not be empty", code="invalid_name")
     segment_type = optional_string(payload, "type", DEFAULT_TYPE)
-    if segment_type == QUERIES_TYPE:
-        raise BadRequest(f"a {QUERIES_TYPE} segment is a segment definition's audience: create the definition "
-                         "(POST /api/segment/definitions) and its audience comes with it", code="invalid_type")
     if segment_type not in SEGMENT_TYPES:
-        raise BadRequest(f"type must be one of {', '.join(PUSHABLE_TYPES)}", code="invalid_type")
+        raise BadRequest(f"type must be one of {', '.join(SEGMENT_TYPES)}", code="invalid_type")
     new = NewSegment(name=name, description=optional_string(payload, "description"),
                      category=optional_string(payload, "category"), type=segment_type,
                      identity_hashing=parse_identity_hashing(payload))

@@ -82,15 +82,16 @@ async def hold_segment(conn: asyncpg.Connection, segment_id: int, *, shared: boo
 
 
 QUERIES_TYPE = "Queries"  # a segment definition's audience (gateway.segmentation.definitions)
-PUSHABLE_TYPES = tuple(t for t in SEGMENT_TYPES if t != QUERIES_TYPE)  # what POST /v1/segments creates
 
 
-def require_pushable(segment_id: int, status: str, segment_type: str) -> None:
-    """A Queries audience is filled by segment jobs only: it never takes pushed data (409). An inactive
-    segment takes no data (409) until it is active again. Reads of both still answer."""
-    if segment_type == QUERIES_TYPE:
-        raise Conflict(f"segment {segment_id} is a segment definition's audience (type {QUERIES_TYPE}): segment "
-                       "jobs fill it, it takes no pushed data", code="segment_read_only")
+def require_pushable(segment_id: int, status: str, read_only: bool) -> None:
+    """A segment definition's audience (``read_only``: the queries that feed this say so) is filled by
+    segment jobs only: it never takes pushed data (409). A Queries segment Exchange created on ``/v1`` is
+    an ordinary audience. An inactive segment takes no data (409) until it is active again. Reads of both
+    still answer."""
+    if read_only:
+        raise Conflict(f"segment {segment_id} is a segment definition's audience: segment jobs fill it, it "
+                       "takes no pushed data", code="segment_read_only")
     if status == "inactive":
         raise Conflict(f"segment {segment_id} is inactive: it takes no data until it is active again",
                        code="segment_inactive")
@@ -109,7 +110,7 @@ async def get_pushable_segment(conn: asyncpg.Connection | asyncpg.Pool, endpoint
     """The segment, checked before a push reads its body: 404 if missing or deleted, 409 if inactive or a
     Queries audience."""
     row = await get_segment(conn, endpoint_id, segment_id)
-    require_pushable(segment_id, row["status"], row["type"])
+    require_pushable(segment_id, row["status"], row["read_only"])
     return row
 
 

@@ -54,7 +54,7 @@ async def lock_to_apply(conn: asyncpg.Connection, endpoint_id: int, segment_id: 
     row = await conn.fetchrow(QUERIES["segment_lock_shared"], segment_id, endpoint_id)
     if row is None:
         raise NotFound(f"segment {segment_id} does not exist", code="segment_not_found")
-    require_pushable(segment_id, row["status"], row["type"])
+    require_pushable(segment_id, row["status"], row["read_only"])
     plan = plan_columns(header, row["identity_attribute"], row["attributes"], rules, row["identity_hashing"])
     if _registers(plan, row, rules):
         raise AssertionError(f"segment {segment_id}: its identity or attributes changed under the shared lock")
@@ -123,7 +123,7 @@ async def lock_segment(conn: asyncpg.Connection, endpoint_id: int, segment_id: i
     if row is None:
         raise NotFound(f"segment {segment_id} does not exist", code="segment_not_found")
     # it may have been made inactive while the body streamed
-    require_pushable(segment_id, row["status"], row["type"])
+    require_pushable(segment_id, row["status"], row["read_only"])
     return row
 
 

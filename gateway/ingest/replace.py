@@ -80,7 +80,7 @@ async def _segment_columns(conn: asyncpg.Connection, endpoint_id: int, segment_i
     row = await conn.fetchrow(QUERIES["replace_segment_columns"], segment_id, endpoint_id)
     if row is None:
         raise NotFound(f"segment {segment_id} does not exist", code="segment_not_found")
-    require_pushable(segment_id, row["status"], row["type"])
+    require_pushable(segment_id, row["status"], row["read_only"])
     return row
 
 

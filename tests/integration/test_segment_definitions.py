@@ -275,12 +275,13 @@ async def test_the_queries_audience_refuses_pushes_before_reading_the_body(clien
     assert await db.fetchval("SELECT count(*) FROM uploads WHERE segment_id = $1", int(audience)) == 0
 
 
-async def test_post_v1_segments_does_not_create_a_queries_segment(client, db):
-    stored = await counts(db)
+async def test_a_queries_segment_exchange_creates_on_v1_takes_pushes(client, db):
+    """The contract lets Exchange create a segment of type Queries; only a definition's audience is read-only."""
     reply = await api(client, "POST", "/v1/segments", json={"name": "Made by hand", "type": "Queries"})
-    reply.assert_failure(400, "invalid_type")
-    assert "/api/segment/definitions" in reply.body["error"]["message"]
-    assert await counts(db) == stored
+    segment = reply.result["segmentId"]
+    assert (await api(client, "GET", f"/v1/segments/{segment}")).result["type"] == "Queries"
+    assert (await push(client, segment, "Email\nann@x.com\n", "REPLACE", total=1, number=1)).result["replaceCommitted"]
+    assert await db.fetchval(f"SELECT count(*) FROM audience.members_{int(segment)}") == 1
 
 
 async def test_an_empty_queries_audience_is_pulled_like_any_segment(client):
