@@ -55,7 +55,7 @@ def prepare(url: str) -> dict[str, str]:
         "name": "schemathesis", "properties": {"segments": [definition]}, "schedule": "0 0 1 * * ?"})["id"]
     return {"segment_id": segment, "job_id": str(job["jobId"]), "data_id": str(job["jobDataId"]),
             "endpoint": "default", "upload": str(upload), "export_id": export["id"],
-            "definition_id": definition, "schedule_id": schedule}
+            "definition_id": definition, "schedule_id": schedule, "name": "app.js"}  # name: a console file
 
 
 def run_schemathesis(url: str) -> list[str]:
