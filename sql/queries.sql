@@ -175,8 +175,8 @@ WHERE id = $1;
 -- name: meta_segment_insert
 -- A segment created by import with its id; the identity sequence is moved past it (meta_segment_sequence).
 INSERT INTO segments (id, endpoint_id, name, description, category, type, status, identity_attribute,
-                      attributes, deleted_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, CASE WHEN $7 = 'deleted' THEN clock_timestamp() END)
+                      attributes, identity_hashing, deleted_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, CASE WHEN $7 = 'deleted' THEN clock_timestamp() END)
 ON CONFLICT (id) DO NOTHING
 RETURNING id;
 
@@ -536,7 +536,8 @@ SELECT job.id, job.data_id, pg_notify('audience_gateway_jobs', job.id::text) FRO
 -- name: job_get
 -- A job of kind $3 of endpoint $2; none once its segment is deleted.
 SELECT id, data_id, segment_id, status, reason, row_count, created_at, started_at, finished_at, expires_at,
-       expires_at IS NOT NULL AND expires_at <= now() AS expired, attributes, data_dropped_at, data_bytes
+       expires_at IS NOT NULL AND expires_at <= now() AS expired, attributes, data_dropped_at, data_bytes,
+       data_erasures
 FROM jobs
 WHERE id = $1 AND endpoint_id = $2 AND kind = $3
   AND (segment_id IS NULL OR EXISTS (SELECT 1 FROM segments s WHERE s.id = jobs.segment_id AND s.status <> 'deleted'));
@@ -615,8 +616,13 @@ WHERE id = $1;
 
 -- name: job_store_data_bytes
 -- The download's exact length, learnt lazily: from a full download that streamed to its end, or measured
--- for the first range request. Every download is the same bytes, so the first value stored stays.
-UPDATE jobs SET data_bytes = $2 WHERE id = $1 AND data_bytes IS NULL;
+-- for the first range request. Every download of one version of the data ($3: how many erasures shortened
+-- it) is the same bytes, so the first value stored stays; a download of an older version stores nothing.
+UPDATE jobs SET data_bytes = $2 WHERE id = $1 AND data_bytes IS NULL AND data_erasures = $3;
+
+-- name: job_data_version
+-- In a download's snapshot: the version of the data it streams (how many erasures shortened it).
+SELECT data_erasures FROM jobs WHERE id = $1;
 
 -- name: jobs_expired_data
 -- Export jobs ($1: their kind) whose data expired or that were canceled, and whose snapshot is still there.
@@ -637,7 +643,8 @@ INSERT INTO export_files (job_id, fields, format, expression) VALUES ($1, $2, $3
 -- The endpoint's export file job $1 ($3: the kind); none once its segment is deleted.
 SELECT j.id, j.segment_id, j.status, j.reason, j.row_count, j.created_at, j.started_at, j.finished_at,
        j.expires_at, j.expires_at IS NOT NULL AND j.expires_at <= now() AS expired, j.data_dropped_at,
-       f.fields, f.format, f.expression, f.progress, f.file_name, f.bytes, f.sha256, clock_timestamp() AS now
+       f.fields, f.format, f.expression, f.progress, f.file_name, f.bytes, f.sha256, f.erased_by, f.erased_at,
+       clock_timestamp() AS now
 FROM jobs j JOIN export_files f ON f.job_id = j.id
 WHERE j.id = $1 AND j.endpoint_id = $2 AND j.kind = $3
   AND EXISTS (SELECT 1 FROM segments s WHERE s.id = j.segment_id AND s.status <> 'deleted');
@@ -647,7 +654,8 @@ WHERE j.id = $1 AND j.endpoint_id = $2 AND j.kind = $3
 -- (NULL: from the newest; the cursor), skipping $6 (the offset), at most $5.
 SELECT j.id, j.segment_id, j.status, j.reason, j.row_count, j.created_at, j.started_at, j.finished_at,
        j.expires_at, j.expires_at IS NOT NULL AND j.expires_at <= now() AS expired, j.data_dropped_at,
-       f.fields, f.format, f.expression, f.progress, f.file_name, f.bytes, f.sha256, clock_timestamp() AS now
+       f.fields, f.format, f.expression, f.progress, f.file_name, f.bytes, f.sha256, f.erased_by, f.erased_at,
+       clock_timestamp() AS now
 FROM jobs j JOIN export_files f ON f.job_id = j.id
 WHERE j.endpoint_id = $1 AND j.kind = $2 AND ($3::text IS NULL OR j.status = $3) AND ($4::bigint IS NULL OR j.id < $4)
   AND EXISTS (SELECT 1 FROM segments s WHERE s.id = j.segment_id AND s.status <> 'deleted')
@@ -683,6 +691,23 @@ WITH file AS (
     UPDATE export_files SET progress = $2, file_name = $3, bytes = $4, sha256 = $5 WHERE job_id = $1
 )
 UPDATE jobs SET row_count = $2, expires_at = now() + make_interval(secs => $6) WHERE id = $1;
+
+-- name: export_file_erased_by
+-- In the snapshot, after segment_export_info: the last erasure that went over the segment.
+SELECT erased_by FROM segments WHERE id = $1;
+
+-- name: export_file_erasure_check
+-- In the completing transaction: the last erasure of the segment (waits for one that is erasing it).
+SELECT erased_by FROM segments WHERE id = $1 FOR SHARE;
+
+-- name: export_file_erased
+-- The file of completed job $1 removed by erasure $2: its download answers 410. None if it was already gone
+-- (canceled, expired, erased).
+WITH job AS (
+    UPDATE jobs SET data_dropped_at = now() WHERE id = $1 AND data_dropped_at IS NULL RETURNING id
+)
+UPDATE export_files f SET erased_by = $2, erased_at = now() FROM job WHERE f.job_id = job.id
+RETURNING f.job_id;
 
 -- name: export_file_name
 -- The file a job recorded (NULL if none), for the discard at cancel or expiry.
@@ -1080,6 +1105,31 @@ ORDER BY id;
 
 -- name: privacy_erase_segment
 SELECT privacy_erase_segment($1, $2, $3);
+
+-- name: privacy_erase_files
+-- The export files (jobs of kind $2) of endpoint $1 an erasure searches: completed, not expired, not dropped.
+SELECT j.id, j.segment_id, f.format, f.file_name, s.identity_attribute, s.identity_hashing
+FROM jobs j JOIN export_files f ON f.job_id = j.id JOIN segments s ON s.id = j.segment_id
+WHERE j.endpoint_id = $1 AND j.kind = $2 AND j.status = 'complete' AND j.data_dropped_at IS NULL
+  AND (j.expires_at IS NULL OR j.expires_at > now()) AND f.file_name IS NOT NULL AND s.identity_attribute IS NOT NULL
+ORDER BY j.id;
+
+-- name: privacy_erase_values
+-- Erasure $1's identities in form $2 (a column of privacy_erase_identities), as a segment stores them.
+SELECT DISTINCT CASE $2::text WHEN 'plain' THEN plain WHEN 'lowered' THEN lowered
+                              WHEN 'plain_sha256' THEN plain_sha256 WHEN 'lowered_sha256' THEN lowered_sha256 END
+FROM privacy_erase_identities WHERE job_id = $1;
+
+-- name: privacy_request_found
+SELECT found FROM privacy_requests WHERE job_id = $1;
+
+-- name: privacy_record_files
+-- $3 more export files of segment $2 removed by erasure $1 (found[segment].files).
+UPDATE privacy_requests
+SET found = jsonb_set(found, ARRAY[$2::text],
+                      coalesce(found -> $2::text, '{"members": 0, "staged": 0, "snapshots": 0}'::jsonb)
+                      || jsonb_build_object('files', coalesce((found -> $2::text ->> 'files')::bigint, 0) + $3))
+WHERE job_id = $1;
 
 -- name: privacy_record_found
 -- $2: {"<segment id>": {...}} of the segments this transaction erased something from.

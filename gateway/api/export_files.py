@@ -54,6 +54,9 @@ def describe(row: Any) -> dict[str, Any]:
                  "contentType": FORMATS[row["format"]], "bytes": row["bytes"], "sha256": row["sha256"],
                  "expiresAt": row["expires_at"].isoformat()} if available else None,
         "errors": [{"message": row["reason"]}] if row["status"] == "error" and row["reason"] else [],
+        # an erasure deleted the file (it held an identity erased): the job stays SUCCEEDED, its file is gone
+        "erased": {"erasureId": row["erased_by"], "at": row["erased_at"].isoformat()}
+        if row["erased_by"] is not None else None,
         "creationTime": epoch_ms(row["created_at"]),
         "updateTime": epoch_ms(row["finished_at"] or row["started_at"] or row["created_at"]),
     }

@@ -9,16 +9,17 @@ from aiohttp import web
 
 from gateway import state
 from gateway.api.requests import read_json_object
-from gateway.errors import BadRequest, Conflict, GatewayError, NotFound
+from gateway.errors import BadRequest, Conflict, GatewayError, NotFound, ServiceUnavailable
 from gateway.db.csvcopy import streaming_transaction
 from gateway.http.csvout import StaticCsv, stream_csv
-from gateway.jobs.exports import (JOB_TYPE, cancel_job, create_job, get_job, job_rows_query, measure_job_data,
-                                  parse_job_id, scan_in_order, store_job_data_length)
+from gateway.jobs.exports import (JOB_TYPE, cancel_job, create_job, data_version, get_job, job_rows_query,
+                                  measure_job_data, parse_job_id, scan_in_order, store_job_data_length)
 from gateway.http.ranges import range_asked
 from gateway.http.responses import success
 from gateway.audience.segments import get_segment, parse_segment_id
 
 routes = web.RouteTableDef()
+VERSION_TRIES = 3  # a download read its job, then an erasure changed the data: read it again
 
 
 class Gone(GatewayError):
@@ -69,25 +70,42 @@ async def delete_job(request: web.Request) -> web.Response:
 
 @routes.get("/v1/jobs/{job_id}/data/{data_id}")
 async def get_job_data(request: web.Request) -> web.StreamResponse:
+    """The snapshot as CSV, with a strong ETag and byte ranges. An erasure may shorten the snapshot between
+    reading the job and streaming it: the ETag and length belong to the version read, and the stream's
+    snapshot must be of that version (checked in it), else it all starts again with the new version."""
     job_id = parse_job_id(request.match_info["job_id"])
     endpoint_id = request[state.PRINCIPAL].endpoint_id
     async with request.app[state.DATA_SLOTS].connection(request.app[state.POOL]) as conn:
-        row = await get_job(conn, endpoint_id, job_id)
-        if request.match_info["data_id"] != str(row["data_id"]):
-            raise NotFound(f"job {job_id} has no data {request.match_info['data_id']!r}", code="job_data_not_found")
-        if row["status"] not in ("complete", "canceled"):
-            raise Conflict(f"job {job_id} is {row['status']}; its data is ready once it is complete",
-                           code="job_not_complete")
-        if row["status"] == "canceled" or row["expired"] or row["data_dropped_at"] is not None:
-            raise Gone(f"the data of job {job_id} is no longer available")
-        attributes = row["attributes"]
-        query = job_rows_query(job_id, attributes)
-        etag = f'"job-{job_id}-{row["data_id"]}"'  # a data id names one snapshot, which never changes
-        length = row["data_bytes"]  # NULL until a full download streamed to its end or a range measured it
-        if length is None and range_asked(request.headers, etag):
-            length = await measure_job_data(conn, job_id, query, attributes)
-        static = StaticCsv(etag, length, functools.partial(store_job_data_length, conn, job_id))
-        async with streaming_transaction(conn):
-            await scan_in_order(conn)  # the same bytes every time
-            return await stream_csv(request, conn, query, attributes, filename=f"job-{job_id}.csv",
-                                    static=static)
+        for _ in range(VERSION_TRIES):
+            row = await get_job(conn, endpoint_id, job_id)
+            if request.match_info["data_id"] != str(row["data_id"]):
+                raise NotFound(f"job {job_id} has no data {request.match_info['data_id']!r}",
+                               code="job_data_not_found")
+            if row["status"] not in ("complete", "canceled"):
+                raise Conflict(f"job {job_id} is {row['status']}; its data is ready once it is complete",
+                               code="job_not_complete")
+            if row["status"] == "canceled" or row["expired"] or row["data_dropped_at"] is not None:
+                raise Gone(f"the data of job {job_id} is no longer available")
+            attributes, version = row["attributes"], row["data_erasures"]
+            query = job_rows_query(job_id, attributes)
+            etag = data_etag(row)
+            length = row["data_bytes"]  # NULL until a full download streamed to its end or a range measured it
+            if length is None and range_asked(request.headers, etag):
+                length = await measure_job_data(conn, job_id, version, query, attributes)
+                if length is None:
+                    continue  # an erasure changed the data meanwhile
+            static = StaticCsv(etag, length, functools.partial(store_job_data_length, conn, job_id, version))
+            async with streaming_transaction(conn, isolation="repeatable_read"):
+                if await data_version(conn, job_id) != version:
+                    continue
+                await scan_in_order(conn)  # the same bytes every time
+                return await stream_csv(request, conn, query, attributes, filename=f"job-{job_id}.csv",
+                                        static=static)
+    raise ServiceUnavailable(f"the data of job {job_id} kept changing (erasures); try again")
+
+
+def data_etag(row: Any) -> str:
+    """Names one version of a job's data: a data id names one snapshot, and an erasure that shortens it
+    makes a new version (a range resumed with If-Range then never joins bytes from before and after it)."""
+    version = f"-e{row['data_erasures']}" if row["data_erasures"] else ""
+    return f'"job-{row["id"]}-{row["data_id"]}{version}"'

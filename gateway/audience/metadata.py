@@ -122,7 +122,7 @@ async def insert_segment(conn: asyncpg.Connection, segment_id: int, endpoint_id:
     created = await conn.fetchval(
         QUERIES["meta_segment_insert"], segment_id, endpoint_id, fields["name"], fields.get("description", ""),
         fields.get("category", ""), fields.get("type", "Contact Lists"), fields.get("status", "active"),
-        fields.get("identityAttribute"), fields.get("attributes", []))
+        fields.get("identityAttribute"), fields.get("attributes", []), fields.get("identityHashing"))
     return created is not None
 
 

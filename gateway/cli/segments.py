@@ -4,9 +4,12 @@
 stdout: ``{"segments": [...]}``, each as ``GET /api/segments/{id}`` shows it. ``import`` reads that shape
 and upserts by id, all or nothing in one transaction: an existing segment gets the file's ``name``,
 ``description``, ``category`` and ``status`` (fields left out are kept; the read-only ones such as
-``memberCount`` are ignored; its ``endpoint``, if given, must be its own). A missing id is created with
-that id for ``endpoint`` (required), with its ``name``, optional ``type``, ``identityAttribute`` and
-``attributes`` (else fixed by its first upload, as for ``POST /v1/segments``). Every change is printed;
+``memberCount`` are ignored; its ``endpoint``, if given, must be its own), and its ``identityHashing``
+(``"sha256"`` or null) when the file gives one, which changes only while the segment holds no data (as
+``PATCH /api/segments/{id}``: the import then fails). A missing id is created with that id for
+``endpoint`` (required), with its ``name``, optional ``type``, ``identityAttribute``, ``attributes`` (else
+fixed by its first upload, as for ``POST /v1/segments``) and ``identityHashing``: an exported hashing
+segment comes back hashing. Every change is printed;
 ``--dry-run`` applies them in a transaction that is rolled back, so what it prints is exactly what the
 import would do. Connection as for ``endpoints`` and ``keys`` (gateway.cli.admin).
 """
@@ -28,12 +31,15 @@ from gateway.errors import GatewayError
 from gateway.ids import MAX_ID
 from gateway.audience.metadata import EDITABLE, STATUSES, change_segment, describe, insert_segment
 from gateway.audience.segments import SEGMENT_TYPES, hold_segment
+from gateway.ingest.upload import IDENTITY_HASHINGS
+from gateway.privacy.hashing import set_identity_hashing
 from gateway.settings import Settings
 from gateway.db.queries import QUERIES
 
 EXIT_BAD_FILE = 2
 CREATE_FIELDS = ("endpoint", "type", "identityAttribute", "attributes")
-READ_ONLY = ("identityHashing", "memberCount", "createdAt", "updatedAt", "metadataUpdatedAt", "lastUploadAt",
+HASHING = "identityHashing"  # set at creation, changed on an existing segment only while it holds no data
+READ_ONLY = ("memberCount", "createdAt", "updatedAt", "metadataUpdatedAt", "lastUploadAt",
              "deletedAt", "purgedAt")
 
 
@@ -93,7 +99,7 @@ def record_problem(record: Any) -> str | None:
     """What is wrong with one record, or None."""
     if not isinstance(record, dict):
         return "must be a JSON object"
-    unknown = sorted(set(record) - {"id", *EDITABLE, *CREATE_FIELDS, *READ_ONLY})
+    unknown = sorted(set(record) - {"id", *EDITABLE, *CREATE_FIELDS, HASHING, *READ_ONLY})
     if unknown:
         return f"unknown field(s) {', '.join(unknown)}"
     segment_id = record.get("id")
@@ -110,6 +116,8 @@ def record_problem(record: Any) -> str | None:
         return f"type must be one of {', '.join(SEGMENT_TYPES)}"
     if record.get("identityAttribute") is not None and not isinstance(record["identityAttribute"], str):
         return "identityAttribute must be a string or null"
+    if record.get(HASHING) is not None and record[HASHING] not in IDENTITY_HASHINGS:
+        return f"{HASHING} must be null or one of {', '.join(IDENTITY_HASHINGS)}"
     attributes = record.get("attributes", [])
     if not isinstance(attributes, list) or not all(isinstance(name, str) for name in attributes):
         return "attributes must be a list of strings"
@@ -129,18 +137,22 @@ async def upsert(conn: asyncpg.Connection, record: dict[str, Any]) -> list[str]:
             raise CommandFailed(f"segment {segment_id}: there is no endpoint named {record['endpoint']!r}")
         if not await insert_segment(conn, segment_id, owner, record):
             raise CommandFailed(f"segment {segment_id} was created meanwhile; run the import again")
-        created = {field: record[field] for field in ("endpoint", *EDITABLE) if field in record}
+        created = {field: record[field] for field in ("endpoint", *EDITABLE, HASHING) if record.get(field) is not None}
         return [f"segment {segment_id}: created " + " ".join(f"{k}={v!r}" for k, v in created.items())]
     if record.get("endpoint", existing["endpoint_name"]) != existing["endpoint_name"]:
         raise CommandFailed(f"segment {segment_id} belongs to endpoint {existing['endpoint_name']!r}, "
                             f"not {record['endpoint']!r}; import does not move segments")
+    lines = []
     try:
+        if HASHING in record and record[HASHING] != existing["identity_hashing"]:
+            await set_identity_hashing(conn, existing["endpoint_id"], segment_id, record[HASHING])
+            lines.append(f"segment {segment_id}: {HASHING} {existing['identity_hashing']!r} -> {record[HASHING]!r}")
         before, after = await change_segment(conn, segment_id, None,
                                              {field: record[field] for field in EDITABLE if field in record})
     except GatewayError as exc:
         raise CommandFailed(exc.message) from None
-    return [f"segment {segment_id}: {field} {before[field]!r} -> {after[field]!r}"
-            for field in EDITABLE if before[field] != after[field]]
+    return lines + [f"segment {segment_id}: {field} {before[field]!r} -> {after[field]!r}"
+                    for field in EDITABLE if before[field] != after[field]]
 
 
 async def _import(args: argparse.Namespace, settings: Settings) -> int:

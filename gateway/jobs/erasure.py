@@ -1,10 +1,18 @@
 """Erasure jobs (kind ``PrivacyErase``): created by ``POST /api/privacy/erase``, run by the job queue
 (gateway.jobs.queue) like every kind. The work is gateway.privacy.erase's; this module enqueues it with its
-request, and runs it: the segments (each in a transaction of its own batch), then the stored rejected rows
-and the audit in the transaction that completes the job."""
+request, and runs it: the segments (each in a transaction of its own batch), then the export files, then the
+stored rejected rows and the audit in the transaction that completes the job.
+
+Export files are deleted, not rewritten: the search stops at the first erased identity a file holds, where a
+rewrite would read, write (and for csv.gz compress) and fsync the whole file, for every file, within the
+erasure's time budget; a deleted file is made again by a new export job. A file job still writing when its
+segment is erased deletes its own file when it completes (gateway.jobs.export_files.erased_since): the
+segment's erasure runs after the job's snapshot released the segment's row, so the job either completed
+before this search reads the job list or sees the erasure when it completes."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -12,9 +20,10 @@ import asyncpg
 
 from gateway.errors import NotFound
 from gateway.ids import parse_int
-from gateway.jobs import queue
+from gateway.db.queries import QUERIES
+from gateway.jobs import export_files, queue
 from gateway.privacy import erase
-from gateway.privacy.identities import Received
+from gateway.privacy.identities import Received, erase_form
 
 log = logging.getLogger(__name__)
 
@@ -48,16 +57,42 @@ async def get_erasure(conn: asyncpg.Connection | asyncpg.Pool, endpoint_id: int,
     return row
 
 
+async def erase_files(lease: queue.Lease) -> int:
+    """Delete the endpoint's export files that hold one of the identities (their jobs marked erased), after
+    the segments were erased; how many. A file without an identity column (its fields left it out) cannot be
+    searched: it is deleted when the erasure found the identity among its segment's members."""
+    pool, directory = lease.pool, lease.settings.export_path
+    candidates = await pool.fetch(QUERIES["privacy_erase_files"], lease.endpoint_id, export_files.KIND_NAME)
+    if not candidates:
+        return 0
+    members = await erase.found_members(pool, lease.id)
+    values: dict[str, set[str]] = {}
+    deleted = 0
+    for row in candidates:
+        form = erase_form(row["identity_attribute"], row["identity_hashing"])
+        if form not in values:
+            values[form] = await erase.erase_values(pool, lease.id, form)
+        holds = await asyncio.to_thread(export_files.file_holds, directory / row["file_name"], row["format"],
+                                        row["identity_attribute"], values[form])
+        if holds or (holds is None and row["segment_id"] in members):
+            async with pool.acquire() as conn, conn.transaction():
+                if await export_files.erase_file(conn, directory, row["id"], row["file_name"], lease.id,
+                                                 row["segment_id"]):
+                    deleted += 1
+    return deleted
+
+
 async def run(lease: queue.Lease) -> None:
     started = time.perf_counter()
     await erase.prepare(lease.pool)
     await erase.erase_segments(lease.pool, lease.id, lease.endpoint_id)
+    files = await erase_files(lease)
     async with lease.pool.acquire() as conn, conn.transaction():
         rejects = await erase.erase_rejects(conn, lease.id, lease.endpoint_id)
         await erase.finish(conn, lease.id, rejects)
         await lease.complete(conn)
-    log.info("erasure %d of endpoint %d complete in %.3f s", lease.id, lease.endpoint_id,
-             time.perf_counter() - started)
+    log.info("erasure %d of endpoint %d complete in %.3f s (%d export files deleted)", lease.id,
+             lease.endpoint_id, time.perf_counter() - started, files)
 
 
 ERASE = queue.Kind(erase.JOB_KIND, run)

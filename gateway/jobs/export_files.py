@@ -15,15 +15,21 @@ csv, csv.gz or ndjson) to a file in ``GATEWAY_EXPORT_DIR``.
   that through zlib; ndjson is one JSON object per member, made by PostgreSQL (``json_object``).
 - An optional PQL expression (gateway.segmentation) keeps the members it is true for; it is checked when
   the job is created and compiled again in the snapshot (against the attributes and segments as they are).
+- Erasure (gateway.jobs.erasure): a completed file holding an erased identity is deleted and its job marked
+  erased (``file_holds`` searches it). A job still writing when an erasure went over its segment learns it
+  when it completes (the segment's ``erased_by`` differs from the one its snapshot read) and deletes its file.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
 import dataclasses
 import datetime
+import gzip
 import hashlib
+import io
 import logging
 import os
 import re
@@ -34,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import orjson
 
 from gateway.db.csvcopy import columns_at, copy_csv_out, header_line, streaming_transaction
 from gateway.db.names import sql, table_names
@@ -47,6 +54,7 @@ from gateway.segmentation import pql
 from gateway.segmentation.compiler import Compiled, compile_predicate
 from gateway.segmentation.pql import ExpressionError
 from gateway.ops import metrics
+from gateway.privacy.erase import record_files
 from gateway.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -67,6 +75,10 @@ _TEMP = re.compile(r"^\.export-(\d+)-(\d+)\.tmp$")
 class Gone(GatewayError):
     status = 410
     code = "export_expired"
+
+
+class Erased(Gone):
+    code = "export_erased"
 
 
 class ExportFailed(Exception):
@@ -204,6 +216,8 @@ async def cancel(conn: asyncpg.Connection, settings: Settings, endpoint_id: int,
 
 def file_path(settings: Settings, row: Any) -> Path:
     """The job's file, to download; 409 until the job succeeded, 410 once it expired or was canceled."""
+    if row["erased_by"] is not None:
+        raise Erased(f"the file of export job {row['id']} was deleted by erasure {row['erased_by']}")
     if row["status"] == "canceled" or row["expired"] or row["data_dropped_at"] is not None:
         raise Gone(f"the file of export job {row['id']} is no longer available")
     if row["status"] != "complete":
@@ -320,9 +334,9 @@ def remove_file(directory: Path, name: str | None) -> None:
             os.unlink(directory / name)
 
 
-async def _write_snapshot(lease: queue.Lease, task: Any, writer: FileWriter) -> int:
+async def _write_snapshot(lease: queue.Lease, task: Any, writer: FileWriter) -> tuple[int, int | None]:
     """Copy the segment's audience (``task``: the job's export_files row) into ``writer`` from one snapshot;
-    the rows written."""
+    the rows written and the segment's last erasure as of that snapshot."""
     counter = CsvRows() if task["format"] != "ndjson" else LineRows()
     last = time.monotonic() - PROGRESS_SECONDS  # the first rows are reported at once, then once a second
 
@@ -339,7 +353,8 @@ async def _write_snapshot(lease: queue.Lease, task: Any, writer: FileWriter) -> 
             try:
                 async with streaming_transaction(conn, isolation="repeatable_read"):
                     info = await conn.fetchrow(QUERIES["segment_export_info"], lease.segment_id, lease.endpoint_id)
-                    return await _copy(conn, lease, info, task, writer, sink)
+                    erased_by = await conn.fetchval(QUERIES["export_file_erased_by"], lease.segment_id)
+                    return await _copy(conn, lease, info, task, writer, sink), erased_by
             except asyncpg.SerializationError:  # raised by the lock, before anything was written
                 if attempt == LOCK_TRIES:
                     raise
@@ -394,7 +409,7 @@ async def run(lease: queue.Lease) -> None:
     final = directory / f"export-{lease.id}-{lease.attempts}.{task['format']}"
     writer = FileWriter(directory / f".export-{lease.id}-{lease.attempts}.tmp", compress=task["format"] == "csv.gz")
     try:
-        rows = await _write_snapshot(lease, task, writer)
+        rows, erased_by = await _write_snapshot(lease, task, writer)
         await writer.finish(final)
     except BaseException:
         await writer.discard()
@@ -403,13 +418,102 @@ async def run(lease: queue.Lease) -> None:
         async with lease.pool.acquire() as conn, conn.transaction():
             await conn.execute(QUERIES["export_file_result"], lease.id, rows, final.name, writer.bytes,
                                writer.sha256, lease.settings.export_ttl)
+            erasure = await erased_since(conn, lease.segment_id, erased_by)
+            if erasure is not None:
+                await erase_file(conn, directory, lease.id, final.name, erasure, lease.segment_id)
             await lease.complete(conn)
     except BaseException:
         remove_file(directory, final.name)  # canceled or taken over meanwhile: the file is nobody's
         raise
+    if erasure is not None:
+        log.info("export job %d complete, its file deleted: erasure %d went over segment %d after its snapshot",
+                 lease.id, erasure, lease.segment_id)
+        return
     metrics.EXPORT_ROWS.inc(rows)
     log.info("export job %d complete: %d rows of segment %d, %s, %d bytes in %.1f s", lease.id, rows,
              lease.segment_id, final.name, writer.bytes, time.perf_counter() - started)
+
+
+async def erased_since(conn: asyncpg.Connection, segment_id: int, seen: int | None) -> int | None:
+    """In the completing transaction: the erasure that went over the segment since the snapshot read ``seen``
+    (None: none did). Waits for an erasure holding the segment; one that starts later waits for this
+    transaction, then finds the job complete and searches its file."""
+    now = await conn.fetchrow(QUERIES["export_file_erasure_check"], segment_id)
+    return now["erased_by"] if now is not None and now["erased_by"] != seen else None
+
+
+async def erase_file(conn: asyncpg.Connection, directory: Path, job_id: int, name: str, erasure: int,
+                     segment_id: int) -> bool:
+    """In a transaction: the job's file deleted by ``erasure`` and counted in its result; False if the job
+    had no file any more (canceled, expired or erased meanwhile)."""
+    if await conn.fetchval(QUERIES["export_file_erased"], job_id, erasure) is None:
+        return False
+    remove_file(directory, name)
+    await record_files(conn, erasure, segment_id, 1)
+    return True
+
+
+# What may stand between two values in an export file: CSV separators and quotes, JSON punctuation.
+_SEPARATORS = b',"\r:{}'
+_TOKENS = bytes.maketrans(_SEPARATORS, b"\n" * len(_SEPARATORS))
+# a value holding one of these may be written split or escaped: it is not looked for as a token
+_UNSPLITTABLE = re.compile(r'[,"\r\n:{}\\\x00-\x1f\x7f-\U0010ffff]')
+SCAN_BYTES = 1 << 20
+
+
+def _open(path: Path, file_format: str) -> Any:
+    return gzip.open(path, "rb") if file_format == "csv.gz" else open(path, "rb")  # noqa: SIM115
+
+
+def file_holds(path: Path, file_format: str, identity_attribute: str, values: set[str]) -> bool | None:
+    """Whether the export file holds one of ``values`` in its identity column (read as it was written,
+    stopping at the first one found); None when it has no identity column (its fields left it out). A file
+    that is not there holds nothing. Blocking: run it in a thread.
+
+    csv and csv.gz first get a fast pass (``_may_hold``: is any value one of the file's tokens, wherever it
+    stands?), about twice as fast as the CSV parser: most files hold none of an erasure's identities and are
+    read only by it. ndjson lines are parsed by orjson, faster than that pass."""
+    wanted = fold_name(identity_attribute)
+    try:
+        with _open(path, file_format) as raw, io.TextIOWrapper(raw, encoding="utf-8", newline="") as text:
+            if file_format == "ndjson":
+                first = text.readline()
+                if not first:
+                    return False
+                column = next((name for name in orjson.loads(first) if fold_name(name) == wanted), None)
+            else:
+                header = next(csv.reader(text), [])
+                column = next((i for i, name in enumerate(header) if fold_name(name) == wanted), None)
+        if column is None:
+            return None if file_format == "ndjson" or header else False
+        if file_format == "ndjson":
+            with _open(path, file_format) as raw:
+                return any(orjson.loads(line)[column] in values for line in raw)
+        if not _may_hold(path, file_format, values):
+            return False
+        with _open(path, file_format) as raw, io.TextIOWrapper(raw, encoding="utf-8", newline="") as text:
+            reader = csv.reader(text)
+            next(reader, None)
+            return any(row[column] in values for row in reader if len(row) > column)
+    except FileNotFoundError:
+        return False
+
+
+def _may_hold(path: Path, file_format: str, values: set[str]) -> bool:
+    """Whether one of ``values`` is a token of the file (its bytes split at ``_SEPARATORS`` and newlines):
+    a CSV field or a JSON string that is exactly a value is one. True (the exact parse decides) when a value
+    holds a separator, a quote, a backslash, a control or a non-ASCII character (``_UNSPLITTABLE``)."""
+    if any(_UNSPLITTABLE.search(value) for value in values):
+        return True
+    wanted = {value.encode() for value in values}
+    rest = b""
+    with _open(path, file_format) as raw:
+        while block := raw.read(SCAN_BYTES):
+            tokens = (rest + block).translate(_TOKENS).split(b"\n")
+            rest = tokens.pop()  # may continue in the next block
+            if not wanted.isdisjoint(tokens):
+                return True
+    return rest in wanted
 
 
 async def mark_dropped(conn: asyncpg.Connection, job_id: int) -> None:

@@ -9,6 +9,7 @@ drops it at once), and learns its download's exact length lazily.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -87,9 +88,19 @@ async def drop_expired_exports(pool: asyncpg.Pool) -> int:
     return dropped
 
 
-async def store_job_data_length(conn: asyncpg.Connection, job_id: int, length: int) -> None:
-    """Record the exact bytes of the job's download (the first value stays: every download is the same)."""
-    await conn.execute(QUERIES["job_store_data_bytes"], job_id, length)
+async def store_job_data_length(conn: asyncpg.Connection, job_id: int, version: int, length: int) -> None:
+    """Record the exact bytes of the job's download of data ``version`` (the first value stays: every
+    download of one version is the same; nothing is stored for a version an erasure has replaced). In a
+    savepoint: in a REPEATABLE READ download, an erasure that changed the job since its snapshot makes the
+    update fail to serialise, which is that case too."""
+    with contextlib.suppress(asyncpg.SerializationError):
+        async with conn.transaction():
+            await conn.execute(QUERIES["job_store_data_bytes"], job_id, length, version)
+
+
+async def data_version(conn: asyncpg.Connection, job_id: int) -> int:
+    """How many erasures shortened the job's data (gateway.privacy): part of its download's ETag."""
+    return await conn.fetchval(QUERIES["job_data_version"], job_id)
 
 
 def job_rows_query(job_id: int, attributes: list[str]) -> str:
@@ -102,13 +113,17 @@ async def scan_in_order(conn: asyncpg.Connection) -> None:
     await conn.execute(QUERIES["export_job_scan_in_order"])
 
 
-async def measure_job_data(conn: asyncpg.Connection, job_id: int, query: str, attributes: list[str]) -> int:
-    """The exact bytes of the job's download (its rows ``query``): one COPY, as the download runs it,
-    counted and stored in a transaction of its own, so the length stays known if the download then breaks."""
-    async with conn.transaction():
+async def measure_job_data(conn: asyncpg.Connection, job_id: int, version: int, query: str,
+                           attributes: list[str]) -> int | None:
+    """The exact bytes of the job's download (its rows ``query``) of data ``version``: one COPY, as the
+    download runs it, counted and stored in a transaction of its own, so the length stays known if the
+    download then breaks. None if an erasure changed the data since that version was read."""
+    async with conn.transaction(isolation="repeatable_read"):
+        if await data_version(conn, job_id) != version:
+            return None
         await scan_in_order(conn)
         length = await csv_length(conn, query, attributes)
-        await store_job_data_length(conn, job_id, length)
+        await store_job_data_length(conn, job_id, version, length)
     return length
 
 

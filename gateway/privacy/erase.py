@@ -78,6 +78,22 @@ async def erase_segments(pool: asyncpg.Pool, job_id: int, endpoint_id: int) -> N
                 await conn.execute(QUERIES["privacy_record_found"], job_id, orjson.dumps(found).decode())
 
 
+async def erase_values(conn: asyncpg.Connection | asyncpg.Pool, job_id: int, form: str) -> set[str]:
+    """Job ``job_id``'s identities in ``form`` (as a segment with that form stores them)."""
+    return {row[0] for row in await conn.fetch(QUERIES["privacy_erase_values"], job_id, form)}
+
+
+async def found_members(conn: asyncpg.Connection | asyncpg.Pool, job_id: int) -> set[int]:
+    """The segments job ``job_id`` erased members from (so far)."""
+    found = orjson.loads(await conn.fetchval(QUERIES["privacy_request_found"], job_id) or "{}")
+    return {int(segment) for segment, counts in found.items() if counts.get("members")}
+
+
+async def record_files(conn: asyncpg.Connection, job_id: int, segment_id: int, files: int) -> None:
+    """``files`` more export files of the segment deleted by erasure ``job_id`` (its ``found``)."""
+    await conn.execute(QUERIES["privacy_record_files"], job_id, str(segment_id), files)
+
+
 async def erase_rejects(conn: asyncpg.Connection, job_id: int, endpoint_id: int) -> int:
     """Delete the endpoint's stored rejected rows whose raw text holds one of the identities; how many.
     Upload history keeps its counts (it holds no identity)."""
@@ -108,7 +124,7 @@ STATUSES = {"waiting": "NEW", "running": "PROCESSING", "complete": "SUCCEEDED", 
 def describe(row: asyncpg.Record) -> dict[str, Any]:
     """An erasure as ``/api/privacy`` shows it: never an identity."""
     details = orjson.loads(row["found"])
-    found = {segment: counts["members"] for segment, counts in details.items() if counts["members"]}
+    found = {segment: counts["members"] for segment, counts in details.items() if counts.get("members")}
     result: dict[str, Any] = {"id": row["job_id"], "status": STATUSES[row["status"]]}
     if row["status"] in ("error", "canceled"):
         result["reason"] = row["reason"] or row["status"]
@@ -120,6 +136,7 @@ def describe(row: asyncpg.Record) -> dict[str, Any]:
         "identities": row["identities"],  # distinct identities, known once complete (their hashes are kept)
         "found": found, "totalErased": sum(found.values()), "erasedFrom": details,
         "rejectsErased": row["rejects_erased"],
+        "filesErased": sum(counts.get("files", 0) for counts in details.values()),
         "timings": {
             "createdAt": row["created_at"].isoformat(),
             "startedAt": row["started_at"].isoformat() if row["started_at"] else None,

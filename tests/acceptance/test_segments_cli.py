@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 
 import pytest
 
 from tests.acceptance.test_cli import run_cli
+from tests.conftest import AUTH
 from tests.integration.manage_helpers import api, segment_row
 from tests.integration.push_helpers import create_segment, push_ok
 
@@ -95,6 +97,7 @@ async def test_import_dry_run_then_for_real(client, database_url, db, tmp_path):
     ('{"segments": [{"id": 1, "status": "gone"}]}', 2, "status must be one of"),
     ('{"segments": [{"id": 1, "colour": "red"}]}', 2, "unknown field(s) colour"),
     ('{"segments": [{"id": 1}, {"id": 1}]}', 2, "id 1 appears twice"),
+    ('{"segments": [{"id": 1, "identityHashing": "md5"}]}', 2, "identityHashing must be null or one of sha256"),
     ('{"segments": [{"id": 1, "name": "x"}, {"id": 50, "name": "new"}]}', 1, "needs its endpoint and name"),
     ('{"segments": [{"id": 1, "name": "x"}, {"id": 2, "endpoint": "acme"}]}', 1, "import does not move segments"),
 ])
@@ -118,3 +121,39 @@ async def test_restoring_a_purged_segment_is_refused(client, database_url, tmp_p
     path.write_text(json.dumps({"segments": [{"id": int(segment_id), "status": "active"}]}))
     result = await cli(database_url, "import", str(path))
     assert result.returncode == 1 and "cannot be restored" in result.stderr
+
+
+async def test_identity_hashing_round_trips_through_export_and_import(client, database_url, db, tmp_path):
+    """A hashing segment exported comes back hashing: created with it, or set again on a segment that holds
+    no data; one that holds data and would change is refused, and the import changes nothing."""
+    response = await client.post("/v1/segments", json={"name": "hashed", "identityHashing": "sha256"},
+                                 headers=AUTH)
+    hashed = int((await response.json())["result"]["segmentId"])
+    full = int(await create_segment(client, "full"))
+    await push_ok(client, str(full), "email\na@x.com\n")
+    records = await export(database_url)
+    assert [(r["id"], r["identityHashing"]) for r in records] == [(hashed, "sha256"), (full, None)]
+    copy = {**records[0], "id": 300, "name": "hashed copy"}  # as if imported into another gateway
+    path = tmp_path / "segments.json"
+    path.write_text(json.dumps({"segments": [*records, copy]}))
+    await api(client, "PATCH", f"/api/segments/{hashed}", json={"identityHashing": None})
+
+    result = await cli(database_url, "import", str(path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        f"segment {hashed}: identityHashing None -> 'sha256'",
+        "segment 300: created endpoint='default' name='hashed copy' description='' category='' status='active' "
+        "identityHashing='sha256'",
+        "changed 2 of 3 segment(s)",
+    ]
+    for segment_id in (hashed, 300):
+        assert (await api(client, "GET", f"/api/segments/{segment_id}")).result["identityHashing"] == "sha256"
+        await push_ok(client, str(segment_id), "email\nAnn@Example.com\n")
+        assert await db.fetchval(f"SELECT identity FROM audience.members_{segment_id}") == \
+            hashlib.sha256(b"ann@example.com").hexdigest()
+
+    before = await all_rows(db)
+    path.write_text(json.dumps({"segments": [{**records[1], "identityHashing": "sha256"}]}))
+    refused = await cli(database_url, "import", str(path))
+    assert refused.returncode == 1 and "cannot change while it holds data" in refused.stderr
+    assert await all_rows(db) == before
