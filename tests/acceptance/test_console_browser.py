@@ -288,7 +288,7 @@ def test_jobs_schedules_and_throughput_pages_render(page, gateway):
     page.wait_for_selector("#figure-rows svg")
     assert page.text_content("#figure-inflight strong") == "0.00"
     # rows pushed while the page samples /metrics show as a rate above zero at the next sample (every 2 s)
-    rows = "".join(f"rate{n}@example.com\n" for n in range(2000))
+    rows = "".join(f"rate{n}-{'x' * 50}@example.com\n" for n in range(2000))  # about 0.14 MB
     gateway.segment_with("Throughput", "Email\n" + rows)
     sync_api.expect(page.locator("#figure-rows strong")).not_to_have_text("0.00", timeout=10_000)
     sync_api.expect(page.locator("#figure-bytes strong")).not_to_have_text("0.00", timeout=10_000)
