@@ -13,6 +13,7 @@ from gateway.ops import metrics
 from gateway.ops.workers import prepare_database
 from gateway.api import (audiences, data, definitions, export_files, health, jobs, manage, openapi, previews, privacy,
                          schedules, search, segment_jobs, segments, uploads)
+from gateway.api import console
 from gateway.api import metrics as metrics_api
 from gateway.http.clients import DataSlots
 from gateway.db.pool import CONNECTION_ERRORS, attach_database, create_pool
@@ -68,6 +69,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(search.routes)
     app.add_routes(previews.routes)
     app.add_routes(openapi.routes)
+    app.add_routes(console.routes)
     return app
 
 

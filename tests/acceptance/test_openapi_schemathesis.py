@@ -56,7 +56,8 @@ def prepare(url: str) -> dict[str, str]:
     preview = call("POST", "/api/preview", json={"predicateExpression": 'name = "A"', "sources": [segment]})
     return {"segment_id": segment, "job_id": str(job["jobId"]), "data_id": str(job["jobDataId"]),
             "endpoint": "default", "upload": str(upload), "export_id": export["id"],
-            "definition_id": definition, "schedule_id": schedule, "preview_id": preview["previewId"]}
+            "definition_id": definition, "schedule_id": schedule, "preview_id": preview["previewId"],
+            "name": "app.js"}  # name: a console file
 
 
 def run_schemathesis(url: str) -> list[str]:

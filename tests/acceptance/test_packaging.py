@@ -61,6 +61,9 @@ async def test_wheel_install_ships_sql_and_serves(tmp_path, cluster, monkeypatch
             async with session.get(url + "/openapi.json") as response:  # shipped in the wheel
                 assert response.status == 200
                 assert (await response.json())["openapi"].startswith("3.1")
+            for path in ("/ui/", "/ui/app.js", "/ui/console.css"):  # the web console's files are in the wheel
+                async with session.get(url + path) as response:
+                    assert response.status == 200, path
         assert process.stop() == 0
     finally:
         await cluster.drop_database(name)
