@@ -186,6 +186,9 @@ def _failure(request: web.Request, exc: Exception) -> web.StreamResponse:
     return failure(500, "internal_error", "internal error; the gateway's log has the details")
 
 
+WHOAMI_PATH = "/api/whoami"
+
+
 def required_scope(method: str, path: str) -> str:
     """read for GET/HEAD/OPTIONS, write for anything that changes data, admin for management routes.
 
@@ -197,6 +200,8 @@ def required_scope(method: str, path: str) -> str:
         return "admin"
     if path == PRIVACY_PREFIX or path.startswith(PRIVACY_PREFIX + "/"):
         return "admin"  # erasures, their audit and the suppression list (gateway.api.privacy)
+    if path == WHOAMI_PATH:
+        return "read"  # any key may learn its own endpoint and scope (the console offers what it allows)
     if path.startswith(API_PREFIX):
         if method not in READ_METHODS and not (method == "POST" and path in API_READING_POSTS):
             return "admin"

@@ -299,7 +299,7 @@ def test_jobs_schedules_and_throughput_pages_render(page, gateway):
 
 def test_what_a_key_may_do_decides_what_the_page_offers(page, gateway):
     """A write key sees audiences without the admin actions and definitions without the editor; a read key
-    (refused /api, 403 on whoami) gets the /v1 list; a wrong key stays on the sign-in form."""
+    (refused /api, whoami says read) gets the /v1 list; a wrong key stays on the sign-in form."""
     segment_id = gateway.segment_with("Scoped", "Email\nscoped@example.com\n")
     sign_in(page, gateway, gateway.key("write"), "default · write")
     page.goto(f"{gateway.url}/ui/#/audiences/{segment_id}")
@@ -310,7 +310,7 @@ def test_what_a_key_may_do_decides_what_the_page_offers(page, gateway):
     assert page.query_selector("#new-definition") is None
     page.click("#sign-out")
     page.wait_for_selector("#api-key")
-    sign_in(page, gateway, gateway.key("read"), "read")
+    sign_in(page, gateway, gateway.key("read"), "default · read")
     headers = page.eval_on_selector_all("#audience-table th", "cells => cells.map(c => c.textContent)")
     assert headers == ["Name", "Id", "Type"]
     page.click("nav >> text=Audiences")
