@@ -1031,6 +1031,11 @@ ALTER TABLE {build} ADD CONSTRAINT {build_pkey} PRIMARY KEY (identity), ALTER CO
 -- name: segment_job_drop_build
 DROP TABLE IF EXISTS {build};
 
+-- name: segment_job_erased_by
+-- The last erasure that went over the audience while a segment job ran (migration 0017): read by the build
+-- in its snapshot, and again by the swap under the audience's apply lock.
+SELECT erased_by FROM segments WHERE id = $1;
+
 -- name: segment_job_leftover_builds
 -- Build tables of segment jobs (or attempts) no longer running: a canceled, failed or taken-over attempt.
 SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -1098,10 +1103,11 @@ ANALYZE privacy_erase_identities;
 
 -- name: privacy_erase_segments
 -- Every segment of endpoint $1 that may hold members: pushed and Queries audiences, inactive ones, and
--- deleted ones whose members are not purged yet.
+-- deleted ones whose members are not purged yet. Definitions' audiences last: a segment job's swap that
+-- sees an audience's erasure then sees its sources' too (migration 0017).
 SELECT id, identity_attribute, identity_hashing FROM segments
 WHERE endpoint_id = $1 AND purged_at IS NULL AND identity_attribute IS NOT NULL
-ORDER BY id;
+ORDER BY EXISTS (SELECT 1 FROM segment_definitions d WHERE d.audience_segment_id = segments.id), id;
 
 -- name: privacy_erase_segment
 SELECT privacy_erase_segment($1, $2, $3);

@@ -13,6 +13,15 @@ Two phases, so that a job changes its audiences all at once or not at all, and h
    with the REPLACE commit's named queries, the segment's columns and member count (its change time moves),
    the job's metrics, and ``complete`` (or ``fail``) of the job in the same transaction.
 
+An erasure (gateway.privacy.erase) that runs between a definition's build and its swap removes the identity
+from the sources and the audience, but the build read the sources before: the swap would bring it back. So
+the build reads the audience's ``erased_by`` in its snapshot, and the swap, holding the audience's apply
+lock, reads it again: when it moved, the swap builds that definition again, in its own transaction, under
+the lock. An erasure marks a definition's audience whenever a segment job of its endpoint runs, and goes
+over definitions' audiences after every other segment (migration 0017), so an erasure the swap does not see
+on the audience either committed before the build's snapshot or waits for the swap's lock and erases the
+new audience after it.
+
 So a job that is canceled, or whose lease is taken over, before its swap commits leaves every audience with
 its previous members (the swap transaction completes the job only while the worker still holds it; a cancel
 that comes first makes it roll back). What it leaves are build tables in ``staging``: the next segment job
@@ -73,6 +82,8 @@ class Built:
     identity_attribute: str | None
     attributes: list[str]
     time_ms: float
+    erased_by: int | None  # the audience's, as the build read it
+    definition: asyncpg.Record
 
 
 def build_names(job_id: int, attempt: int, definition_id: int) -> dict[str, str]:
@@ -104,13 +115,13 @@ async def run_job(pool: asyncpg.Pool, job_id: int, endpoint_id: int, attempt: in
         built: list[Built] = []
         for definition in definitions:
             try:
-                built.append(await _build(conn, endpoint_id, job_id, attempt, definition, now))
+                built.append(await _build(conn, endpoint_id, job_id, attempt, definition, now, isolated=True))
             except DefinitionError as exc:
                 errors.append(exc.item)
         async with conn.transaction():
             await declare_writes(conn, endpoint_id)
             await conn.execute(QUERIES["replace_build_begin"])
-            swapped = await _swap_all(conn, endpoint_id, built, errors)
+            swapped = await _swap_all(conn, endpoint_id, job_id, attempt, now, built, errors)
             metrics = _metrics(swapped, started)
             await conn.execute(QUERIES["segment_job_result"], job_id, orjson.dumps(metrics).decode(),
                                orjson.dumps(errors).decode())
@@ -130,14 +141,16 @@ async def drop_leftover_builds(conn: asyncpg.Connection) -> None:
 
 
 async def _build(conn: asyncpg.Connection, endpoint_id: int, job_id: int, attempt: int,
-                 definition: asyncpg.Record, now: dt.datetime) -> Built:
-    """Build one definition's new audience into its build table (its own transaction)."""
+                 definition: asyncpg.Record, now: dt.datetime, *, isolated: bool) -> Built:
+    """Build one definition's new audience into its build table: ``isolated``, in a transaction of its
+    own (one snapshot); else in a savepoint of the swap's transaction (a build again, under the lock)."""
     started = time.perf_counter()
     definition_id = definition["id"]
     names = build_names(job_id, attempt, definition_id)
     try:
-        async with conn.transaction(isolation="repeatable_read"):
+        async with conn.transaction(isolation="repeatable_read") if isolated else conn.transaction():
             await conn.execute(QUERIES["replace_build_begin"])  # memory for the joins, as a REPLACE build
+            erased_by = await conn.fetchval(QUERIES["segment_job_erased_by"], definition["audience_segment_id"])
             try:
                 profiles = await resolve(conn, endpoint_id, definition["sources"])
             except GatewayError as exc:
@@ -157,7 +170,8 @@ async def _build(conn: asyncpg.Connection, endpoint_id: int, job_id: int, attemp
                               f"the database could not evaluate definition {definition_id} "
                               f"({type(exc).__name__}); the gateway's log has the details") from None
     return Built(definition_id, definition["audience_segment_id"], names, count, int(status.split()[-1]),
-                 profiles.identity_attribute, list(profiles.attributes), (time.perf_counter() - started) * 1000)
+                 profiles.identity_attribute, list(profiles.attributes), (time.perf_counter() - started) * 1000,
+                 erased_by, definition)
 
 
 async def _count_profiles(conn: asyncpg.Connection, present: Sequence[int], relation: str) -> int:
@@ -206,16 +220,25 @@ async def _segment_tables(conn: asyncpg.Connection, endpoint_id: int, arguments:
     return tables
 
 
-async def _swap_all(conn: asyncpg.Connection, endpoint_id: int, built: list[Built],
-                    errors: list[dict[str, str]]) -> list[tuple[Built, Mapping[str, int]]]:
+async def _swap_all(conn: asyncpg.Connection, endpoint_id: int, job_id: int, attempt: int, now: dt.datetime,
+                    built: list[Built], errors: list[dict[str, str]]) -> list[tuple[Built, Mapping[str, int]]]:
     """Swap every built audience in (see the module docstring); the ones swapped, with their counts.
 
     The apply locks are taken, and the counts made, first, in audience id order; then each audience's row
-    lock (which readers wait for) only for its swap."""
+    lock (which readers wait for) only for its swap. An audience an erasure went over since its build is
+    built again first."""
     counted: list[tuple[Built, Mapping[str, int]]] = []
     for item in sorted(built, key=lambda b: b.audience_id):
         started = time.perf_counter()
         await hold_segment(conn, item.audience_id)
+        if await conn.fetchval(QUERIES["segment_job_erased_by"], item.audience_id) != item.erased_by:
+            try:
+                again = await _build(conn, endpoint_id, job_id, attempt, item.definition, now, isolated=False)
+            except DefinitionError as exc:
+                errors.append(exc.item)
+                continue
+            again.time_ms = item.time_ms  # the build again is timed with the swap
+            item = again
         names = item.names
         if await _members_exist(conn, item.audience_id):
             counts = dict(await conn.fetchrow(sql("segment_job_compare", segment_id=item.audience_id, **names)))
