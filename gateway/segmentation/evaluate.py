@@ -53,7 +53,7 @@ from gateway.errors import GatewayError
 from gateway.ids import parse_int
 from gateway.segmentation import compiler, pql
 from gateway.segmentation.profiles import profiles_sql
-from gateway.segmentation.sources import Profiles, resolve
+from gateway.segmentation.sources import Profiles, require_same_hashing, resolve
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,7 @@ class Built:
     members: int
     identity_attribute: str | None
     attributes: list[str]
+    identity_hashing: str | None
     time_ms: float
     erased_by: int | None  # the audience's, as the build read it
     definition: asyncpg.Record
@@ -151,13 +152,13 @@ async def _build(conn: asyncpg.Connection, endpoint_id: int, job_id: int, attemp
         async with conn.transaction(isolation="repeatable_read") if isolated else conn.transaction():
             await conn.execute(QUERIES["replace_build_begin"])  # memory for the joins, as a REPLACE build
             erased_by = await conn.fetchval(QUERIES["segment_job_erased_by"], definition["audience_segment_id"])
-            try:
+            try:  # invalid_sources, mixed_identity_hashing
                 profiles = await resolve(conn, endpoint_id, definition["sources"])
+                predicate, params = await _compile(conn, endpoint_id, definition_id, definition["expression"],
+                                                   profiles, now)
             except GatewayError as exc:
-                raise DefinitionError(definition_id, "invalid_sources", exc.message) from None
+                raise DefinitionError(definition_id, exc.code, exc.message) from None
             present = [s.segment_id for s in profiles.sources if await _members_exist(conn, s.segment_id)]
-            predicate, params = await _compile(conn, endpoint_id, definition_id, definition["expression"],
-                                               profiles, now)
             relation = profiles_sql(profiles, present)
             count = await _count_profiles(conn, present, relation)
             await conn.execute(QUERIES["segment_job_drop_build"].format(**names))
@@ -170,7 +171,8 @@ async def _build(conn: asyncpg.Connection, endpoint_id: int, job_id: int, attemp
                               f"the database could not evaluate definition {definition_id} "
                               f"({type(exc).__name__}); the gateway's log has the details") from None
     return Built(definition_id, definition["audience_segment_id"], names, count, int(status.split()[-1]),
-                 profiles.identity_attribute, list(profiles.attributes), (time.perf_counter() - started) * 1000,
+                 profiles.identity_attribute, list(profiles.attributes), profiles.identity_hashing,
+                 (time.perf_counter() - started) * 1000,
                  erased_by, definition)
 
 
@@ -192,7 +194,7 @@ async def _compile(conn: asyncpg.Connection, endpoint_id: int, definition_id: in
     names an attribute its sources do not have, or an inSegment segment the endpoint does not have."""
     try:
         node = pql.parse(expression)
-        tables = await _segment_tables(conn, endpoint_id, pql.segments_used(node))
+        tables = await _segment_tables(conn, endpoint_id, pql.segments_used(node), profiles.identity_hashing)
         compiled = compiler.compile_predicate(node, attribute_index=profiles.index, segment_tables=tables, now=now,
                                               first_param=1)
     except pql.ExpressionError as exc:
@@ -201,10 +203,13 @@ async def _compile(conn: asyncpg.Connection, endpoint_id: int, definition_id: in
     return compiled.sql, list(compiled.params)
 
 
-async def _segment_tables(conn: asyncpg.Connection, endpoint_id: int, arguments: Sequence[str]) -> Mapping[str, str]:
+async def _segment_tables(conn: asyncpg.Connection, endpoint_id: int, arguments: Sequence[str],
+                         hashing: str | None) -> Mapping[str, str]:
     """The members table each ``inSegment("…")`` reads, for the segments the endpoint has (one that has no
-    members table yet reads an empty one); the compiler answers the others as errors at their position."""
+    members table yet reads an empty one); the compiler answers the others as errors at their position.
+    400 ``mixed_identity_hashing`` when one stores identities otherwise than the sources (``hashing``)."""
     tables: dict[str, str] = {}
+    hashings: dict[int, str | None] = {}
     for argument in arguments:
         segment_id = parse_int(argument)
         if segment_id is None:
@@ -213,10 +218,12 @@ async def _segment_tables(conn: asyncpg.Connection, endpoint_id: int, arguments:
         row = await conn.fetchrow(QUERIES["segment_job_in_segment"], segment_id, endpoint_id, members)
         if row is None:
             continue
+        hashings[segment_id] = row["identity_hashing"]
         if not row["members_exist"]:
             await conn.execute(QUERIES["segment_job_no_members"])
             members = NO_MEMBERS_TABLE
         tables[argument] = members
+    require_same_hashing(hashing, hashings, "the sources and the segments inSegment reads")
     return tables
 
 
@@ -258,8 +265,8 @@ async def _swap_all(conn: asyncpg.Connection, endpoint_id: int, job_id: int, att
         for step in ("segment_job_build_move", "segment_job_build_rename", "segment_job_build_rename_pkey",
                      "replace_drop_members", "replace_swap_members", "replace_rename_pkey"):
             await conn.execute(sql(step, segment_id=item.audience_id, **names))
-        await conn.execute(QUERIES["segment_set_columns"], item.audience_id, item.identity_attribute,
-                           item.attributes)
+        await conn.execute(QUERIES["segment_job_set_columns"], item.audience_id, item.identity_attribute,
+                           item.attributes, item.identity_hashing)
         await conn.execute(QUERIES["segment_set_member_count"], item.audience_id, item.members)
         swapped.append((item, counts))
     return swapped
