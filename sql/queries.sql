@@ -848,7 +848,7 @@ UPDATE uploads SET replace_committed = true WHERE id = $1;
 -- name: segmentation_sources
 -- The segments a definition may read ($2: ids, or NULL for "*"), with what decides whether it may:
 -- another endpoint's segment is simply absent.
-SELECT id, type, status, identity_attribute, attributes
+SELECT id, type, status, identity_attribute, attributes, identity_hashing
 FROM segments
 WHERE endpoint_id = $1 AND status <> 'deleted'
   AND ($2::bigint[] IS NULL OR id = ANY ($2::bigint[]))
@@ -858,9 +858,10 @@ ORDER BY id;
 -- like a missing one; another endpoint's is simply absent.
 
 -- name: definition_audience_insert
--- A definition's audience: a Queries segment whose columns are its sources' merged profile attributes.
-INSERT INTO segments (endpoint_id, name, description, type, identity_attribute, attributes)
-VALUES ($1, $2, $3, 'Queries', $4, $5)
+-- A definition's audience: a Queries segment whose columns are its sources' merged profile attributes,
+-- its identities hashed as theirs are.
+INSERT INTO segments (endpoint_id, name, description, type, identity_attribute, attributes, identity_hashing)
+VALUES ($1, $2, $3, 'Queries', $4, $5, $6)
 RETURNING id;
 
 -- name: definition_insert
@@ -899,7 +900,7 @@ RETURNING *;
 
 -- name: definition_segment_ids
 -- Which of the ids $2 name a segment of endpoint $1 (any type, not deleted): what inSegment may read.
-SELECT id FROM segments WHERE endpoint_id = $1 AND id = ANY ($2::bigint[]) AND status <> 'deleted';
+SELECT id, identity_hashing FROM segments WHERE endpoint_id = $1 AND id = ANY ($2::bigint[]) AND status <> 'deleted';
 
 -- Schedules of segment jobs (gateway.segmentation.schedules). Another endpoint's schedule is absent.
 
@@ -1005,7 +1006,7 @@ ORDER BY audience_segment_id;
 
 -- name: segment_job_in_segment
 -- The segment an inSegment("…") names, within the endpoint, and whether it has a members table ($3).
-SELECT id, to_regclass($3) IS NOT NULL AS members_exist FROM segments
+SELECT id, identity_hashing, to_regclass($3) IS NOT NULL AS members_exist FROM segments
 WHERE id = $1 AND endpoint_id = $2 AND status <> 'deleted';
 
 -- name: segment_job_no_members
@@ -1030,6 +1031,16 @@ ALTER TABLE {build} ADD CONSTRAINT {build_pkey} PRIMARY KEY (identity), ALTER CO
 
 -- name: segment_job_drop_build
 DROP TABLE IF EXISTS {build};
+
+-- name: segment_job_set_columns
+-- A definition's audience at its swap: its sources' merged attributes and identity hashing.
+UPDATE segments SET identity_attribute = $2, attributes = $3, identity_hashing = $4, updated_at = clock_timestamp()
+WHERE id = $1;
+
+-- name: segment_job_erased_by
+-- The last erasure that went over the audience while a segment job ran (migration 0017): read by the build
+-- in its snapshot, and again by the swap under the audience's apply lock.
+SELECT erased_by FROM segments WHERE id = $1;
 
 -- name: segment_job_leftover_builds
 -- Build tables of segment jobs (or attempts) no longer running: a canceled, failed or taken-over attempt.
@@ -1098,10 +1109,11 @@ ANALYZE privacy_erase_identities;
 
 -- name: privacy_erase_segments
 -- Every segment of endpoint $1 that may hold members: pushed and Queries audiences, inactive ones, and
--- deleted ones whose members are not purged yet.
+-- deleted ones whose members are not purged yet. Definitions' audiences last: a segment job's swap that
+-- sees an audience's erasure then sees its sources' too (migration 0017).
 SELECT id, identity_attribute, identity_hashing FROM segments
 WHERE endpoint_id = $1 AND purged_at IS NULL AND identity_attribute IS NOT NULL
-ORDER BY id;
+ORDER BY EXISTS (SELECT 1 FROM segment_definitions d WHERE d.audience_segment_id = segments.id), id;
 
 -- name: privacy_erase_segment
 SELECT privacy_erase_segment($1, $2, $3);

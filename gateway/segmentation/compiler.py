@@ -38,6 +38,11 @@ Semantics (``tests/segmentation_reference.py`` is the same rules in Python, the 
   - ``X occurs last|this|next day|week|month|year``: day(X) within that calendar period (weeks start on
     Monday); ``X occurs today`` (yesterday, tomorrow, now): day(X) is that day.
 
+  A range bounded on both sides by real days, at most ``MAX_LISTED_DAYS`` long (``occurs <= 30 days before
+  now``, ``between``, a period, ``today``), is compiled as a lookup of the value's first ten characters in
+  the list of its days (a text[] parameter), and the date pattern runs only on a longer value (one with a
+  time): the same rows, without a regular expression on each row the range keeps (``listed_days``).
+
   A bound beyond year 1-9999 becomes a sentinel text below (``0000-00-00``) or above (``9999-99-99``) every
   valid date, which no value equals.
 """
@@ -169,6 +174,32 @@ def date_conditions(node: pql.Node, today: datetime.date) -> list[tuple[str, str
     return [(">" if strict else ">=", bound)]
 
 
+MAX_LISTED_DAYS = 1000
+
+
+def listed_days(conditions: list[tuple[str, str]]) -> list[str] | None:
+    """Every real day that meets ``conditions`` (``date_conditions``), in order, when they bound a range of
+    at most ``MAX_LISTED_DAYS`` days between real dates (``occurs <= 30 days before now``, ``between``, a
+    period, ``today``); else None. Such a range is compiled as a lookup in this list, which costs a
+    fraction of the date pattern's regular expression on each row the range keeps."""
+    low = high = None
+    for op, bound in conditions:
+        try:
+            day = datetime.date.fromisoformat(bound)
+        except ValueError:  # a sentinel beyond the calendar
+            return None
+        if op in (">=", ">", "="):
+            low = day.toordinal() + (op == ">")
+        if op in ("<=", "<", "="):
+            high = day.toordinal() - (op == "<")
+        if op == "!=":
+            return None
+    if low is None or high is None or high - low >= MAX_LISTED_DAYS:
+        return None
+    low, high = max(low, 1), min(high, datetime.date.max.toordinal())
+    return [datetime.date.fromordinal(n).isoformat() for n in range(low, high + 1)]
+
+
 def _bound(value: pql.Date | pql.Anchor, today: datetime.date) -> str:
     if isinstance(value, pql.Date):
         return value.value.isoformat()
@@ -225,6 +256,9 @@ class _Compiler:
             v = self.value(node.attribute)
             return f"(CASE WHEN {v} <> '' THEN {v} LIKE {self.param(node.pattern.value, 'text')} ELSE false END)"
         v = self.value(node.attribute)
+        days = listed_days(date_conditions(node, self.today))
+        if days is not None:
+            return self.date_listed(v, days)
         conditions = [f"substr({v}, 1, 10) COLLATE \"C\" {_SQL_OPERATORS[op]} {self.param(bound, 'text')}"
                       for op, bound in date_conditions(node, self.today)]
         return self.date_guarded(v, " AND ".join(conditions))
@@ -257,11 +291,25 @@ class _Compiler:
         """``test`` (on the value's first ten characters as text: it cannot fail) and then whether ``v`` is a
         valid date: the costly check (a regular expression, ~1 µs) runs only on the rows the cheap test keeps.
         The leap-day check's cast runs only on a value the pattern accepted."""
+        return f"(CASE WHEN {test} THEN {self.date_valid(v)} ELSE false END)"
+
+    @staticmethod
+    def date_valid(v: str) -> str:
+        """Whether ``v`` is a valid date (with an optional time). The leap-day check's cast runs only on a
+        value the pattern accepted."""
         year = f"substr({v}, 1, 4)::int"
         leap = f"(({year}) % 4 = 0 AND (({year}) % 100 <> 0 OR ({year}) % 400 = 0))"
-        valid = (f"(CASE WHEN {v} ~ '^{DATE_PATTERN}$' AND left({v}, 4) <> '0000' "
-                 f"THEN substr({v}, 6, 5) <> '02-29' OR {leap} ELSE false END)")
-        return f"(CASE WHEN {test} THEN {valid} ELSE false END)"
+        return (f"(CASE WHEN {v} ~ '^{DATE_PATTERN}$' AND left({v}, 4) <> '0000' "
+                f"THEN substr({v}, 6, 5) <> '02-29' OR {leap} ELSE false END)")
+
+    def date_listed(self, v: str, days: list[str]) -> str:
+        """A value whose day is one of ``days`` (every real day of a bounded range, ``listed_days``): its first
+        ten characters are one of them (a hashed array lookup, no regular expression) and it is that date
+        alone, or a date with a time the pattern accepts. The same rows as ``date_guarded`` with the range's
+        conditions: a value whose first ten characters are in the range but not a real day is in neither."""
+        listed = f'substr({v}, 1, 10) COLLATE "C" = ANY({self.param(days, "text[]")})'
+        exact = f"(CASE WHEN length({v}) = 10 THEN true ELSE {self.date_valid(v)} END)"
+        return f"(CASE WHEN {listed} THEN {exact} ELSE false END)"
 
     def membership(self, node: pql.Membership) -> str:
         items = node.values.items

@@ -26,7 +26,7 @@ from gateway.ids import parse_int
 from gateway.ingest.csvparse import fold_name
 from gateway.segmentation import pql
 from gateway.segmentation.compiler import compile_predicate
-from gateway.segmentation.sources import MERGE_POLICY, Profiles, resolve, show_sources
+from gateway.segmentation.sources import MERGE_POLICY, Profiles, require_same_hashing, resolve, show_sources
 
 EXPRESSION_TYPE = "PQL"
 EXPRESSION_FORMAT = "pql/text"
@@ -90,15 +90,18 @@ def _sources_named(profiles: Profiles, ids: Sequence[int] | None) -> str:
     return f"the sources (segments {listed})"
 
 
-async def _segment_tables(conn: asyncpg.Connection, endpoint_id: int, names: Sequence[str]) -> dict[str, str]:
+async def _segment_tables(conn: asyncpg.Connection, endpoint_id: int, names: Sequence[str],
+                          hashing: str | None) -> dict[str, str]:
     """Each ``inSegment`` argument's members table; 400 ``unknown_segment`` if it names no segment of this
-    endpoint (another endpoint's is answered like a missing one)."""
+    endpoint (another endpoint's is answered like a missing one), ``mixed_identity_hashing`` if it stores
+    identities otherwise than the sources (``hashing``)."""
     ids = {name: parse_int(name) for name in names}
-    found = {row["id"] for row in await conn.fetch(QUERIES["definition_segment_ids"], endpoint_id,
-                                                   [i for i in ids.values() if i is not None])}
+    found = {row["id"]: row["identity_hashing"] for row in await conn.fetch(
+        QUERIES["definition_segment_ids"], endpoint_id, [i for i in ids.values() if i is not None])}
     for name, segment_id in ids.items():
         if segment_id not in found:
             raise BadRequest(f'inSegment("{name}"): segment {name} does not exist', code="unknown_segment")
+    require_same_hashing(hashing, found, "the sources and the segments inSegment reads")
     return {name: table_names(segment_id)["members"] for name, segment_id in ids.items()}
 
 
@@ -110,7 +113,7 @@ async def check(conn: asyncpg.Connection, endpoint_id: int, expression: str, sou
     profiles = await resolve(conn, endpoint_id, sources)
     used = pql.attributes_used(node)
     unknown = [name for name in used if profiles.index(name) is None]
-    tables = await _segment_tables(conn, endpoint_id, pql.segments_used(node))
+    tables = await _segment_tables(conn, endpoint_id, pql.segments_used(node), profiles.identity_hashing)
     position: int | None = None
     try:
         compile_predicate(node, attribute_index=profiles.index, segment_tables=tables, now=dt.datetime.now(dt.UTC))
@@ -132,7 +135,7 @@ async def create_definition(conn: asyncpg.Connection, endpoint_id: int, new: New
         await declare_writes(conn, endpoint_id)
         audience_id = await conn.fetchval(QUERIES["definition_audience_insert"], endpoint_id, new.name,
                                           new.description, checked.profiles.identity_attribute,
-                                          list(checked.profiles.attributes))
+                                          list(checked.profiles.attributes), checked.profiles.identity_hashing)
         try:
             return await conn.fetchrow(QUERIES["definition_insert"], endpoint_id, new.name, fold_name(new.name),
                                        new.description, new.expression, new.sources, new.batch_enabled,

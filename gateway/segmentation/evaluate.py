@@ -13,6 +13,15 @@ Two phases, so that a job changes its audiences all at once or not at all, and h
    with the REPLACE commit's named queries, the segment's columns and member count (its change time moves),
    the job's metrics, and ``complete`` (or ``fail``) of the job in the same transaction.
 
+An erasure (gateway.privacy.erase) that runs between a definition's build and its swap removes the identity
+from the sources and the audience, but the build read the sources before: the swap would bring it back. So
+the build reads the audience's ``erased_by`` in its snapshot, and the swap, holding the audience's apply
+lock, reads it again: when it moved, the swap builds that definition again, in its own transaction, under
+the lock. An erasure marks a definition's audience whenever a segment job of its endpoint runs, and goes
+over definitions' audiences after every other segment (migration 0017), so an erasure the swap does not see
+on the audience either committed before the build's snapshot or waits for the swap's lock and erases the
+new audience after it.
+
 So a job that is canceled, or whose lease is taken over, before its swap commits leaves every audience with
 its previous members (the swap transaction completes the job only while the worker still holds it; a cancel
 that comes first makes it roll back). What it leaves are build tables in ``staging``: the next segment job
@@ -44,7 +53,7 @@ from gateway.errors import GatewayError
 from gateway.ids import parse_int
 from gateway.segmentation import compiler, pql
 from gateway.segmentation.profiles import profiles_sql
-from gateway.segmentation.sources import Profiles, resolve
+from gateway.segmentation.sources import Profiles, require_same_hashing, resolve
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +81,10 @@ class Built:
     members: int
     identity_attribute: str | None
     attributes: list[str]
+    identity_hashing: str | None
     time_ms: float
+    erased_by: int | None  # the audience's, as the build read it
+    definition: asyncpg.Record
 
 
 def build_names(job_id: int, attempt: int, definition_id: int) -> dict[str, str]:
@@ -104,13 +116,13 @@ async def run_job(pool: asyncpg.Pool, job_id: int, endpoint_id: int, attempt: in
         built: list[Built] = []
         for definition in definitions:
             try:
-                built.append(await _build(conn, endpoint_id, job_id, attempt, definition, now))
+                built.append(await _build(conn, endpoint_id, job_id, attempt, definition, now, isolated=True))
             except DefinitionError as exc:
                 errors.append(exc.item)
         async with conn.transaction():
             await declare_writes(conn, endpoint_id)
             await conn.execute(QUERIES["replace_build_begin"])
-            swapped = await _swap_all(conn, endpoint_id, built, errors)
+            swapped = await _swap_all(conn, endpoint_id, job_id, attempt, now, built, errors)
             metrics = _metrics(swapped, started)
             await conn.execute(QUERIES["segment_job_result"], job_id, orjson.dumps(metrics).decode(),
                                orjson.dumps(errors).decode())
@@ -130,21 +142,23 @@ async def drop_leftover_builds(conn: asyncpg.Connection) -> None:
 
 
 async def _build(conn: asyncpg.Connection, endpoint_id: int, job_id: int, attempt: int,
-                 definition: asyncpg.Record, now: dt.datetime) -> Built:
-    """Build one definition's new audience into its build table (its own transaction)."""
+                 definition: asyncpg.Record, now: dt.datetime, *, isolated: bool) -> Built:
+    """Build one definition's new audience into its build table: ``isolated``, in a transaction of its
+    own (one snapshot); else in a savepoint of the swap's transaction (a build again, under the lock)."""
     started = time.perf_counter()
     definition_id = definition["id"]
     names = build_names(job_id, attempt, definition_id)
     try:
-        async with conn.transaction(isolation="repeatable_read"):
+        async with conn.transaction(isolation="repeatable_read") if isolated else conn.transaction():
             await conn.execute(QUERIES["replace_build_begin"])  # memory for the joins, as a REPLACE build
-            try:
+            erased_by = await conn.fetchval(QUERIES["segment_job_erased_by"], definition["audience_segment_id"])
+            try:  # invalid_sources, mixed_identity_hashing
                 profiles = await resolve(conn, endpoint_id, definition["sources"])
+                predicate, params = await _compile(conn, endpoint_id, definition_id, definition["expression"],
+                                                   profiles, now)
             except GatewayError as exc:
-                raise DefinitionError(definition_id, "invalid_sources", exc.message) from None
+                raise DefinitionError(definition_id, exc.code, exc.message) from None
             present = [s.segment_id for s in profiles.sources if await _members_exist(conn, s.segment_id)]
-            predicate, params = await _compile(conn, endpoint_id, definition_id, definition["expression"],
-                                               profiles, now)
             relation = profiles_sql(profiles, present)
             count = await _count_profiles(conn, present, relation)
             await conn.execute(QUERIES["segment_job_drop_build"].format(**names))
@@ -157,7 +171,9 @@ async def _build(conn: asyncpg.Connection, endpoint_id: int, job_id: int, attemp
                               f"the database could not evaluate definition {definition_id} "
                               f"({type(exc).__name__}); the gateway's log has the details") from None
     return Built(definition_id, definition["audience_segment_id"], names, count, int(status.split()[-1]),
-                 profiles.identity_attribute, list(profiles.attributes), (time.perf_counter() - started) * 1000)
+                 profiles.identity_attribute, list(profiles.attributes), profiles.identity_hashing,
+                 (time.perf_counter() - started) * 1000,
+                 erased_by, definition)
 
 
 async def _count_profiles(conn: asyncpg.Connection, present: Sequence[int], relation: str) -> int:
@@ -178,7 +194,7 @@ async def _compile(conn: asyncpg.Connection, endpoint_id: int, definition_id: in
     names an attribute its sources do not have, or an inSegment segment the endpoint does not have."""
     try:
         node = pql.parse(expression)
-        tables = await _segment_tables(conn, endpoint_id, pql.segments_used(node))
+        tables = await _segment_tables(conn, endpoint_id, pql.segments_used(node), profiles.identity_hashing)
         compiled = compiler.compile_predicate(node, attribute_index=profiles.index, segment_tables=tables, now=now,
                                               first_param=1)
     except pql.ExpressionError as exc:
@@ -187,10 +203,13 @@ async def _compile(conn: asyncpg.Connection, endpoint_id: int, definition_id: in
     return compiled.sql, list(compiled.params)
 
 
-async def _segment_tables(conn: asyncpg.Connection, endpoint_id: int, arguments: Sequence[str]) -> Mapping[str, str]:
+async def _segment_tables(conn: asyncpg.Connection, endpoint_id: int, arguments: Sequence[str],
+                         hashing: str | None) -> Mapping[str, str]:
     """The members table each ``inSegment("…")`` reads, for the segments the endpoint has (one that has no
-    members table yet reads an empty one); the compiler answers the others as errors at their position."""
+    members table yet reads an empty one); the compiler answers the others as errors at their position.
+    400 ``mixed_identity_hashing`` when one stores identities otherwise than the sources (``hashing``)."""
     tables: dict[str, str] = {}
+    hashings: dict[int, str | None] = {}
     for argument in arguments:
         segment_id = parse_int(argument)
         if segment_id is None:
@@ -199,23 +218,34 @@ async def _segment_tables(conn: asyncpg.Connection, endpoint_id: int, arguments:
         row = await conn.fetchrow(QUERIES["segment_job_in_segment"], segment_id, endpoint_id, members)
         if row is None:
             continue
+        hashings[segment_id] = row["identity_hashing"]
         if not row["members_exist"]:
             await conn.execute(QUERIES["segment_job_no_members"])
             members = NO_MEMBERS_TABLE
         tables[argument] = members
+    require_same_hashing(hashing, hashings, "the sources and the segments inSegment reads")
     return tables
 
 
-async def _swap_all(conn: asyncpg.Connection, endpoint_id: int, built: list[Built],
-                    errors: list[dict[str, str]]) -> list[tuple[Built, Mapping[str, int]]]:
+async def _swap_all(conn: asyncpg.Connection, endpoint_id: int, job_id: int, attempt: int, now: dt.datetime,
+                    built: list[Built], errors: list[dict[str, str]]) -> list[tuple[Built, Mapping[str, int]]]:
     """Swap every built audience in (see the module docstring); the ones swapped, with their counts.
 
     The apply locks are taken, and the counts made, first, in audience id order; then each audience's row
-    lock (which readers wait for) only for its swap."""
+    lock (which readers wait for) only for its swap. An audience an erasure went over since its build is
+    built again first."""
     counted: list[tuple[Built, Mapping[str, int]]] = []
     for item in sorted(built, key=lambda b: b.audience_id):
         started = time.perf_counter()
         await hold_segment(conn, item.audience_id)
+        if await conn.fetchval(QUERIES["segment_job_erased_by"], item.audience_id) != item.erased_by:
+            try:
+                again = await _build(conn, endpoint_id, job_id, attempt, item.definition, now, isolated=False)
+            except DefinitionError as exc:
+                errors.append(exc.item)
+                continue
+            again.time_ms = item.time_ms  # the build again is timed with the swap
+            item = again
         names = item.names
         if await _members_exist(conn, item.audience_id):
             counts = dict(await conn.fetchrow(sql("segment_job_compare", segment_id=item.audience_id, **names)))
@@ -235,8 +265,8 @@ async def _swap_all(conn: asyncpg.Connection, endpoint_id: int, built: list[Buil
         for step in ("segment_job_build_move", "segment_job_build_rename", "segment_job_build_rename_pkey",
                      "replace_drop_members", "replace_swap_members", "replace_rename_pkey"):
             await conn.execute(sql(step, segment_id=item.audience_id, **names))
-        await conn.execute(QUERIES["segment_set_columns"], item.audience_id, item.identity_attribute,
-                           item.attributes)
+        await conn.execute(QUERIES["segment_job_set_columns"], item.audience_id, item.identity_attribute,
+                           item.attributes, item.identity_hashing)
         await conn.execute(QUERIES["segment_set_member_count"], item.audience_id, item.members)
         swapped.append((item, counts))
     return swapped

@@ -5,6 +5,12 @@ the definition's list (for ``"*"``: every active Contact List and Database of th
 first) whose member row has ``X`` non-empty: the "firstSource" merge policy. The profiles' attributes are
 every source's attributes in first-seen order, names compared by ``fold_name``; the first source's identity
 attribute is the profiles' identity attribute, and its value is always the profile's identity.
+
+Profiles are joined by identity, so every source must store identities alike: all hashed with the same
+``identityHashing``, or none (else 400 ``mixed_identity_hashing``: a hashed identity never equals a plain
+one, and the merge would silently split each person in two). The definition's audience takes that setting,
+so exports, lookups and erasures treat its identities as they treat the sources'. The same holds for the
+segments ``inSegment`` reads (gateway.segmentation.definitions, gateway.segmentation.evaluate).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ class Source:
     segment_id: int
     identity_attribute: str | None  # None: nothing was ever pushed to it
     attributes: tuple[str, ...]  # its members' attrs are aligned with these
+    identity_hashing: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +43,11 @@ class Profiles:
     sources: tuple[Source, ...]
     identity_attribute: str | None  # None when no source has any member yet
     attributes: tuple[str, ...]  # merged, first-seen order; the identity attribute among them
+
+    @property
+    def identity_hashing(self) -> str | None:
+        """How the profiles' identities are stored (``resolve`` made sure all sources agree)."""
+        return self.sources[0].identity_hashing if self.sources else None
 
     def index(self, name: str) -> int | None:
         """The 1-based position of attribute ``name`` (any case) in a profile's attrs; None if no source has it."""
@@ -92,8 +104,24 @@ async def resolve(conn: asyncpg.Connection | asyncpg.Pool, endpoint_id: int, ids
                 raise BadRequest(f"sources: segment {segment_id} is {row['status']} and of type {row['type']}; a "
                                  f"source must be an active Contact List or Database", code="invalid_sources")
             chosen.append(row)
-    sources = tuple(Source(row["id"], row["identity_attribute"], tuple(row["attributes"])) for row in chosen)
+    sources = tuple(Source(row["id"], row["identity_attribute"], tuple(row["attributes"]), row["identity_hashing"])
+                    for row in chosen)
+    require_same_hashing(sources[0].identity_hashing if sources else None,
+                         {source.segment_id: source.identity_hashing for source in sources}, "sources")
     return merge(sources)
+
+
+def require_same_hashing(hashing: str | None, segments: dict[int, str | None], what: str) -> None:
+    """400 ``mixed_identity_hashing`` when one of ``segments`` (id → its identityHashing) stores identities
+    otherwise than ``hashing`` (the profiles'): their identities would never match."""
+    other = {segment_id: h for segment_id, h in segments.items() if h != hashing}
+    if other:
+        def shown(h: str | None) -> str:
+            return h or "none"
+        listed = ", ".join(f"segment {segment_id}: {shown(h)}" for segment_id, h in segments.items())
+        raise BadRequest(f"{what} store identities differently ({listed}); a definition's sources and the "
+                         f"segments inSegment reads must all have the same identityHashing",
+                         code="mixed_identity_hashing")
 
 
 def merge(sources: Sequence[Source]) -> Profiles:

@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.segmentation import pql
-from gateway.segmentation.compiler import compile_predicate, date_conditions, shift, utc_today
+from gateway.segmentation.compiler import (MAX_LISTED_DAYS, compile_predicate, date_conditions, listed_days, shift,
+                                           utc_today)
 from tests.segmentation_reference import evaluate
 
 pytestmark = pytest.mark.pg15
@@ -38,6 +39,9 @@ VALUES = [
     "2O24-02-29", "-024-02-29", "2026-04-31", "2026-06-31", "2026-09-31", "2026-11-31", "2026-13-01", "2026-00-10", "0000-01-01", "0001-01-01", "9999-12-31", "2026-1-5",
     "2026-11-30T10:00:00Z", "2026-11-29 23:59", "2026-11-30T25:00", "2026-11-30T10:00:00.123+05:30",
     "2026-11-30Tgarbage", "2026-11-30x", "20261130", "2026-11-30\n",
+    # within a range's bounds as text, yet no date (a listed range must not take them): day 00, a colon
+    # after '0' (between '0' and '3' in byte order), a trailing space
+    "2026-11-00", "2026-11-0:", "2026-11-15 ", "2026-10-32",
 ]
 TEXTS = ["", "a", "A", "b", "ab", "é", "É", "1", "10", "2026-11", "%", "_", "'", '"', "\\", "$$", "--", "/*", ";",
          "日", "abc", "ABC", "O'Brien", "true", "2026-11-30"]
@@ -335,8 +339,32 @@ async def test_unknown_attribute_and_segment_are_errors_at_their_position():
 def test_parameters_are_numbered_from_first_param_and_cast():
     node = pql.parse('a = "x" and b > 1 and a in [date(2026, 1, 1)] and `when` occurs today and b.isNull()')
     compiled = compile_predicate(node, attribute_index=index, segment_tables=SEGMENTS, now=NOWS[0], first_param=5)
-    assert compiled.params == [1, "x", 2, Decimal(1), ["2026-01-01"], 4, "2026-11-30"]
+    assert compiled.params == [1, "x", 2, Decimal(1), ["2026-01-01"], 4, ["2026-11-30"]]
     for number, cast in [(5, "int"), (6, "text"), (7, "int"), (8, "numeric"), (9, "text[]"), (10, "int"),
-                         (11, "text")]:
+                         (11, "text[]")]:
         assert f"${number}::{cast}" in compiled.sql
     assert "$4" not in compiled.sql and "$12" not in compiled.sql
+
+
+def test_bounded_occurs_ranges_are_listed_days():
+    """A bounded ``occurs`` range becomes the list of its real days (a lookup instead of the date pattern on
+    each row); an open or very long one keeps the pattern."""
+    today = datetime.date(2026, 11, 30)
+
+    def days(text: str) -> list[str] | None:
+        return listed_days(date_conditions(pql.parse(text), today))
+
+    assert days("a occurs <= 2 days before now") == ["2026-11-28", "2026-11-29", "2026-11-30"]
+    assert days("a occurs < 2 days before now") == ["2026-11-29", "2026-11-30"]
+    assert days("a occurs today") == ["2026-11-30"]
+    assert days("a occurs between date(2024, 2, 28) and date(2024, 3, 1)") == ["2024-02-28", "2024-02-29",
+                                                                                  "2024-03-01"]
+    assert days("a occurs between date(2026, 3, 1) and date(2026, 2, 1)") == []
+    assert len(days("a occurs last year")) == 365
+    for text in ("a occurs >= 30 days before now", "a occurs != 0 days before now",
+                 "a occurs > 3 days before yesterday", f"a occurs <= {MAX_LISTED_DAYS} days before now",
+                 "a occurs >= 10000000 years before now"):
+        assert days(text) is None, text
+    sql = compile_predicate(pql.parse("a occurs <= 30 days before now"), attribute_index=index,
+                            segment_tables=SEGMENTS, now=NOWS[0]).sql
+    assert "= ANY(" in sql
