@@ -75,7 +75,7 @@ async def prepare(conn: asyncpg.Connection, endpoint_id: int, expression: str, s
     profiles = await resolve(conn, endpoint_id, sources)
     try:
         node = pql.parse(expression)
-        tables = await _segment_tables(conn, endpoint_id, pql.segments_used(node))
+        tables = await _segment_tables(conn, endpoint_id, pql.segments_used(node), profiles.identity_hashing)
         compiled = compiler.compile_predicate(node, attribute_index=profiles.index, segment_tables=tables, now=now,
                                               first_param=first_param)
     except pql.ExpressionError as exc:
