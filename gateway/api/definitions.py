@@ -7,6 +7,7 @@ write, changing needs admin. Another endpoint's definition is answered like a mi
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 from urllib.parse import urlencode
 
@@ -24,6 +25,7 @@ from gateway.segmentation.definitions import (EXPRESSION_FORMAT, EXPRESSION_TYPE
                                               check, create_definition, definition_page, delete_definition,
                                               describe, get_definition, get_definitions, parse_definition_id,
                                               parse_sort, show_sort)
+from gateway.segmentation.estimates import estimate_expression
 from gateway.segmentation.sources import MERGE_POLICY, parse_sources
 
 routes = web.RouteTableDef()
@@ -175,20 +177,27 @@ async def delete_one(request: web.Request) -> web.Response:
 @routes.post(PATH + "/validate")
 async def validate(request: web.Request) -> web.Response:
     """Check ``{expression, sources}`` as a create would, creating nothing: ``{valid, errors: [{code,
-    message, position}], attributes}`` (the attributes it names; position null when not about one place)."""
+    message, position}], attributes, estimate?}`` (the attributes it names; position null when not about one
+    place). A valid expression's answer has the ``estimate`` of ``/api/estimate`` (exact within
+    GATEWAY_ESTIMATE_EXACT_MS, else sampled with its interval: that budget bounds the time it adds)."""
     check_parameters(request.query, ())
     payload = await read_json_object(request)
     _known_fields(payload, ("expression", "sources"))
     expression = _expression(payload.get("expression"))
-    attributes: list[str] = []
-    errors: list[dict[str, Any]] = []
+    endpoint_id = request[state.PRINCIPAL].endpoint_id
+    settings = request.app[state.SETTINGS]
     try:
         sources = _sources(payload)
         async with request.app[state.POOL].acquire() as conn:
-            attributes = (await check(conn, request[state.PRINCIPAL].endpoint_id, expression, sources)).attributes
+            attributes = (await check(conn, endpoint_id, expression, sources)).attributes
+            size = await estimate_expression(conn, endpoint_id, expression, sources, dt.datetime.now(dt.UTC),
+                                             exact_ms=settings.estimate_exact_ms,
+                                             sample_rows=settings.estimate_sample_rows)
     except BadRequest as exc:
-        errors.append({"code": exc.code, "message": exc.message, "position": exc.details.get("position")})
-    return success({"valid": not errors, "errors": errors, "attributes": attributes})
+        position = exc.details.get("position", exc.extra.get("position"))  # check's, or prepare's (previews)
+        error = {"code": exc.code, "message": exc.message, "position": position}
+        return success({"valid": False, "errors": [error], "attributes": []})
+    return success({"valid": True, "errors": [], "attributes": attributes, "estimate": size})
 
 
 @routes.post(PATH + "/bulk-get")

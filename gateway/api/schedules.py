@@ -1,8 +1,8 @@
 """``/api/config/schedules``: cron schedules of segment jobs (gateway.segmentation.schedules), shaped like
 the hosted Segmentation Service's; ours may be several per endpoint, down to one a minute, effective at once.
 
-Scopes (gateway.http.middleware.required_scope): reading needs write, changing needs admin. Another
-endpoint's schedule is answered like a missing one (404).
+Scopes (gateway.http.middleware.required_scope): reading — the GETs and ``validate`` — needs write, changing
+needs admin. Another endpoint's schedule is answered like a missing one (404).
 """
 
 from __future__ import annotations
@@ -18,14 +18,17 @@ from gateway.api.requests import read_json_object, storable_text
 from gateway.errors import BadRequest
 from gateway.http.paging import OFFSET_PARAMETERS, next_offset_cursor, parse_offset_page
 from gateway.http.responses import success
+from gateway.segmentation.definitions import epoch_ms
 from gateway.segmentation.schedules import (SCHEDULE_TYPE, STATES, NewSchedule, change_schedule, create_schedule,
-                                            database_now, delete_schedule, describe, get_schedule, parse_cron,
-                                            parse_schedule_id, parse_segments, schedule_page)
+                                            database_now, delete_schedule, describe, get_schedule, next_runs,
+                                            parse_cron, parse_schedule_id, parse_segments, schedule_page)
 
 routes = web.RouteTableDef()
 PATH = "/api/config/schedules"
 CREATE_FIELDS = ("name", "type", "properties", "schedule", "state")
 CHANGE_FIELDS = ("name", "properties", "schedule", "state")  # PATCH: these, only those sent
+VALIDATE_FIELDS = ("schedule", "count")
+DEFAULT_RUNS, MAX_RUNS = 5, 50  # next run times ``validate`` answers by default, and at most
 
 
 def _known_fields(payload: dict[str, Any], allowed: tuple[str, ...]) -> None:
@@ -103,6 +106,29 @@ async def list_schedules(request: web.Request) -> web.Response:
         "_links": {"next": None if cursor is None else f"{PATH}?{urlencode({**kept, 'cursor': cursor})}"},
         "nextCursor": cursor,
     })
+
+
+@routes.post(PATH + "/validate")
+async def validate(request: web.Request) -> web.Response:
+    """Check a cron as a create would, creating nothing: ``{"schedule": "<cron>", "count": 5}`` → ``{valid,
+    errors: [{code, message}], nextRunTimes}`` (epoch ms, UTC, the first ``count`` times after the
+    database's now: when the sweep would run it). So a form can show the next runs as the user types."""
+    check_parameters(request.query, ())
+    payload = await read_json_object(request)
+    _known_fields(payload, VALIDATE_FIELDS)
+    text = payload.get("schedule")
+    if not isinstance(text, str):
+        raise BadRequest("schedule is required: a cron string", code="invalid_schedule")
+    count = payload.get("count", DEFAULT_RUNS)
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_RUNS:
+        raise BadRequest(f"count must be an integer from 1 to {MAX_RUNS}", code="invalid_count")
+    now = await database_now(request.app[state.POOL])
+    try:
+        cron = parse_cron(text, now)
+    except BadRequest as exc:
+        return success({"valid": False, "errors": [{"code": exc.code, "message": exc.message}], "nextRunTimes": []})
+    return success({"valid": True, "errors": [],
+                    "nextRunTimes": [epoch_ms(at) for at in next_runs(cron, now, count)]})
 
 
 @routes.get(PATH + "/{schedule_id}")

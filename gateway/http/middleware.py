@@ -26,8 +26,9 @@ READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 ADMIN_PREFIX = "/v1/admin"  # management routes: admin scope whatever the method
 API_PREFIX = "/api/"  # the management API (gateway.api.manage)
 PRIVACY_PREFIX = "/api/privacy"  # admin scope whatever the method
-# POSTs of /api that only read (check an expression, read definitions by id): write scope, as reading
-API_READING_POSTS = frozenset({"/api/segment/definitions/validate", "/api/segment/definitions/bulk-get"})
+# POSTs of /api that only read (check an expression or a cron, read definitions by id): write scope, as reading
+API_READING_POSTS = frozenset({"/api/segment/definitions/validate", "/api/segment/definitions/bulk-get",
+                               "/api/config/schedules/validate"})
 REALM = 'Bearer realm="audience-gateway"'
 METRICS_PATH = "/metrics"
 KNOWN_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "POST", "PUT", "DELETE", "PATCH"})

@@ -27,6 +27,7 @@ import datetime as dt
 import math
 import random
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -42,10 +43,19 @@ async def estimate(conn: asyncpg.Connection, endpoint_id: int, preview: asyncpg.
                    sample_rows: int, method: str = "SYSTEM", seed: float | None = None) -> dict[str, Any]:
     """The preview's estimate, as ``/api/estimate/{previewId}`` answers it (see the module docstring);
     ``seed``: the sample's (default: a new one each time; a test passes its own to be repeatable)."""
+    return await estimate_expression(conn, endpoint_id, preview["expression"], preview["sources"],
+                                     preview["evaluated_at"], exact_ms=exact_ms, sample_rows=sample_rows,
+                                     method=method, seed=seed)
+
+
+async def estimate_expression(conn: asyncpg.Connection, endpoint_id: int, expression: str,
+                              sources: Sequence[int] | None, now: dt.datetime, *, exact_ms: int, sample_rows: int,
+                              method: str = "SYSTEM", seed: float | None = None) -> dict[str, Any]:
+    """How many profiles ``expression`` over ``sources`` selects (relative dates against ``now``): a
+    preview's estimate, or a definition's as ``validate`` shows it. 400 as ``prepare``."""
     started = time.perf_counter()
-    now: dt.datetime = preview["evaluated_at"]
     async with conn.transaction(isolation="repeatable_read"):
-        prepared = await prepare(conn, endpoint_id, preview["expression"], preview["sources"], now)
+        prepared = await prepare(conn, endpoint_id, expression, sources, now)
         counts = {row["id"]: row["member_count"] for row in
                   await conn.fetch(QUERIES["estimate_source_rows"], prepared.present)}
         rows = [counts[segment_id] for segment_id in prepared.present]  # in the sample's source order
@@ -57,7 +67,7 @@ async def estimate(conn: asyncpg.Connection, endpoint_id: int, preview: asyncpg.
                 profiles, matched = counted
                 return _answer(matched, True, 0.0, matched, matched, profiles, matched, total_rows, started,
                                method=None, fraction=1.0)
-        sampling = await prepare(conn, endpoint_id, preview["expression"], preview["sources"], now, first_param=3)
+        sampling = await prepare(conn, endpoint_id, expression, sources, now, first_param=3)
         sums = await conn.fetch(sql("estimate_sample", predicate=sampling.predicate, profiles=sampling.sample(method)),
                                 fraction * 100, float(random.randrange(2**31) if seed is None else seed),
                                 *sampling.params)

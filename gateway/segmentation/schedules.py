@@ -84,6 +84,15 @@ def next_run(cron: str, after: dt.datetime) -> dt.datetime | None:
         return None
 
 
+def next_runs(cron: str, after: dt.datetime, count: int) -> list[dt.datetime]:
+    """The first ``count`` times of ``cron`` strictly after ``after`` (fewer if it has fewer): the times
+    the sweep would run it at, for a form to show before the schedule is saved."""
+    times: list[dt.datetime] = []
+    while len(times) < count and (at := next_run(cron, times[-1] if times else after)) is not None:
+        times.append(at)
+    return times
+
+
 async def parse_segments(conn: asyncpg.Connection, endpoint_id: int, value: object) -> list[str]:
     """``properties.segments``: ``["*"]`` or a non-empty list of this endpoint's definition ids (strings
     or integers); 400 ``invalid_properties`` naming what is not."""

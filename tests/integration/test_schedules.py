@@ -11,6 +11,7 @@ import asyncpg
 import pytest
 
 from gateway.segmentation.schedules import run_due
+from tests.conftest import AUTH
 from tests.helpers import eventually
 from tests.integration.definition_helpers import CUSTOMERS, SCHEDULES, define, source
 from tests.integration.manage_helpers import api
@@ -82,6 +83,77 @@ async def test_a_bad_cron_is_refused(client, db, cron):
                                                        "schedule": cron, "state": "active"})
     reply.assert_failure(400, "invalid_schedule")
     assert await db.fetchval("SELECT count(*) FROM schedules") == 0
+
+
+async def validate(client, cron: object, headers: dict[str, str] = AUTH, **fields) -> dict:
+    return (await api(client, "POST", f"{SCHEDULES}/validate", headers, json={"schedule": cron, **fields})).result
+
+
+def utc(epoch_ms: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(epoch_ms / 1000, dt.UTC)
+
+
+@pytest.mark.parametrize("cron, step, at", [
+    ("*/5 * * * *", dt.timedelta(minutes=5), lambda t: t.minute % 5 == 0 and t.second == 0),
+    ("30 7 * * *", dt.timedelta(days=1), lambda t: (t.hour, t.minute, t.second) == (7, 30, 0)),
+    ("0 0 1 * * ?", dt.timedelta(days=1), lambda t: (t.hour, t.minute, t.second) == (1, 0, 0)),
+    ("15 0 1 * * ?", dt.timedelta(days=1), lambda t: (t.hour, t.minute, t.second) == (1, 0, 15)),
+    ("0 0 12 ? * SUN *", dt.timedelta(weeks=1), lambda t: (t.weekday(), t.hour, t.minute) == (6, 12, 0)),
+    ("0 0 1 * * ? 2030-2099", dt.timedelta(days=1), lambda t: (t.year, t.hour) == (2030, 1))])
+async def test_validate_shows_the_next_runs_of_each_form(client, db, cron, step, at):
+    """5 fields, Quartz's 6 and 7: the first runs strictly after the database's now, evenly spaced, each a
+    time of the cron; the first is the nextRunTime a schedule created with it gets."""
+    before = await db.fetchval("SELECT now()")
+    answer = await validate(client, cron)
+    assert (answer["valid"], answer["errors"], len(answer["nextRunTimes"])) == (True, [], 5), "5 by default"
+    times = [utc(ms) for ms in answer["nextRunTimes"]]
+    assert all(at(t) for t in times), times
+    assert [b - a for a, b in zip(times, times[1:])] == [step] * 4
+    assert before < times[0] and (times[0] <= before + step or cron.endswith("2030-2099"))
+    created = await schedule(client, cron)
+    if created["nextRunTime"] != answer["nextRunTimes"][0]:  # a time passed between the two calls
+        assert created["nextRunTime"] == answer["nextRunTimes"][1], (created, answer)
+    assert len((await validate(client, cron, count=12))["nextRunTimes"]) == 12
+
+
+async def test_validate_answers_fewer_runs_when_the_cron_has_fewer(client):
+    answer = await validate(client, "0 0 12 1 1 ? 2030-2032", count=5)
+    assert [utc(ms) for ms in answer["nextRunTimes"]] == [dt.datetime(year, 1, 1, 12, tzinfo=dt.UTC)
+                                                          for year in (2030, 2031, 2032)]
+
+
+@pytest.mark.parametrize("cron", ["", "* * * *", "0 0 1 * * ? 2020 x", "61 * * * *", "*/10 * * * * ?",
+                                  "0 0 1 * * ? 1999", "0 0 0 31 2 ?", "every day", "0 25 * * *"])
+async def test_validate_shows_why_a_cron_is_refused(client, db, cron):
+    """The error a create would answer, as a result (not a 400): a form shows it as the user types."""
+    answer = await validate(client, cron)
+    refused = await api(client, "POST", SCHEDULES, json={"name": "bad", "properties": {"segments": ["*"]},
+                                                         "schedule": cron})
+    refused.assert_failure(400, "invalid_schedule")
+    assert answer == {"valid": False, "nextRunTimes": [],
+                      "errors": [{"code": "invalid_schedule", "message": refused.body["error"]["message"]}]}
+    assert await db.fetchval("SELECT count(*) FROM schedules") == 0
+
+
+async def test_validate_refuses_a_malformed_request(client, db):
+    for body, code in (({}, "invalid_schedule"), ({"schedule": 5}, "invalid_schedule"),
+                       ({"schedule": None}, "invalid_schedule"), ({"schedule": ["* * * * *"]}, "invalid_schedule"),
+                       ({"schedule": "* * * * *", "count": 0}, "invalid_count"),
+                       ({"schedule": "* * * * *", "count": 51}, "invalid_count"),
+                       ({"schedule": "* * * * *", "count": "5"}, "invalid_count"),
+                       ({"schedule": "* * * * *", "count": True}, "invalid_count"),
+                       ({"schedule": "* * * * *", "count": 2.0}, "invalid_count"),
+                       ({"schedule": "* * * * *", "name": "x"}, "unknown_field")):
+        (await api(client, "POST", f"{SCHEDULES}/validate", json=body)).assert_failure(400, code)
+    (await api(client, "POST", f"{SCHEDULES}/validate?count=3", json={"schedule": "* * * * *"})).assert_failure(400)
+    assert await db.fetchval("SELECT count(*) FROM schedules") == 0
+
+
+async def test_validate_reads_nothing_of_an_endpoint(client, make_key):
+    """Tenancy does not apply: any endpoint's key gets the same answer (it reads no stored data)."""
+    theirs = await make_key("write", endpoint="other-tenant")
+    ours = await validate(client, "0 0 1 1 *", count=3)
+    assert await validate(client, "0 0 1 1 *", theirs, count=3) == ours and ours["valid"]
 
 
 async def test_other_bad_bodies(client, db, make_key):
@@ -236,7 +308,8 @@ async def test_reading_needs_write_scope_and_changing_needs_admin(client, db, ma
     made = await schedule(client)
     path = f"{SCHEDULES}/{made['id']}"
     body = {"name": "x", "properties": {"segments": ["*"]}, "schedule": "0 1 * * *"}
-    calls = [("GET", SCHEDULES, None, "write"), ("GET", path, None, "write"), ("POST", SCHEDULES, body, "admin"),
+    calls = [("GET", SCHEDULES, None, "write"), ("GET", path, None, "write"),
+             ("POST", f"{SCHEDULES}/validate", {"schedule": "0 1 * * *"}, "write"), ("POST", SCHEDULES, body, "admin"),
              ("PATCH", path, {"name": "y"}, "admin"), ("DELETE", path, None, "admin")]
     for scope in ("read", "write"):
         headers = await make_key(scope)

@@ -4,17 +4,20 @@ pulled, push refused); scopes and tenancy. Every refused request leaves the stor
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import random
 import time
 
 import pytest
 
-from tests.conftest import AUTH
+from gateway.app import create_app
+from tests.conftest import AUTH, GatewayTestServer
 from tests.integration.definition_helpers import BUYERS, CUSTOMERS, DEFINITIONS, counts, define, pql, source
 from tests.integration.manage_helpers import api, list_all
 from tests.integration.pull_helpers import create_job, download, sync_get, wait_for_status
 from tests.integration.push_helpers import push, snapshot
-from tests.integration.segment_job_helpers import run
+from tests.integration.segment_job_helpers import members, run, source_with
 
 UNKNOWN = "987654321"
 
@@ -152,8 +155,9 @@ async def test_validate_checks_as_create_does_and_creates_nothing(client, db):
         return (await api(client, "POST", f"{DEFINITIONS}/validate",
                           json={"expression": pql(expression), "sources": sources})).result
 
-    assert await validate('Country = "US" and age = "41" and Country = "CA"') == \
-        {"valid": True, "errors": [], "attributes": ["Country", "age"]}
+    valid = await validate('Country = "US" and age = "41" and Country = "CA"')
+    assert valid.pop("estimate")["estimatedSize"] == 0
+    assert valid == {"valid": True, "errors": [], "attributes": ["Country", "age"]}
     parse = await validate('Country = "US" @')
     assert parse == {"valid": False, "attributes": [],
                      "errors": [{"code": "invalid_expression", "message": parse["errors"][0]["message"],
@@ -169,6 +173,41 @@ async def test_validate_checks_as_create_does_and_creates_nothing(client, db):
     (await api(client, "POST", f"{DEFINITIONS}/validate", json={"sources": "*"})).assert_failure(
         400, "invalid_expression")
     assert await counts(db) == stored
+
+
+async def test_validate_answers_the_estimate_exact_within_its_budget_equal_to_the_count(client, db):
+    """A valid expression's answer has its estimate (gateway.segmentation.estimates): exact here, and equal
+    to the members a segment job then puts in the audience; an invalid one has none."""
+    rng = random.Random(16)
+    rows = [[f"p{i:04d}@x.org", rng.choice(["US", "FR", "DE"]), str(rng.randint(18, 90))] for i in range(600)]
+    people = await source_with(client, db, "people", ["Email", "Country", "Age"], rows)
+    customers = await source(client, CUSTOMERS)
+    expression = 'Country = "US" and Age >= 40'
+    answer = (await api(client, "POST", f"{DEFINITIONS}/validate",
+                        json={"expression": pql(expression), "sources": [people, customers]})).result
+    truth = sum(1 for _, country, age in rows if country == "US" and int(age) >= 40)
+    estimate = answer["estimate"]
+    assert (estimate["exact"], estimate["estimatedSize"], estimate["lowerBound"], estimate["upperBound"],
+            estimate["standardError"]) == (True, truth, truth, truth, 0)
+    assert (estimate["totalRows"], estimate["confidenceInterval"], estimate["state"]) == (602, "95%", "RESULT_READY")
+    definition = await define(client, "Estimated", expression, [people, customers])
+    await run(client, definition["id"])
+    assert len(await members(db, int(definition["audienceSegmentId"]))) == truth
+    invalid = (await api(client, "POST", f"{DEFINITIONS}/validate", json={"expression": pql('Country = "US" @')})).result
+    assert invalid["valid"] is False and "estimate" not in invalid
+
+
+async def test_validate_samples_when_the_exact_budget_is_spent(aiohttp_client, settings, db):
+    client = await aiohttp_client(GatewayTestServer(create_app(
+        dataclasses.replace(settings, estimate_exact_ms=0, estimate_sample_rows=500))))
+    rng = random.Random(17)
+    rows = [[f"p{i:05d}@x.org", rng.choice(["US", "FR", "DE", "JP"])] for i in range(5000)]
+    await source_with(client, db, "people", ["Email", "Country"], rows)
+    answer = (await api(client, "POST", f"{DEFINITIONS}/validate", json={"expression": pql('Country = "US"')})).result
+    estimate = answer["estimate"]
+    assert answer["valid"] and estimate["exact"] is False and estimate["standardError"] > 0
+    assert estimate["lowerBound"] <= estimate["estimatedSize"] <= estimate["upperBound"]
+    assert estimate["profilesReadSoFar"] < 5000 and estimate["totalRows"] == 5000
 
 
 async def test_patch_changes_only_the_fields_sent(client, db):
