@@ -92,10 +92,15 @@ export async function definitionPage(main, session, id) {
       : result.errors.map(e => h("p", {class: "error def-error", "data-position": e.position ?? ""},
           e.message, Number.isInteger(e.position) ? ` (at ${where(text, e.position)})` : "")));
     dropPreview();
-    if (result.valid) await showEstimate(mine, text);
+    if (result.valid) await showEstimate(mine, text, result.estimate);
     else { replace(estimate); replace(preview); }
   };
-  const showEstimate = async (mine, text) => {
+  const showFigure = size => replace(estimate, h("h2", {}, "Estimate"), h("p", {id: "estimate-figure"},
+    h("strong", {}, number(size.estimatedSize)), size.exact ? " profiles (exact)"
+      : ` profiles (${size.confidenceInterval || "95%"} interval ${number(size.lowerBound)} – `
+        + `${number(size.upperBound)}, standard error ${number(Math.round(size.standardError))})`));
+  const showEstimate = async (mine, text, known) => { // known: the estimate validate answered, if it did
+    if (known) showFigure(known);
     if (!previews) return;
     let created;
     try {
@@ -103,26 +108,23 @@ export async function definitionPage(main, session, id) {
                                                    sources: sourcesValue(sources.value)});
     } catch (error) {
       if (error instanceof ApiError && error.status === 404) { previews = false; return; }
-      return replace(estimate, h("p", {class: "error"}, error.message));
+      return replace(known ? preview : estimate, h("p", {class: "error"}, error.message));
     }
     if (mine !== sequence) { api("DELETE", `/api/preview/${q(created.previewId)}`).catch(() => {}); return; }
     previewId = created.previewId;
     try {
       const [size, page] = await Promise.all([
-        api("GET", `/api/estimate/${q(previewId)}`),
+        known || api("GET", `/api/estimate/${q(previewId)}`),
         api("GET", `/api/preview/${q(previewId)}?limit=${PREVIEW_ROWS}`)]);
       if (mine !== sequence) return;
-      replace(estimate, h("h2", {}, "Estimate"), h("p", {id: "estimate-figure"},
-        h("strong", {}, number(size.estimatedSize)), size.exact ? " profiles (exact)"
-          : ` profiles (${size.confidenceInterval || "95%"} interval ${number(size.lowerBound)} – `
-            + `${number(size.upperBound)}, standard error ${number(Math.round(size.standardError))})`));
+      if (!known) showFigure(size);
       const rows = page.results || [];
       const keys = [...new Set(rows.flatMap(r => Object.keys(r)))];
       replace(preview, h("h2", {}, "Preview"), rows.length
         ? table(keys.map(k => ({title: k, value: r => r[k] == null ? "" : String(r[k])})), rows, {id: "preview-table"})
         : h("p", {class: "muted"}, "No profile qualifies."));
     } catch (error) {
-      if (mine === sequence) replace(estimate, h("p", {class: "error"}, error.message));
+      if (mine === sequence) replace(known ? preview : estimate, h("p", {class: "error"}, error.message));
     }
   };
   const schedule = () => { clearTimeout(timer); timer = setTimeout(validate, 300); };

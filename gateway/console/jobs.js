@@ -1,4 +1,5 @@
-// Jobs (segment jobs and export files, with their downloads) and schedules (list, create with a cron field).
+// Jobs (segment jobs and export files, with their downloads) and schedules (list, create with a cron field
+// that shows the next runs as you type).
 import {ApiError, allows, api, download, get, q} from "./api.js";
 import {h, number, replace, say, table, when} from "./dom.js";
 
@@ -72,7 +73,29 @@ export async function schedulesPage(main, session) {
     ], result.children, {id: "schedule-table"}) : h("p", {class: "muted"}, "No schedule yet."));
   };
   const name = h("input", {id: "schedule-name", required: true});
-  const cron = h("input", {id: "schedule-cron", required: true, value: "0 2 * * *", "aria-describedby": "cron-help"});
+  const cron = h("input", {id: "schedule-cron", required: true, value: "0 2 * * *",
+                           "aria-describedby": "cron-help cron-runs"});
+  const runs = h("div", {id: "cron-runs", "aria-live": "polite"});
+  let timer = null, sequence = 0;
+  const showRuns = async () => { // the next runs as the scheduler computes them, or why the cron is refused
+    const mine = ++sequence;
+    const text = cron.value.trim();
+    if (!text) return replace(runs);
+    try {
+      const result = await api("POST", "/api/config/schedules/validate", {schedule: text, count: 5});
+      if (mine !== sequence) return;
+      replace(runs, result.valid
+        ? [h("p", {class: "muted"}, "Next runs:"),
+           h("ol", {id: "cron-next-runs"}, result.nextRunTimes.map(time => h("li", {}, when(time))))]
+        : result.errors.map(e => h("p", {class: "error cron-error"}, e.message)));
+    } catch (error) { if (mine === sequence) replace(runs, h("p", {class: "error cron-error"}, error.message)); }
+  };
+  cron.addEventListener("input", () => { // debounced; what was shown belongs to the previous text
+    clearTimeout(timer);
+    sequence++;
+    replace(runs);
+    timer = setTimeout(showRuns, 300);
+  });
   const segments = h("input", {id: "schedule-segments", value: "*"});
   const state = h("select", {id: "schedule-state"}, h("option", {value: "active"}, "active"),
                   h("option", {value: "inactive"}, "inactive"));
@@ -91,9 +114,12 @@ export async function schedulesPage(main, session) {
     h("label", {for: "schedule-cron"}, "Cron"), cron,
     h("p", {class: "muted", id: "cron-help"},
       "UTC; minute hour day month weekday (0 2 * * * = daily at 02:00), or Quartz with seconds first."),
+    runs,
     h("label", {for: "schedule-segments"}, "Definitions (* or ids)"), segments,
     h("label", {for: "schedule-state"}, "State"), state,
     h("p", {}, h("button", {type: "submit", class: "primary"}, "Create"))) : null;
   replace(main, h("h1", {}, "Schedules"), list, form);
+  if (form) showRuns();
   await show();
+  return () => { clearTimeout(timer); sequence++; };
 }

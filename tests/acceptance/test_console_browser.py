@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 import csv
+import datetime as dt
 import io
 import json
 import shutil
@@ -295,6 +296,35 @@ def test_jobs_schedules_and_throughput_pages_render(page, gateway):
     page.click("nav >> text=Schedules")
     page.wait_for_selector("#schedules")
     assert page.watch.errors == []
+
+
+def test_the_cron_field_shows_the_next_runs_as_you_type_and_why_a_cron_is_refused(page, gateway):
+    """The schedule form asks POST /api/config/schedules/validate (the scheduler's own cron code) as the
+    user types: the next runs under the field, or the error; a cron that is markup stays text."""
+    sign_in(page, gateway)
+    page.click("nav >> text=Schedules")
+    sync_api.expect(page.locator("#cron-next-runs li")).to_have_count(5)  # the form's default cron
+    field = page.locator("#schedule-cron")
+    field.fill("")
+    field.press_sequentially("30 7 * * *", delay=30)
+    answer = gateway.json("POST", "/api/config/schedules/validate", {"schedule": "30 7 * * *", "count": 5})
+    shown = [dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+             for ms in answer["nextRunTimes"]]
+    assert len(shown) == 5 and all(text.endswith(" 07:30:00 UTC") for text in shown)
+    sync_api.expect(page.locator("#cron-next-runs li")).to_have_text(shown)
+    field.fill("")
+    field.press_sequentially("every day", delay=30)
+    refused = gateway.json("POST", "/api/config/schedules/validate", {"schedule": "every day"})
+    assert refused["valid"] is False
+    sync_api.expect(page.locator("#cron-runs .cron-error")).to_have_text(refused["errors"][0]["message"])
+    assert page.query_selector("#cron-next-runs") is None
+    field.fill(XSS_VALUE)
+    sync_api.expect(page.locator("#cron-runs .cron-error")).to_contain_text(XSS_VALUE)
+    assert page.eval_on_selector_all("main img, main script", "found => found.length") == 0
+    field.fill("0 0 12 1 1 ? 2030-2031")  # fewer runs than asked: the two it has
+    sync_api.expect(page.locator("#cron-next-runs li")).to_have_text(["2030-01-01 12:00:00 UTC",
+                                                                     "2031-01-01 12:00:00 UTC"])
+    assert page.watch.errors == [] and page.watch.dialogs == []
 
 
 def test_what_a_key_may_do_decides_what_the_page_offers(page, gateway):
