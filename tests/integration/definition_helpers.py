@@ -3,9 +3,13 @@ the API, and what PostgreSQL holds."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import asyncpg
+import jsonschema
+
+from gateway.api.openapi import document
 
 from tests.conftest import AUTH
 from tests.integration.manage_helpers import api
@@ -40,3 +44,9 @@ async def counts(db: asyncpg.Connection) -> dict[str, int]:
     """How many segments and live definitions there are (a refused request changes neither)."""
     return {"segments": await db.fetchval("SELECT count(*) FROM segments"),
             "definitions": await db.fetchval("SELECT count(*) FROM segment_definitions WHERE deleted_at IS NULL")}
+
+
+def documented(value: object, schema: str) -> None:
+    """``value`` is as the OpenAPI document's ``components.schemas[schema]`` says."""
+    components = json.loads(document())["components"]
+    jsonschema.Draft202012Validator({"$ref": f"#/components/schemas/{schema}", "components": components}).validate(value)

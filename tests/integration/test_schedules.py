@@ -13,7 +13,7 @@ import pytest
 from gateway.segmentation.schedules import run_due
 from tests.conftest import AUTH
 from tests.helpers import eventually
-from tests.integration.definition_helpers import CUSTOMERS, SCHEDULES, define, source
+from tests.integration.definition_helpers import CUSTOMERS, SCHEDULES, define, documented, source
 from tests.integration.manage_helpers import api
 from tests.integration.segment_job_helpers import members, wait_for
 
@@ -106,6 +106,7 @@ async def test_validate_shows_the_next_runs_of_each_form(client, db, cron, step,
     before = await db.fetchval("SELECT now()")
     answer = await validate(client, cron)
     assert (answer["valid"], answer["errors"], len(answer["nextRunTimes"])) == (True, [], 5), "5 by default"
+    documented(answer, "ScheduleValidation")
     times = [utc(ms) for ms in answer["nextRunTimes"]]
     assert all(at(t) for t in times), times
     assert [b - a for a, b in zip(times, times[1:])] == [step] * 4
@@ -132,6 +133,7 @@ async def test_validate_shows_why_a_cron_is_refused(client, db, cron):
     refused.assert_failure(400, "invalid_schedule")
     assert answer == {"valid": False, "nextRunTimes": [],
                       "errors": [{"code": "invalid_schedule", "message": refused.body["error"]["message"]}]}
+    documented(answer, "ScheduleValidation")
     assert await db.fetchval("SELECT count(*) FROM schedules") == 0
 
 

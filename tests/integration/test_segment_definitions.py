@@ -13,7 +13,8 @@ import pytest
 
 from gateway.app import create_app
 from tests.conftest import AUTH, GatewayTestServer
-from tests.integration.definition_helpers import BUYERS, CUSTOMERS, DEFINITIONS, counts, define, pql, source
+from tests.integration.definition_helpers import (BUYERS, CUSTOMERS, DEFINITIONS, counts, define, documented, pql,
+                                                 source)
 from tests.integration.manage_helpers import api, list_all
 from tests.integration.pull_helpers import create_job, download, sync_get, wait_for_status
 from tests.integration.push_helpers import push, snapshot
@@ -190,6 +191,7 @@ async def test_validate_answers_the_estimate_exact_within_its_budget_equal_to_th
     assert (estimate["exact"], estimate["estimatedSize"], estimate["lowerBound"], estimate["upperBound"],
             estimate["standardError"]) == (True, truth, truth, truth, 0)
     assert (estimate["totalRows"], estimate["confidenceInterval"], estimate["state"]) == (602, "95%", "RESULT_READY")
+    documented(answer, "Validation")
     definition = await define(client, "Estimated", expression, [people, customers])
     await run(client, definition["id"])
     assert len(await members(db, int(definition["audienceSegmentId"]))) == truth
@@ -208,6 +210,7 @@ async def test_validate_samples_when_the_exact_budget_is_spent(aiohttp_client, s
     assert answer["valid"] and estimate["exact"] is False and estimate["standardError"] > 0
     assert estimate["lowerBound"] <= estimate["estimatedSize"] <= estimate["upperBound"]
     assert estimate["profilesReadSoFar"] < 5000 and estimate["totalRows"] == 5000
+    documented(answer, "Validation")
 
 
 async def test_patch_changes_only_the_fields_sent(client, db):
