@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -81,33 +82,36 @@ class Cluster:
             await conn.close()
 
 
-def _start_cluster(tmp_path_factory: pytest.TempPathFactory, label: str, bin_dir: Path | None) -> Iterator[Cluster]:
-    server = EmbeddedPostgres(tmp_path_factory.mktemp(label), bin_dir=bin_dir, settings=FAST_TEST_SETTINGS)
-    server.start()
-    try:
-        cluster = Cluster(server.dsn("postgres"), label)
-        asyncio.run(cluster.prepare_template())
-        yield cluster
-    finally:
-        server.stop()
+def _start_cluster(label: str, bin_dir: Path | None) -> Iterator[Cluster]:
+    """A test server in a directory of its own, not under pytest's numbered temp folders: a second pytest
+    run started meanwhile prunes old ones, and would delete this run's data directory under the server."""
+    with tempfile.TemporaryDirectory(prefix=f"gateway-test-{label}-") as data_root:
+        server = EmbeddedPostgres(Path(data_root), bin_dir=bin_dir, settings=FAST_TEST_SETTINGS)
+        server.start()
+        try:
+            cluster = Cluster(server.dsn("postgres"), label)
+            asyncio.run(cluster.prepare_template())
+            yield cluster
+        finally:
+            server.stop()
 
 
 @pytest.fixture(scope="session")
-def main_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def main_cluster() -> Iterator[Cluster]:
     external = os.environ.get("GATEWAY_TEST_DATABASE_URL")
     if external:
         cluster = Cluster(external, "external")
         asyncio.run(cluster.prepare_template())
         yield cluster
         return
-    yield from _start_cluster(tmp_path_factory, "pg-main", None)
+    yield from _start_cluster("pg-main", None)
 
 
 @pytest.fixture(scope="session")
-def pg15_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def pg15_cluster() -> Iterator[Cluster]:
     if not (PG15_BIN / "postgres").exists():
         pytest.skip(f"PostgreSQL 15 binaries not installed at {PG15_BIN}")
-    yield from _start_cluster(tmp_path_factory, "pg15", PG15_BIN)
+    yield from _start_cluster("pg15", PG15_BIN)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
