@@ -25,7 +25,7 @@ DATA_SLOTS: web.AppKey[DataSlots] = web.AppKey("data_slots")  # uploads and down
 DATABASE_URL: web.AppKey[str] = web.AppKey("database_url")  # for dedicated connections (LISTEN), beside the pool
 GENERATED_KEY: web.AppKey[str] = web.AppKey("generated_key")  # set when start-up created the first key
 KEYS: web.AppKey[KeyCache] = web.AppKey("keys")
-SEGMENT_LISTS: web.AppKey[SegmentLists] = web.AppKey("segment_lists")  # GET /v1/segments (gateway.audience.segment_lists)
+SEGMENT_LISTS: web.AppKey[SegmentLists] = web.AppKey("segment_lists")  # gateway.audience.segment_lists
 AUTH_THROTTLE: web.AppKey[FailureThrottle] = web.AppKey("auth_throttle")
 IN_FLIGHT: web.AppKey[InFlight] = web.AppKey("in_flight")  # requests being handled, for the drain at shutdown
 
