@@ -19,6 +19,7 @@ from gateway.http.clients import DataSlots
 from gateway.db.pool import CONNECTION_ERRORS, attach_database, create_pool
 from gateway.http.drain import InFlight
 from gateway.auth.cache import KeyCache
+from gateway.audience.segment_lists import SegmentLists
 from gateway.http.middleware import (auth_middleware, close_when_draining, error_middleware, on_answer_prepare,
                                 request_middleware)
 from gateway.jobs import sweepers
@@ -51,6 +52,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(pool_metrics_ctx)
     app.cleanup_ctx.append(keys_ctx)
+    app.cleanup_ctx.append(segment_lists_ctx)
     app.cleanup_ctx.append(sweepers_ctx)
     app.cleanup_ctx.append(job_workers_ctx)
     app.add_routes(health.routes)
@@ -113,6 +115,16 @@ async def keys_ctx(app: web.Application) -> AsyncIterator[None]:
         await keys.flush_last_used()
     except CONNECTION_ERRORS as exc:
         log.warning("key last-used times not written at shutdown: database unavailable (%s)", exc)
+
+
+async def segment_lists_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The cache of ``GET /v1/segments`` with its change listener (gateway.audience.segment_lists)."""
+    lists = SegmentLists(app[state.CONTROL_POOL])
+    app[state.SEGMENT_LISTS] = lists
+    listener = asyncio.create_task(lists.listen(app[state.DATABASE_URL]), name="segment-list-listener")
+    yield
+    listener.cancel()
+    await asyncio.gather(listener, return_exceptions=True)
 
 
 async def sweepers_ctx(app: web.Application) -> AsyncIterator[None]:

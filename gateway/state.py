@@ -9,6 +9,7 @@ from aiohttp import web
 if TYPE_CHECKING:  # the keys are names; the types are for the type checker, so every layer may import this
     import asyncpg
 
+    from gateway.audience.segment_lists import SegmentLists
     from gateway.auth.cache import KeyCache
     from gateway.auth.keys import Principal
     from gateway.auth.throttle import FailureThrottle
@@ -24,6 +25,7 @@ DATA_SLOTS: web.AppKey[DataSlots] = web.AppKey("data_slots")  # uploads and down
 DATABASE_URL: web.AppKey[str] = web.AppKey("database_url")  # for dedicated connections (LISTEN), beside the pool
 GENERATED_KEY: web.AppKey[str] = web.AppKey("generated_key")  # set when start-up created the first key
 KEYS: web.AppKey[KeyCache] = web.AppKey("keys")
+SEGMENT_LISTS: web.AppKey[SegmentLists] = web.AppKey("segment_lists")  # gateway.audience.segment_lists
 AUTH_THROTTLE: web.AppKey[FailureThrottle] = web.AppKey("auth_throttle")
 IN_FLIGHT: web.AppKey[InFlight] = web.AppKey("in_flight")  # requests being handled, for the drain at shutdown
 

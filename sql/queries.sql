@@ -54,10 +54,14 @@ SELECT count(*) FROM api_keys;
 SELECT pg_advisory_xact_lock(hashtext('audience-gateway:bootstrap-key'));
 
 -- name: segment_insert
--- $6: identityHashing (NULL: identities stored as sent).
-INSERT INTO segments (endpoint_id, name, description, category, type, identity_hashing)
-VALUES ($1, $2, $3, $4, $5, $6)
-RETURNING id;
+-- $6: identityHashing (NULL: identities stored as sent). The NOTIFY (at commit) tells every process's
+-- segment-list cache (gateway.audience.segment_lists) that the endpoint's list changed.
+WITH segment AS (
+    INSERT INTO segments (endpoint_id, name, description, category, type, identity_hashing)
+    VALUES ($1, $2, $3, $4, $5, $6)
+    RETURNING id, endpoint_id
+)
+SELECT segment.id, pg_notify('audience_gateway_segments', segment.endpoint_id::text) FROM segment;
 
 -- name: segment_list
 -- Inactive and deleted segments are not listed to Exchange.
@@ -167,18 +171,27 @@ FOR NO KEY UPDATE OF s;
 
 -- name: meta_segment_update
 -- Under meta_segment_lock. Leaving 'deleted' clears deleted_at; entering it starts the grace period.
-UPDATE segments SET name = $2, description = $3, category = $4, status = $5,
-                    deleted_at = CASE WHEN $5 <> 'deleted' THEN NULL ELSE coalesce(deleted_at, clock_timestamp()) END,
-                    updated_at = clock_timestamp(), metadata_updated_at = clock_timestamp()
-WHERE id = $1;
+-- The NOTIFY: as segment_insert's (a rename or status change changes the list).
+WITH segment AS (
+    UPDATE segments SET name = $2, description = $3, category = $4, status = $5,
+                        deleted_at = CASE WHEN $5 <> 'deleted' THEN NULL ELSE coalesce(deleted_at, clock_timestamp()) END,
+                        updated_at = clock_timestamp(), metadata_updated_at = clock_timestamp()
+    WHERE id = $1
+    RETURNING endpoint_id
+)
+SELECT pg_notify('audience_gateway_segments', segment.endpoint_id::text) FROM segment;
 
 -- name: meta_segment_insert
 -- A segment created by import with its id; the identity sequence is moved past it (meta_segment_sequence).
-INSERT INTO segments (id, endpoint_id, name, description, category, type, status, identity_attribute,
-                      attributes, identity_hashing, deleted_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, CASE WHEN $7 = 'deleted' THEN clock_timestamp() END)
-ON CONFLICT (id) DO NOTHING
-RETURNING id;
+-- The NOTIFY: as segment_insert's.
+WITH segment AS (
+    INSERT INTO segments (id, endpoint_id, name, description, category, type, status, identity_attribute,
+                          attributes, identity_hashing, deleted_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, CASE WHEN $7 = 'deleted' THEN clock_timestamp() END)
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id, endpoint_id
+)
+SELECT segment.id, pg_notify('audience_gateway_segments', segment.endpoint_id::text) FROM segment;
 
 -- name: meta_segment_sequence
 -- Never backwards: a concurrent POST /v1/segments may hold a value above max(id), not yet committed.
@@ -860,9 +873,13 @@ ORDER BY id;
 -- name: definition_audience_insert
 -- A definition's audience: a Queries segment whose columns are its sources' merged profile attributes,
 -- its identities hashed as theirs are.
-INSERT INTO segments (endpoint_id, name, description, type, identity_attribute, attributes, identity_hashing)
-VALUES ($1, $2, $3, 'Queries', $4, $5, $6)
-RETURNING id;
+-- The NOTIFY: as segment_insert's.
+WITH segment AS (
+    INSERT INTO segments (endpoint_id, name, description, type, identity_attribute, attributes, identity_hashing)
+    VALUES ($1, $2, $3, 'Queries', $4, $5, $6)
+    RETURNING id, endpoint_id
+)
+SELECT segment.id, pg_notify('audience_gateway_segments', segment.endpoint_id::text) FROM segment;
 
 -- name: definition_insert
 INSERT INTO segment_definitions (endpoint_id, name, name_key, description, expression, sources, batch_enabled,

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from gateway import state
 from gateway.api.manage import check_parameters
+from gateway.api.segments import changing_segments
 from gateway.api.requests import read_json_object, storable_text
 from gateway.errors import BadRequest, GatewayError
 from gateway.http.paging import MAX_LIMIT, OFFSET_PARAMETERS, next_offset_cursor, parse_offset_page
@@ -113,8 +114,9 @@ async def post_definition(request: web.Request) -> web.Response:
     """Create a definition and its audience (a Queries segment, ``audienceSegmentId``)."""
     check_parameters(request.query, ())
     new = parse_new(await read_json_object(request))
-    async with request.app[state.POOL].acquire() as conn:
-        row = await create_definition(conn, request[state.PRINCIPAL].endpoint_id, new)
+    with changing_segments(request):  # a definition's audience is a segment
+        async with request.app[state.POOL].acquire() as conn:
+            row = await create_definition(conn, request[state.PRINCIPAL].endpoint_id, new)
     return success(describe(row))
 
 
@@ -159,8 +161,9 @@ async def patch_definition(request: web.Request) -> web.Response:
     check_parameters(request.query, ())
     definition_id = parse_definition_id(request.match_info["definition_id"])
     changes = parse_changes(await read_json_object(request))
-    async with request.app[state.POOL].acquire() as conn:
-        row = await change_definition(conn, request[state.PRINCIPAL].endpoint_id, definition_id, changes)
+    with changing_segments(request):  # a rename renames its audience
+        async with request.app[state.POOL].acquire() as conn:
+            row = await change_definition(conn, request[state.PRINCIPAL].endpoint_id, definition_id, changes)
     return success(describe(row))
 
 
@@ -169,8 +172,9 @@ async def delete_one(request: web.Request) -> web.Response:
     """Remove the definition and soft-delete its audience; answers the definition as it was."""
     check_parameters(request.query, ())
     definition_id = parse_definition_id(request.match_info["definition_id"])
-    async with request.app[state.POOL].acquire() as conn:
-        row = await delete_definition(conn, request[state.PRINCIPAL].endpoint_id, definition_id)
+    with changing_segments(request):  # deleting it deletes its audience
+        async with request.app[state.POOL].acquire() as conn:
+            row = await delete_definition(conn, request[state.PRINCIPAL].endpoint_id, definition_id)
     return success(describe(row))
 
 

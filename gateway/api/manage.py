@@ -17,7 +17,7 @@ from multidict import MultiMapping
 
 from gateway import state
 from gateway.api.requests import read_json_object, storable_text
-from gateway.api.segments import parse_identity_hashing
+from gateway.api.segments import changing_segments, parse_identity_hashing
 from gateway.audience.changefeed import Page, PageRequest, iso, parse_time, position
 from gateway.errors import BadRequest, NotFound, invalid_code
 from gateway.audience.metadata import (EDITABLE, STATUSES, SegmentFilters, change_segment, describe, get_any_segment,
@@ -124,10 +124,11 @@ async def patch_segment(request: web.Request) -> web.Response:
     payload.pop("identityHashing", None)
     changes = parse_changes(payload)
     endpoint_id = request[state.PRINCIPAL].endpoint_id
-    async with request.app[state.POOL].acquire() as conn:
-        if hashing:  # first: a 409 (the segment holds data) leaves the rest unchanged too
-            await set_identity_hashing(conn, endpoint_id, segment_id, identity_hashing)
-        _, after = await change_segment(conn, segment_id, endpoint_id, changes)
+    with changing_segments(request):
+        async with request.app[state.POOL].acquire() as conn:
+            if hashing:  # first: a 409 (the segment holds data) leaves the rest unchanged too
+                await set_identity_hashing(conn, endpoint_id, segment_id, identity_hashing)
+            _, after = await change_segment(conn, segment_id, endpoint_id, changes)
     return success(describe(after))
 
 
@@ -139,11 +140,12 @@ async def delete_segment(request: web.Request) -> web.Response:
     purge = choice(request.query, "purge", ("true", "false")) == "true"
     segment_id = parse_segment_id(request.match_info["segment_id"])
     endpoint_id = request[state.PRINCIPAL].endpoint_id
-    async with request.app[state.POOL].acquire() as conn:
-        await change_segment(conn, segment_id, endpoint_id, {"status": "deleted"})
-        if purge:
-            await purge_segment(conn, segment_id, 0)
-        return success(describe(await get_any_segment(conn, endpoint_id, segment_id)))
+    with changing_segments(request):
+        async with request.app[state.POOL].acquire() as conn:
+            await change_segment(conn, segment_id, endpoint_id, {"status": "deleted"})
+            if purge:
+                await purge_segment(conn, segment_id, 0)
+            return success(describe(await get_any_segment(conn, endpoint_id, segment_id)))
 
 
 @routes.get("/api/destinations/{endpoint}/mappings")

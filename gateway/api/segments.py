@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from aiohttp import web
@@ -12,7 +14,7 @@ from gateway.errors import BadRequest
 from gateway.ingest.upload import IDENTITY_HASHINGS
 from gateway.http.responses import success
 from gateway.audience.segments import (DEFAULT_TYPE, SEGMENT_TYPES, NewSegment,
-                                       create_segment, get_segment, list_segments, parse_segment_id)
+                                       create_segment, get_segment, parse_segment_id)
 
 routes = web.RouteTableDef()
 MAX_IDEMPOTENCY_KEY = 255
@@ -28,6 +30,17 @@ def parse_identity_hashing(payload: dict[str, Any]) -> str | None:
         raise BadRequest(f"identityHashing must be one of {', '.join(IDENTITY_HASHINGS)}, \"none\" or null",
                          code="invalid_identity_hashing")
     return value
+
+
+@contextmanager
+def changing_segments(request: web.Request) -> Iterator[None]:
+    """Around a handler's writes that may create a segment or change a name, type or status: afterwards
+    (committed or not), this process's cached ``GET /v1/segments`` of the endpoint is dropped, so that
+    the client's next list shows its change (gateway.audience.segment_lists; other processes hear it)."""
+    try:
+        yield
+    finally:
+        request.app[state.SEGMENT_LISTS].forget(request[state.PRINCIPAL].endpoint_id)
 
 
 @routes.post("/v1/segments")
@@ -47,14 +60,15 @@ async def post_segment(request: web.Request) -> web.Response:
         raise BadRequest(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters",
                          code="invalid_idempotency_key")
     principal = request[state.PRINCIPAL]
-    async with request.app[state.POOL].acquire() as conn:
-        result = await create_segment(conn, principal.endpoint_id, new, idempotency_key)
+    with changing_segments(request):
+        async with request.app[state.POOL].acquire() as conn:
+            result = await create_segment(conn, principal.endpoint_id, new, idempotency_key)
     return success(result)
 
 
 @routes.get("/v1/segments")
 async def get_segments(request: web.Request) -> web.Response:
-    segments = await list_segments(request.app[state.CONTROL_POOL], request[state.PRINCIPAL].endpoint_id)
+    segments = await request.app[state.SEGMENT_LISTS].get(request[state.PRINCIPAL].endpoint_id)
     return success({"totalCount": len(segments), "list": segments})
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -198,6 +199,7 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     try:
         site = web.TCPSite(runner, args.host, args.port, reuse_port=args.worker)
         await site.start()
+        _freeze_start_up_objects()
         port = site._server.sockets[0].getsockname()[1] if args.port == 0 else args.port  # type: ignore[union-attr]
         _announce(app.get(state.GENERATED_KEY), args.host, port)
         await stop.wait()
@@ -206,6 +208,15 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         await runner.cleanup()
     return EXIT_OK
+
+
+def _freeze_start_up_objects() -> None:
+    """Keep what start-up created (modules, the app and its routes: about 50k objects that live as long as
+    the process) out of every later collection of the garbage collector. Collecting the oldest generation
+    walks all of them, and during a 1M-row push such collections held the event loop for 40–110 ms at a time
+    (issue 15); they now walk only what was created since."""
+    gc.collect()
+    gc.freeze()
 
 
 async def _serve_workers(args: argparse.Namespace, settings: Settings, stop: asyncio.Event) -> int:
