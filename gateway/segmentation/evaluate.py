@@ -50,14 +50,11 @@ from gateway.audience.segments import hold_segment
 from gateway.db.names import quoted, sql, table_names
 from gateway.db.queries import QUERIES
 from gateway.errors import GatewayError
-from gateway.ids import parse_int
-from gateway.segmentation import compiler, pql
+from gateway.segmentation import compiler, insegment, pql
 from gateway.segmentation.profiles import profiles_sql
-from gateway.segmentation.sources import Profiles, require_same_hashing, resolve
+from gateway.segmentation.sources import Profiles, resolve
 
 log = logging.getLogger(__name__)
-
-NO_MEMBERS_TABLE = quoted("pg_temp", "segment_job_no_members")
 
 Finish = Callable[[asyncpg.Connection], Awaitable[None]]
 Fail = Callable[[asyncpg.Connection, str], Awaitable[None]]
@@ -143,33 +140,49 @@ async def drop_leftover_builds(conn: asyncpg.Connection) -> None:
 
 async def _build(conn: asyncpg.Connection, endpoint_id: int, job_id: int, attempt: int,
                  definition: asyncpg.Record, now: dt.datetime, *, isolated: bool) -> Built:
-    """Build one definition's new audience into its build table: ``isolated``, in a transaction of its
-    own (one snapshot); else in a savepoint of the swap's transaction (a build again, under the lock)."""
+    """Build one definition's new audience into its build table: ``isolated``, in a REPEATABLE READ
+    transaction of its own (one snapshot, started again if a push to a segment it reads committed since;
+    see gateway.segmentation.insegment); else in a savepoint of the swap's transaction (a build again,
+    under the lock)."""
     started = time.perf_counter()
     definition_id = definition["id"]
-    names = build_names(job_id, attempt, definition_id)
+
+    async def build() -> Built:
+        return await _build_in(conn, endpoint_id, job_id, attempt, definition, now, started)
+
     try:
-        async with conn.transaction(isolation="repeatable_read") if isolated else conn.transaction():
-            await conn.execute(QUERIES["replace_build_begin"])  # memory for the joins, as a REPLACE build
-            erased_by = await conn.fetchval(QUERIES["segment_job_erased_by"], definition["audience_segment_id"])
-            try:  # invalid_sources, mixed_identity_hashing
-                profiles = await resolve(conn, endpoint_id, definition["sources"])
-                predicate, params = await _compile(conn, endpoint_id, definition_id, definition["expression"],
-                                                   profiles, now)
-            except GatewayError as exc:
-                raise DefinitionError(definition_id, exc.code, exc.message) from None
-            present = [s.segment_id for s in profiles.sources if await _members_exist(conn, s.segment_id)]
-            relation = profiles_sql(profiles, present)
-            count = await _count_profiles(conn, present, relation)
-            await conn.execute(QUERIES["segment_job_drop_build"].format(**names))
-            status = await conn.execute(sql("segment_job_build", profiles=relation, predicate=predicate, **names),
-                                        *params)
-            await conn.execute(QUERIES["segment_job_index_build"].format(**names))
+        if isolated:
+            return await insegment.repeatable_read(conn, build)
+        async with conn.transaction():
+            return await build()
     except asyncpg.PostgresError as exc:
         log.exception("segment job %d: definition %d could not be built", job_id, definition_id)
         raise DefinitionError(definition_id, "evaluation_failed",
                               f"the database could not evaluate definition {definition_id} "
                               f"({type(exc).__name__}); the gateway's log has the details") from None
+
+
+async def _build_in(conn: asyncpg.Connection, endpoint_id: int, job_id: int, attempt: int,
+                    definition: asyncpg.Record, now: dt.datetime, started: float) -> Built:
+    """``_build``'s work, in its transaction: first the share lock of the segments it reads."""
+    definition_id = definition["id"]
+    names = build_names(job_id, attempt, definition_id)
+    await insegment.share_lock(conn, endpoint_id, definition["sources"],
+                               insegment.arguments_of(definition["expression"]))
+    await conn.execute(QUERIES["replace_build_begin"])  # memory for the joins, as a REPLACE build
+    erased_by = await conn.fetchval(QUERIES["segment_job_erased_by"], definition["audience_segment_id"])
+    try:  # invalid_sources, mixed_identity_hashing
+        profiles = await resolve(conn, endpoint_id, definition["sources"])
+        predicate, params = await _compile(conn, endpoint_id, definition_id, definition["expression"],
+                                           profiles, now)
+    except GatewayError as exc:
+        raise DefinitionError(definition_id, exc.code, exc.message) from None
+    present = [s.segment_id for s in profiles.sources if await members_exist(conn, s.segment_id)]
+    relation = profiles_sql(profiles, present)
+    count = await _count_profiles(conn, present, relation)
+    await conn.execute(QUERIES["segment_job_drop_build"].format(**names))
+    status = await conn.execute(sql("segment_job_build", profiles=relation, predicate=predicate, **names), *params)
+    await conn.execute(QUERIES["segment_job_index_build"].format(**names))
     return Built(definition_id, definition["audience_segment_id"], names, count, int(status.split()[-1]),
                  profiles.identity_attribute, list(profiles.attributes), profiles.identity_hashing,
                  (time.perf_counter() - started) * 1000,
@@ -184,7 +197,8 @@ async def _count_profiles(conn: asyncpg.Connection, present: Sequence[int], rela
     return await conn.fetchval(sql("segment_job_count_profiles", profiles=relation))
 
 
-async def _members_exist(conn: asyncpg.Connection, segment_id: int) -> bool:
+async def members_exist(conn: asyncpg.Connection, segment_id: int) -> bool:
+    """Whether the segment has a members table (a segment nothing was ever pushed to has none)."""
     return await conn.fetchval(QUERIES["job_members_exist"], table_names(segment_id)["members"])
 
 
@@ -194,37 +208,15 @@ async def _compile(conn: asyncpg.Connection, endpoint_id: int, definition_id: in
     names an attribute its sources do not have, or an inSegment segment the endpoint does not have."""
     try:
         node = pql.parse(expression)
-        tables = await _segment_tables(conn, endpoint_id, pql.segments_used(node), profiles.identity_hashing)
-        compiled = compiler.compile_predicate(node, attribute_index=profiles.index, segment_tables=tables, now=now,
+        in_segments = await insegment.segment_tables(conn, endpoint_id, pql.segments_used(node))
+        in_segments.require_hashing(profiles.identity_hashing)
+        compiled = compiler.compile_predicate(node, attribute_index=profiles.index, segment_tables=in_segments.tables,
+                                              now=now,
                                               first_param=1)
     except pql.ExpressionError as exc:
         raise DefinitionError(definition_id, "invalid_expression",
                               f"{exc.message} (at position {exc.position})") from None
     return compiled.sql, list(compiled.params)
-
-
-async def _segment_tables(conn: asyncpg.Connection, endpoint_id: int, arguments: Sequence[str],
-                         hashing: str | None) -> Mapping[str, str]:
-    """The members table each ``inSegment("…")`` reads, for the segments the endpoint has (one that has no
-    members table yet reads an empty one); the compiler answers the others as errors at their position.
-    400 ``mixed_identity_hashing`` when one stores identities otherwise than the sources (``hashing``)."""
-    tables: dict[str, str] = {}
-    hashings: dict[int, str | None] = {}
-    for argument in arguments:
-        segment_id = parse_int(argument)
-        if segment_id is None:
-            continue
-        members = table_names(segment_id)["members"]
-        row = await conn.fetchrow(QUERIES["segment_job_in_segment"], segment_id, endpoint_id, members)
-        if row is None:
-            continue
-        hashings[segment_id] = row["identity_hashing"]
-        if not row["members_exist"]:
-            await conn.execute(QUERIES["segment_job_no_members"])
-            members = NO_MEMBERS_TABLE
-        tables[argument] = members
-    require_same_hashing(hashing, hashings, "the sources and the segments inSegment reads")
-    return tables
 
 
 async def _swap_all(conn: asyncpg.Connection, endpoint_id: int, job_id: int, attempt: int, now: dt.datetime,
@@ -247,7 +239,7 @@ async def _swap_all(conn: asyncpg.Connection, endpoint_id: int, job_id: int, att
             again.time_ms = item.time_ms  # the build again is timed with the swap
             item = again
         names = item.names
-        if await _members_exist(conn, item.audience_id):
+        if await members_exist(conn, item.audience_id):
             counts = dict(await conn.fetchrow(sql("segment_job_compare", segment_id=item.audience_id, **names)))
         else:
             counts = {"realized": item.members, "existing": 0, "exited": 0}
