@@ -3,10 +3,16 @@
 Two phases, so that a job changes its audiences all at once or not at all, and holds locks only briefly:
 
 1. Build (one transaction per definition, REPEATABLE READ so its profile count and its members come from
-   one snapshot): resolve the sources, parse and compile the expression, and build the new members
+   one snapshot): share-lock the rows of the sources and of the segments ``inSegment`` reads (the first
+   statement), resolve the sources, parse and compile the expression, and build the new members
    table ``staging.segjob_<job>_<attempt>_<definition>`` with ``CREATE TABLE … AS SELECT identity, attrs
    FROM (<profiles>) p WHERE <predicate>``, primary key after the load. No audience is touched and no
-   audience lock is taken: readers and pushes to the sources carry on.
+   audience lock is taken: readers carry on, and pushes to the sources stream on but wait at their end
+   (for the segment's row lock) until the build ends, as they do for an export file. Without that lock a
+   REPLACE committing after the snapshot began swaps in a new members table whose rows the snapshot cannot
+   see: the build would read that source as empty and its members would silently exit. A push that
+   committed after the snapshot began makes the lock fail (could not serialize): the build starts again,
+   up to ``insegment.LOCK_TRIES`` times (gateway.segmentation.insegment).
 2. Swap (one transaction for the whole job): for each built definition, in audience id order (two jobs
    take the locks in the same order), the segment's lock as a REPLACE commit takes it, the exact count of
    realized / existing / exited members (the previous audience FULL JOIN the new), then the swap by rename

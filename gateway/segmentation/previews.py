@@ -8,6 +8,10 @@ reads is listed exactly once and none is skipped (members added or removed meanw
 appear, as in any live listing), a page costs one index range scan with one source, creating a preview
 costs no scan at all, and a preview holds no personal data (privacy's erase has nothing to remove from it).
 Previews expire after ``GATEWAY_PREVIEW_TTL`` (then 404, like a deleted or another endpoint's one).
+
+A page (and an estimate, gateway.segmentation.estimates) reads its sources in one REPEATABLE READ snapshot
+whose first statement share-locks their rows (``prepare``; gateway.segmentation.insegment): a REPLACE of a
+source waits for the page instead of swapping in a members table the snapshot would read as empty.
 """
 
 from __future__ import annotations

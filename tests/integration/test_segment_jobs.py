@@ -21,7 +21,7 @@ from tests.integration.pull_helpers import (BusyWorker, blocked_backends, export
                                            wait_for_blocked_backends)
 from tests.integration.push_helpers import app_client, csv_body, push, push_ok
 from tests.integration.segment_job_helpers import (build_tables, define, endpoint_of, job, members, post_job, run,
-                                                   source_with, wait_for)
+                                                   source_with, wait_for, waiting_for_table)
 from tests.integration.test_job_queue import die
 
 
@@ -497,12 +497,6 @@ async def test_a_job_changes_its_audiences_all_at_once(aiohttp_client, settings,
         str(us): {"realized": 1, "existing": 1, "exited": 0}, str(fr): {"realized": 1, "existing": 1, "exited": 0}}
 
 
-async def waiting_for_table(db, table: str) -> bool:
-    """Whether a backend waits for a lock on ``table``."""
-    return bool(await db.fetchval("SELECT count(*) FROM pg_locks WHERE relation = to_regclass($1) AND NOT granted",
-                                  table))
-
-
 async def test_a_replace_of_a_source_committing_during_the_build_does_not_empty_the_audience(client, db,
                                                                                             database_url):
     """The build's snapshot is its first statement; a REPLACE of a source that commits after it swaps the
@@ -541,3 +535,25 @@ async def test_a_replace_of_a_source_committing_during_the_build_does_not_empty_
     assert (await segment_row(db, audience))["member_count"] == 3
     await run(client, definition)
     assert set(await members(db, audience)) == {"a1", "b3"}
+
+
+async def test_a_push_committing_while_the_build_waits_for_a_source_makes_it_start_again(client, db, database_url):
+    """The build's first statement share-locks its source's row; a push holding it (here: the row lock and
+    the writes a push makes) commits meanwhile, so REPEATABLE READ refuses the lock (could not serialize):
+    the build starts again, in a snapshot that sees the push, and the job succeeds."""
+    source = await source_with(client, db, "people", ["email", "Country"], [["u1", "US"], ["u2", "US"]])
+    definition, audience = await define(db, await endpoint_of(db, source), "us", 'Country = "US"', [source])
+    holder = await asyncpg.connect(database_url)
+    try:
+        async with holder.transaction():
+            await holder.execute("SELECT id FROM segments WHERE id = $1 FOR NO KEY UPDATE", source)
+            await holder.execute(f"DELETE FROM audience.members_{source} WHERE identity = 'u1'")
+            await holder.execute("UPDATE segments SET member_count = member_count - 1 WHERE id = $1", source)
+            created = await post_job(client, {"segments": [{"segmentId": str(definition)}]})
+            await wait_for_blocked_backends(db, 1)  # the build's share lock waits for the push
+    finally:
+        await holder.close()
+    answer = await wait_for(client, created["id"], "SUCCEEDED")
+    assert answer["errors"] == []
+    assert await members(db, audience) == {"u2": ["u2", "US"]}
+    assert answer["metrics"]["totalProfiles"] == 1
