@@ -682,11 +682,13 @@ FROM segments WHERE endpoint_id = $1 AND id = any($2::bigint[]) AND status <> 'd
 -- rows of endpoint $1's sources $2 (NULL: "*", every segment of the types $4) and of the segments $3
 -- inSegment reads, FOR SHARE. A REPLACE commit, which swaps a members table for a new one this snapshot
 -- cannot see, takes the row's lock: it waits for this transaction to end; one that committed after the
--- snapshot makes this lock fail (could not serialize) and the reader starts again.
+-- snapshot makes this lock fail (could not serialize) and the reader starts again. The rows are locked in
+-- the order an erasure locks them (privacy_erase_segments: definitions' audiences last), so that the two
+-- never deadlock.
 SELECT id FROM segments
 WHERE endpoint_id = $1 AND status <> 'deleted'
   AND (id = any($2::bigint[]) OR id = any($3::bigint[]) OR ($2::bigint[] IS NULL AND type = any($4::text[])))
-ORDER BY id
+ORDER BY EXISTS (SELECT 1 FROM segment_definitions d WHERE d.audience_segment_id = segments.id), id
 FOR SHARE;
 
 -- name: export_file_progress

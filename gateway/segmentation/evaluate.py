@@ -147,13 +147,18 @@ async def drop_leftover_builds(conn: asyncpg.Connection) -> None:
 async def _build(conn: asyncpg.Connection, endpoint_id: int, job_id: int, attempt: int,
                  definition: asyncpg.Record, now: dt.datetime, *, isolated: bool) -> Built:
     """Build one definition's new audience into its build table: ``isolated``, in a REPEATABLE READ
-    transaction of its own (one snapshot, started again if a push to a segment it reads committed since;
-    see gateway.segmentation.insegment); else in a savepoint of the swap's transaction (a build again,
-    under the lock)."""
+    transaction of its own whose first statement share-locks the segments it reads (one snapshot, started
+    again if a push to one of them committed since; gateway.segmentation.insegment); else in a savepoint of
+    the swap's transaction (a build again, under the audience's lock), READ COMMITTED (each statement reads
+    a snapshot of its own) and without the share lock: the swap holds audiences' locks that an erasure
+    holding a source's row may be waiting for, and the lock could deadlock with it."""
     started = time.perf_counter()
     definition_id = definition["id"]
 
     async def build() -> Built:
+        if isolated:
+            await insegment.share_lock(conn, endpoint_id, definition["sources"],
+                                       insegment.arguments_of(definition["expression"]))
         return await _build_in(conn, endpoint_id, job_id, attempt, definition, now, started)
 
     try:
@@ -170,11 +175,9 @@ async def _build(conn: asyncpg.Connection, endpoint_id: int, job_id: int, attemp
 
 async def _build_in(conn: asyncpg.Connection, endpoint_id: int, job_id: int, attempt: int,
                     definition: asyncpg.Record, now: dt.datetime, started: float) -> Built:
-    """``_build``'s work, in its transaction: first the share lock of the segments it reads."""
+    """``_build``'s work, in its transaction."""
     definition_id = definition["id"]
     names = build_names(job_id, attempt, definition_id)
-    await insegment.share_lock(conn, endpoint_id, definition["sources"],
-                               insegment.arguments_of(definition["expression"]))
     await conn.execute(QUERIES["replace_build_begin"])  # memory for the joins, as a REPLACE build
     erased_by = await conn.fetchval(QUERIES["segment_job_erased_by"], definition["audience_segment_id"])
     try:  # invalid_sources, mixed_identity_hashing

@@ -24,25 +24,29 @@ async def test_an_erasure_between_build_and_swap_is_not_undone(aiohttp_client, s
                                                                 workers):  # noqa: F811
     """A segment job builds its audience from a snapshot that holds ann (in the previous audience) and bob
     (pushed since: only in the build); an erasure of both then completes; the swap must not bring either
-    back. The build is held after its snapshot by a lock on its own build table (made beforehand by the
-    test: the build drops it first), which the erasure does not need."""
+    back. The build's snapshot share-locks the source, so the erasure waits for the build to end: the job
+    is held after that build and before its swap by the build of a second definition (the test locks that
+    build's table, made beforehand: the build drops it first), whose source was never pushed to, so the
+    erasure does not go over it."""
     client = await app_client(aiohttp_client, settings)
     header = ["email", "Country"]
     source = await source_with(client, db, "people", header, [["ann@x", "US"], ["cid@x", "US"]])
     endpoint_id = await endpoint_of(db, source)
     definition, audience = await define(db, endpoint_id, "us", 'Country = "US"', [source])
+    never = await source_with(client, db, "never", [], [])
+    holding, _holding_audience = await define(db, endpoint_id, "held", f'inSegment("{never}")', [never])
     await run(client, definition)
     await push_ok(client, str(source), csv_body(header, [["bob@x", "US"]]))
     await client.close()  # its workers stop: the job is run by this test's worker
-    job_id = await segment_jobs.create_job(db, endpoint_id, [definition], source="api")
-    build = f'staging."segjob_{job_id}_1_{definition}"'
+    job_id = await segment_jobs.create_job(db, endpoint_id, [definition, holding], source="api")
+    build = f'staging."segjob_{job_id}_1_{holding}"'
     await db.execute(f"CREATE TABLE {build} (identity text)")
     holder = await asyncpg.connect(database_url)
     try:
         async with holder.transaction():
             await holder.execute(f"LOCK TABLE {build} IN ACCESS EXCLUSIVE MODE")
             await workers()
-            await wait_for_blocked_backends(db, 1)  # the build, its snapshot taken, waits to drop the table
+            await wait_for_blocked_backends(db, 1)  # the first definition built, the second waits to drop the table
             eraser = await app_client(aiohttp_client, settings)
             erased = await erase_and_wait(eraser, ["ann@x", "bob@x"])
             assert erased["found"] == {str(source): 2, str(audience): 1}
@@ -58,7 +62,8 @@ async def test_an_erasure_between_build_and_swap_is_not_undone(aiohttp_client, s
     answer = segment_jobs.describe(await segment_jobs.get_job(db, endpoint_id, job_id))
     assert answer["status"] == "SUCCEEDED" and answer["errors"] == []
     assert answer["metrics"]["segmentedProfileByStatusCounter"] == {
-        str(definition): {"realized": 0, "existing": 1, "exited": 0}}
+        str(definition): {"realized": 0, "existing": 1, "exited": 0},
+        str(holding): {"realized": 0, "existing": 0, "exited": 0}}
 
 
 def sha(text: str) -> str:
