@@ -219,9 +219,8 @@ async def _compile(conn: asyncpg.Connection, endpoint_id: int, definition_id: in
         node = pql.parse(expression)
         in_segments = await insegment.segment_tables(conn, endpoint_id, pql.segments_used(node))
         in_segments.require_hashing(profiles.identity_hashing)
-        compiled = compiler.compile_predicate(node, attribute_index=profiles.index, segment_tables=in_segments.tables,
-                                              now=now,
-                                              first_param=1)
+        compiled = compiler.compile_predicate(node, attribute_index=profiles.index,
+                                              segment_tables=in_segments.tables, now=now, first_param=1)
     except pql.ExpressionError as exc:
         raise DefinitionError(definition_id, "invalid_expression",
                               f"{exc.message} (at position {exc.position})") from None

@@ -83,8 +83,8 @@ async def prepare(conn: asyncpg.Connection, endpoint_id: int, expression: str, s
         node = pql.parse(expression)
         in_segments = await insegment.segment_tables(conn, endpoint_id, pql.segments_used(node))
         in_segments.require_hashing(profiles.identity_hashing)
-        compiled = compiler.compile_predicate(node, attribute_index=profiles.index, segment_tables=in_segments.tables,
-                                              now=now, first_param=first_param)
+        compiled = compiler.compile_predicate(node, attribute_index=profiles.index,
+                                              segment_tables=in_segments.tables, now=now, first_param=first_param)
     except pql.ExpressionError as exc:
         raise expression_error(exc) from None
     used = [(name, index) for name in pql.attributes_used(node) if (index := profiles.index(name)) is not None]
