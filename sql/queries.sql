@@ -679,16 +679,30 @@ LIMIT $5 OFFSET $6;
 -- What a claimed job is to write.
 SELECT fields, format, expression FROM export_files WHERE job_id = $1;
 
--- name: export_file_in_segments
--- The segments $1 of endpoint $2 an expression's inSegment names, and whether each has a members table.
--- FOR SHARE, as segment_export_info: no REPLACE swaps their tables while the snapshot reads them.
-SELECT id, to_regclass(format('audience.%I', 'members_' || id)) IS NOT NULL AS has_members
-FROM segments WHERE id = any($1::bigint[]) AND endpoint_id = $2 AND status <> 'deleted'
-FOR SHARE;
+-- name: in_segment_segments
+-- What inSegment("…") may read (gateway.segmentation.insegment): the segments of endpoint $1 among the ids
+-- $2 (any type, not deleted; another endpoint's is absent), how each stores identities, and whether it has
+-- a members table (a segment nothing was ever pushed to has none).
+SELECT id, identity_hashing, to_regclass(format('audience.%I', 'members_' || id)) IS NOT NULL AS has_members
+FROM segments WHERE endpoint_id = $1 AND id = any($2::bigint[]) AND status <> 'deleted';
 
 -- name: no_members
 -- What inSegment reads for a segment nothing was ever pushed to: no member.
 (SELECT NULL::text AS identity WHERE false)
+
+-- name: segmentation_share_lock
+-- The first statement of a snapshot that reads segments' members (gateway.segmentation.insegment): the
+-- rows of endpoint $1's sources $2 (NULL: "*", every segment of the types $4) and of the segments $3
+-- inSegment reads, FOR SHARE. A REPLACE commit, which swaps a members table for a new one this snapshot
+-- cannot see, takes the row's lock: it waits for this transaction to end; one that committed after the
+-- snapshot makes this lock fail (could not serialize) and the reader starts again. The rows are locked in
+-- the order an erasure locks them (privacy_erase_segments: definitions' audiences last), so that the two
+-- never deadlock.
+SELECT id FROM segments
+WHERE endpoint_id = $1 AND status <> 'deleted'
+  AND (id = any($2::bigint[]) OR id = any($3::bigint[]) OR ($2::bigint[] IS NULL AND type = any($4::text[])))
+ORDER BY EXISTS (SELECT 1 FROM segment_definitions d WHERE d.audience_segment_id = segments.id), id
+FOR SHARE;
 
 -- name: export_file_progress
 -- Rows written so far, while this worker ($2, attempt $3) still holds the job: none when it was canceled
@@ -915,10 +929,6 @@ RETURNING *;
 UPDATE segment_definitions SET deleted_at = clock_timestamp() WHERE id = $1
 RETURNING *;
 
--- name: definition_segment_ids
--- Which of the ids $2 name a segment of endpoint $1 (any type, not deleted): what inSegment may read.
-SELECT id, identity_hashing FROM segments WHERE endpoint_id = $1 AND id = ANY ($2::bigint[]) AND status <> 'deleted';
-
 -- Schedules of segment jobs (gateway.segmentation.schedules). Another endpoint's schedule is absent.
 
 -- name: schedule_insert
@@ -1020,16 +1030,6 @@ SELECT id, expression, sources, audience_segment_id FROM segment_definitions
 WHERE endpoint_id = $1 AND deleted_at IS NULL
   AND CASE WHEN $2::bigint[] IS NULL THEN batch_enabled ELSE id = ANY ($2::bigint[]) END
 ORDER BY audience_segment_id;
-
--- name: segment_job_in_segment
--- The segment an inSegment("…") names, within the endpoint, and whether it has a members table ($3).
-SELECT id, identity_hashing, to_regclass($3) IS NOT NULL AS members_exist FROM segments
-WHERE id = $1 AND endpoint_id = $2 AND status <> 'deleted';
-
--- name: segment_job_no_members
--- What inSegment reads for a segment that has no members table yet.
-CREATE TEMPORARY TABLE IF NOT EXISTS segment_job_no_members (identity text COLLATE "C", attrs text[])
-ON COMMIT DROP;
 
 -- name: segment_job_member_count
 SELECT member_count FROM segments WHERE id = $1;

@@ -50,7 +50,7 @@ from gateway.ids import parse_int
 from gateway.ingest.csvparse import fold_name
 from gateway.jobs import queue
 from gateway.jobs.exports import scan_in_order
-from gateway.segmentation import pql
+from gateway.segmentation import insegment, pql
 from gateway.segmentation.compiler import Compiled, compile_predicate
 from gateway.segmentation.pql import ExpressionError
 from gateway.ops import metrics
@@ -143,12 +143,9 @@ async def compile_filter(conn: asyncpg.Connection, endpoint_id: int, attributes:
     segment with these attributes; ``inSegment`` names a segment of the same endpoint (share-locked, as the
     export's own segment). ExpressionError (with its position) for what does not parse or is unknown."""
     node = pql.parse(expression)
-    arguments = {argument: parse_int(argument) for argument in pql.segments_used(node)}
-    found = await conn.fetch(QUERIES["export_file_in_segments"],
-                             [number for number in arguments.values() if number is not None], endpoint_id)
-    tables = {row["id"]: table_names(row["id"])["members"] if row["has_members"] else QUERIES["no_members"]
-              for row in found}
-    segment_tables = {argument: tables[number] for argument, number in arguments.items() if number in tables}
+    arguments = pql.segments_used(node)
+    await insegment.share_lock(conn, endpoint_id, (), arguments)
+    segment_tables = (await insegment.segment_tables(conn, endpoint_id, arguments)).tables
     index = {fold_name(name): i for i, name in enumerate(attributes, start=1)}
     return compile_predicate(node, attribute_index=lambda name: index.get(fold_name(name)),
                              segment_tables=segment_tables, now=datetime.datetime.now(datetime.timezone.utc),

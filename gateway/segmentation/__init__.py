@@ -8,6 +8,8 @@ Modules:
   tree's shape; every literal, every attribute index and "now" is a bind parameter.
 - ``profiles``: the rows a definition is evaluated over: one per identity of its sources, each attribute
   from the first source that has it non-empty (``mergePolicy: "firstSource"``).
+- ``insegment``: what ``inSegment("…")`` reads (one rule for definitions, jobs, previews and export files),
+  and the share lock a snapshot that reads members tables takes first (a REPLACE then waits for it).
 - ``definitions``: create, read, change and delete definitions and their Queries audience.
 - ``evaluate``: a segment job's work (build the audience, swap it in, count realized/existing/exited).
 - ``segment_jobs``: create, read, list and cancel segment jobs (rows of the job queue, kind ``SegmentJob``).

@@ -19,14 +19,13 @@ import asyncpg
 
 from gateway.audience.changefeed import declare_writes
 from gateway.audience.metadata import change_segment
-from gateway.db.names import table_names
 from gateway.db.queries import QUERIES
 from gateway.errors import BadRequest, Conflict, NotFound
 from gateway.ids import parse_int
 from gateway.ingest.csvparse import fold_name
-from gateway.segmentation import pql
+from gateway.segmentation import insegment, pql
 from gateway.segmentation.compiler import compile_predicate
-from gateway.segmentation.sources import MERGE_POLICY, Profiles, require_same_hashing, resolve, show_sources
+from gateway.segmentation.sources import MERGE_POLICY, Profiles, resolve, show_sources
 
 EXPRESSION_TYPE = "PQL"
 EXPRESSION_FORMAT = "pql/text"
@@ -92,17 +91,15 @@ def _sources_named(profiles: Profiles, ids: Sequence[int] | None) -> str:
 
 async def _segment_tables(conn: asyncpg.Connection, endpoint_id: int, names: Sequence[str],
                           hashing: str | None) -> dict[str, str]:
-    """Each ``inSegment`` argument's members table; 400 ``unknown_segment`` if it names no segment of this
-    endpoint (another endpoint's is answered like a missing one), ``mixed_identity_hashing`` if it stores
-    identities otherwise than the sources (``hashing``)."""
-    ids = {name: parse_int(name) for name in names}
-    found = {row["id"]: row["identity_hashing"] for row in await conn.fetch(
-        QUERIES["definition_segment_ids"], endpoint_id, [i for i in ids.values() if i is not None])}
-    for name, segment_id in ids.items():
-        if segment_id not in found:
-            raise BadRequest(f'inSegment("{name}"): segment {name} does not exist', code="unknown_segment")
-    require_same_hashing(hashing, found, "the sources and the segments inSegment reads")
-    return {name: table_names(segment_id)["members"] for name, segment_id in ids.items()}
+    """What each ``inSegment`` argument reads (gateway.segmentation.insegment); 400 ``unknown_segment`` if it
+    names no segment of this endpoint (another endpoint's is answered like a missing one),
+    ``mixed_identity_hashing`` if it stores identities otherwise than the sources (``hashing``)."""
+    in_segments = await insegment.segment_tables(conn, endpoint_id, names)
+    if in_segments.unknown:
+        name = in_segments.unknown[0]
+        raise BadRequest(f'inSegment("{name}"): segment {name} does not exist', code="unknown_segment")
+    in_segments.require_hashing(hashing)
+    return in_segments.tables
 
 
 async def check(conn: asyncpg.Connection, endpoint_id: int, expression: str, sources: list[int] | None) -> Checked:

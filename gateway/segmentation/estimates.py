@@ -34,6 +34,7 @@ import asyncpg
 
 from gateway.db.names import sql
 from gateway.db.queries import QUERIES
+from gateway.segmentation import insegment
 from gateway.segmentation.previews import STATE_READY, Prepared, prepare
 
 Z_95 = 1.959963984540054
@@ -54,23 +55,30 @@ async def estimate_expression(conn: asyncpg.Connection, endpoint_id: int, expres
     """How many profiles ``expression`` over ``sources`` selects (relative dates against ``now``): a
     preview's estimate, or a definition's as ``validate`` shows it. 400 as ``prepare``."""
     started = time.perf_counter()
-    async with conn.transaction(isolation="repeatable_read"):
-        prepared = await prepare(conn, endpoint_id, expression, sources, now)
-        counts = {row["id"]: row["member_count"] for row in
-                  await conn.fetch(QUERIES["estimate_source_rows"], prepared.present)}
-        rows = [counts[segment_id] for segment_id in prepared.present]  # in the sample's source order
-        total_rows = sum(rows)
-        fraction = min(1.0, sample_rows / total_rows) if total_rows else 1.0
-        if fraction >= 1.0 or exact_ms > 0:
-            counted = await _exact(conn, prepared, None if fraction >= 1.0 else exact_ms)
-            if counted is not None:
-                profiles, matched = counted
-                return _answer(matched, True, 0.0, matched, matched, profiles, matched, total_rows, started,
-                               method=None, fraction=1.0)
-        sampling = await prepare(conn, endpoint_id, expression, sources, now, first_param=3)
-        sums = await conn.fetch(sql("estimate_sample", predicate=sampling.predicate, profiles=sampling.sample(method)),
-                                fraction * 100, float(random.randrange(2**31) if seed is None else seed),
-                                *sampling.params)
+    return await insegment.repeatable_read(conn, lambda: _estimate(conn, endpoint_id, expression, sources, now,
+                                                                   exact_ms, sample_rows, method, seed, started))
+
+
+async def _estimate(conn: asyncpg.Connection, endpoint_id: int, expression: str, sources: Sequence[int] | None,
+                    now: dt.datetime, exact_ms: int, sample_rows: int, method: str, seed: float | None,
+                    started: float) -> dict[str, Any]:
+    """``estimate_expression``'s work, in its snapshot (``prepare`` first: it share-locks the sources)."""
+    prepared = await prepare(conn, endpoint_id, expression, sources, now)
+    counts = {row["id"]: row["member_count"] for row in
+              await conn.fetch(QUERIES["estimate_source_rows"], prepared.present)}
+    rows = [counts[segment_id] for segment_id in prepared.present]  # in the sample's source order
+    total_rows = sum(rows)
+    fraction = min(1.0, sample_rows / total_rows) if total_rows else 1.0
+    if fraction >= 1.0 or exact_ms > 0:
+        counted = await _exact(conn, prepared, None if fraction >= 1.0 else exact_ms)
+        if counted is not None:
+            profiles, matched = counted
+            return _answer(matched, True, 0.0, matched, matched, profiles, matched, total_rows, started,
+                           method=None, fraction=1.0)
+    sampling = await prepare(conn, endpoint_id, expression, sources, now, first_param=3)
+    sums = await conn.fetch(sql("estimate_sample", predicate=sampling.predicate, profiles=sampling.sample(method)),
+                            fraction * 100, float(random.randrange(2**31) if seed is None else seed),
+                            *sampling.params)
     by_source = {int(row["source"]): dict(row) for row in sums}
     size, error, lower, upper = sampled([by_source.get(n) for n in range(1, len(rows) + 1)], rows, fraction,
                                         per_row=method == "BERNOULLI")

@@ -3,10 +3,16 @@
 Two phases, so that a job changes its audiences all at once or not at all, and holds locks only briefly:
 
 1. Build (one transaction per definition, REPEATABLE READ so its profile count and its members come from
-   one snapshot): resolve the sources, parse and compile the expression, and build the new members
+   one snapshot): share-lock the rows of the sources and of the segments ``inSegment`` reads (the first
+   statement), resolve the sources, parse and compile the expression, and build the new members
    table ``staging.segjob_<job>_<attempt>_<definition>`` with ``CREATE TABLE … AS SELECT identity, attrs
    FROM (<profiles>) p WHERE <predicate>``, primary key after the load. No audience is touched and no
-   audience lock is taken: readers and pushes to the sources carry on.
+   audience lock is taken: readers carry on, and pushes to the sources stream on but wait at their end
+   (for the segment's row lock) until the build ends, as they do for an export file. Without that lock a
+   REPLACE committing after the snapshot began swaps in a new members table whose rows the snapshot cannot
+   see: the build would read that source as empty and its members would silently exit. A push that
+   committed after the snapshot began makes the lock fail (could not serialize): the build starts again,
+   up to ``insegment.LOCK_TRIES`` times (gateway.segmentation.insegment).
 2. Swap (one transaction for the whole job): for each built definition, in audience id order (two jobs
    take the locks in the same order), the segment's lock as a REPLACE commit takes it, the exact count of
    realized / existing / exited members (the previous audience FULL JOIN the new), then the swap by rename
@@ -50,14 +56,11 @@ from gateway.audience.segments import hold_segment
 from gateway.db.names import quoted, sql, table_names
 from gateway.db.queries import QUERIES
 from gateway.errors import GatewayError
-from gateway.ids import parse_int
-from gateway.segmentation import compiler, pql
+from gateway.segmentation import compiler, insegment, pql
 from gateway.segmentation.profiles import profiles_sql
-from gateway.segmentation.sources import Profiles, require_same_hashing, resolve
+from gateway.segmentation.sources import Profiles, resolve
 
 log = logging.getLogger(__name__)
-
-NO_MEMBERS_TABLE = quoted("pg_temp", "segment_job_no_members")
 
 Finish = Callable[[asyncpg.Connection], Awaitable[None]]
 Fail = Callable[[asyncpg.Connection, str], Awaitable[None]]
@@ -143,33 +146,52 @@ async def drop_leftover_builds(conn: asyncpg.Connection) -> None:
 
 async def _build(conn: asyncpg.Connection, endpoint_id: int, job_id: int, attempt: int,
                  definition: asyncpg.Record, now: dt.datetime, *, isolated: bool) -> Built:
-    """Build one definition's new audience into its build table: ``isolated``, in a transaction of its
-    own (one snapshot); else in a savepoint of the swap's transaction (a build again, under the lock)."""
+    """Build one definition's new audience into its build table: ``isolated``, in a REPEATABLE READ
+    transaction of its own whose first statement share-locks the segments it reads (one snapshot, started
+    again if a push to one of them committed since; gateway.segmentation.insegment); else in a savepoint of
+    the swap's transaction (a build again, under the audience's lock), READ COMMITTED (each statement reads
+    a snapshot of its own) and without the share lock: the swap holds audiences' locks that an erasure
+    holding a source's row may be waiting for, and the lock could deadlock with it."""
     started = time.perf_counter()
     definition_id = definition["id"]
-    names = build_names(job_id, attempt, definition_id)
+
+    async def build() -> Built:
+        if isolated:
+            await insegment.share_lock(conn, endpoint_id, definition["sources"],
+                                       insegment.arguments_of(definition["expression"]))
+        return await _build_in(conn, endpoint_id, job_id, attempt, definition, now, started)
+
     try:
-        async with conn.transaction(isolation="repeatable_read") if isolated else conn.transaction():
-            await conn.execute(QUERIES["replace_build_begin"])  # memory for the joins, as a REPLACE build
-            erased_by = await conn.fetchval(QUERIES["segment_job_erased_by"], definition["audience_segment_id"])
-            try:  # invalid_sources, mixed_identity_hashing
-                profiles = await resolve(conn, endpoint_id, definition["sources"])
-                predicate, params = await _compile(conn, endpoint_id, definition_id, definition["expression"],
-                                                   profiles, now)
-            except GatewayError as exc:
-                raise DefinitionError(definition_id, exc.code, exc.message) from None
-            present = [s.segment_id for s in profiles.sources if await _members_exist(conn, s.segment_id)]
-            relation = profiles_sql(profiles, present)
-            count = await _count_profiles(conn, present, relation)
-            await conn.execute(QUERIES["segment_job_drop_build"].format(**names))
-            status = await conn.execute(sql("segment_job_build", profiles=relation, predicate=predicate, **names),
-                                        *params)
-            await conn.execute(QUERIES["segment_job_index_build"].format(**names))
+        if isolated:
+            return await insegment.repeatable_read(conn, build)
+        async with conn.transaction():
+            return await build()
     except asyncpg.PostgresError as exc:
         log.exception("segment job %d: definition %d could not be built", job_id, definition_id)
         raise DefinitionError(definition_id, "evaluation_failed",
                               f"the database could not evaluate definition {definition_id} "
                               f"({type(exc).__name__}); the gateway's log has the details") from None
+
+
+async def _build_in(conn: asyncpg.Connection, endpoint_id: int, job_id: int, attempt: int,
+                    definition: asyncpg.Record, now: dt.datetime, started: float) -> Built:
+    """``_build``'s work, in its transaction."""
+    definition_id = definition["id"]
+    names = build_names(job_id, attempt, definition_id)
+    await conn.execute(QUERIES["replace_build_begin"])  # memory for the joins, as a REPLACE build
+    erased_by = await conn.fetchval(QUERIES["segment_job_erased_by"], definition["audience_segment_id"])
+    try:  # invalid_sources, mixed_identity_hashing
+        profiles = await resolve(conn, endpoint_id, definition["sources"])
+        predicate, params = await _compile(conn, endpoint_id, definition_id, definition["expression"],
+                                           profiles, now)
+    except GatewayError as exc:
+        raise DefinitionError(definition_id, exc.code, exc.message) from None
+    present = [s.segment_id for s in profiles.sources if await members_exist(conn, s.segment_id)]
+    relation = profiles_sql(profiles, present)
+    count = await _count_profiles(conn, present, relation)
+    await conn.execute(QUERIES["segment_job_drop_build"].format(**names))
+    status = await conn.execute(sql("segment_job_build", profiles=relation, predicate=predicate, **names), *params)
+    await conn.execute(QUERIES["segment_job_index_build"].format(**names))
     return Built(definition_id, definition["audience_segment_id"], names, count, int(status.split()[-1]),
                  profiles.identity_attribute, list(profiles.attributes), profiles.identity_hashing,
                  (time.perf_counter() - started) * 1000,
@@ -184,7 +206,8 @@ async def _count_profiles(conn: asyncpg.Connection, present: Sequence[int], rela
     return await conn.fetchval(sql("segment_job_count_profiles", profiles=relation))
 
 
-async def _members_exist(conn: asyncpg.Connection, segment_id: int) -> bool:
+async def members_exist(conn: asyncpg.Connection, segment_id: int) -> bool:
+    """Whether the segment has a members table (a segment nothing was ever pushed to has none)."""
     return await conn.fetchval(QUERIES["job_members_exist"], table_names(segment_id)["members"])
 
 
@@ -194,37 +217,14 @@ async def _compile(conn: asyncpg.Connection, endpoint_id: int, definition_id: in
     names an attribute its sources do not have, or an inSegment segment the endpoint does not have."""
     try:
         node = pql.parse(expression)
-        tables = await _segment_tables(conn, endpoint_id, pql.segments_used(node), profiles.identity_hashing)
-        compiled = compiler.compile_predicate(node, attribute_index=profiles.index, segment_tables=tables, now=now,
-                                              first_param=1)
+        in_segments = await insegment.segment_tables(conn, endpoint_id, pql.segments_used(node))
+        in_segments.require_hashing(profiles.identity_hashing)
+        compiled = compiler.compile_predicate(node, attribute_index=profiles.index,
+                                              segment_tables=in_segments.tables, now=now, first_param=1)
     except pql.ExpressionError as exc:
         raise DefinitionError(definition_id, "invalid_expression",
                               f"{exc.message} (at position {exc.position})") from None
     return compiled.sql, list(compiled.params)
-
-
-async def _segment_tables(conn: asyncpg.Connection, endpoint_id: int, arguments: Sequence[str],
-                         hashing: str | None) -> Mapping[str, str]:
-    """The members table each ``inSegment("…")`` reads, for the segments the endpoint has (one that has no
-    members table yet reads an empty one); the compiler answers the others as errors at their position.
-    400 ``mixed_identity_hashing`` when one stores identities otherwise than the sources (``hashing``)."""
-    tables: dict[str, str] = {}
-    hashings: dict[int, str | None] = {}
-    for argument in arguments:
-        segment_id = parse_int(argument)
-        if segment_id is None:
-            continue
-        members = table_names(segment_id)["members"]
-        row = await conn.fetchrow(QUERIES["segment_job_in_segment"], segment_id, endpoint_id, members)
-        if row is None:
-            continue
-        hashings[segment_id] = row["identity_hashing"]
-        if not row["members_exist"]:
-            await conn.execute(QUERIES["segment_job_no_members"])
-            members = NO_MEMBERS_TABLE
-        tables[argument] = members
-    require_same_hashing(hashing, hashings, "the sources and the segments inSegment reads")
-    return tables
 
 
 async def _swap_all(conn: asyncpg.Connection, endpoint_id: int, job_id: int, attempt: int, now: dt.datetime,
@@ -247,7 +247,7 @@ async def _swap_all(conn: asyncpg.Connection, endpoint_id: int, job_id: int, att
             again.time_ms = item.time_ms  # the build again is timed with the swap
             item = again
         names = item.names
-        if await _members_exist(conn, item.audience_id):
+        if await members_exist(conn, item.audience_id):
             counts = dict(await conn.fetchrow(sql("segment_job_compare", segment_id=item.audience_id, **names)))
         else:
             counts = {"realized": item.members, "existing": 0, "exited": 0}

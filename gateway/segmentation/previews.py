@@ -8,6 +8,10 @@ reads is listed exactly once and none is skipped (members added or removed meanw
 appear, as in any live listing), a page costs one index range scan with one source, creating a preview
 costs no scan at all, and a preview holds no personal data (privacy's erase has nothing to remove from it).
 Previews expire after ``GATEWAY_PREVIEW_TTL`` (then 404, like a deleted or another endpoint's one).
+
+A page (and an estimate, gateway.segmentation.estimates) reads its sources in one REPEATABLE READ snapshot
+whose first statement share-locks their rows (``prepare``; gateway.segmentation.insegment): a REPLACE of a
+source waits for the page instead of swapping in a members table the snapshot would read as empty.
 """
 
 from __future__ import annotations
@@ -23,8 +27,8 @@ from gateway.db.names import sql
 from gateway.db.queries import QUERIES
 from gateway.errors import BadRequest, NotFound
 from gateway.ids import parse_int
-from gateway.segmentation import compiler, pql
-from gateway.segmentation.evaluate import _members_exist, _segment_tables
+from gateway.segmentation import compiler, insegment, pql
+from gateway.segmentation.evaluate import members_exist
 from gateway.segmentation.profiles import listed_profiles_sql, profiles_sql, sampled_profiles_sql
 from gateway.segmentation.sources import Profiles, resolve
 
@@ -69,19 +73,22 @@ class Prepared:
 
 async def prepare(conn: asyncpg.Connection, endpoint_id: int, expression: str, sources: Sequence[int] | None,
                   now: dt.datetime, *, first_param: int = 1) -> Prepared:
-    """Resolve the sources and compile the expression over them (call it inside a transaction: an
-    ``inSegment`` of a segment without members reads a temporary table dropped at commit). 400
-    ``invalid_sources`` / ``invalid_expression`` (with its position)."""
+    """Resolve the sources and compile the expression over them. In the snapshot that reads the profiles,
+    call it first (``read``): its first statement share-locks the segments it reads (a REPLACE of one then
+    waits for the snapshot to end; gateway.segmentation.insegment). 400 ``invalid_sources`` /
+    ``invalid_expression`` (with its position), ``mixed_identity_hashing``."""
+    await insegment.share_lock(conn, endpoint_id, sources, insegment.arguments_of(expression))
     profiles = await resolve(conn, endpoint_id, sources)
     try:
         node = pql.parse(expression)
-        tables = await _segment_tables(conn, endpoint_id, pql.segments_used(node), profiles.identity_hashing)
-        compiled = compiler.compile_predicate(node, attribute_index=profiles.index, segment_tables=tables, now=now,
-                                              first_param=first_param)
+        in_segments = await insegment.segment_tables(conn, endpoint_id, pql.segments_used(node))
+        in_segments.require_hashing(profiles.identity_hashing)
+        compiled = compiler.compile_predicate(node, attribute_index=profiles.index,
+                                              segment_tables=in_segments.tables, now=now, first_param=first_param)
     except pql.ExpressionError as exc:
         raise expression_error(exc) from None
     used = [(name, index) for name in pql.attributes_used(node) if (index := profiles.index(name)) is not None]
-    present = [s.segment_id for s in profiles.sources if await _members_exist(conn, s.segment_id)]
+    present = [s.segment_id for s in profiles.sources if await members_exist(conn, s.segment_id)]
     return Prepared(profiles, present, compiled.sql, list(compiled.params), used)
 
 
@@ -119,7 +126,8 @@ async def read_page(conn: asyncpg.Connection, endpoint_id: int, preview: asyncpg
     """Up to ``limit`` profiles the preview's expression selects, after identity ``after`` in byte order.
     A preview whose sources or expression no longer hold (a source deleted, an attribute gone) is FAILED,
     with the error its creation would now get."""
-    async with conn.transaction(isolation="repeatable_read"):
+
+    async def read() -> Page:
         try:
             prepared = await prepare(conn, endpoint_id, preview["expression"], preview["sources"],
                                      preview["evaluated_at"])
@@ -129,11 +137,13 @@ async def read_page(conn: asyncpg.Connection, endpoint_id: int, preview: asyncpg
             rows = await _select(conn, prepared, prepared.relation(), [], after, limit + 1)
         else:
             rows = await _merged(conn, prepared, after, limit + 1)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    results = [{"identity": row["identity"], **{name: value for (name, _index), value in
-                                                 zip(prepared.used, row["values"])}} for row in rows]
-    return Page(STATE_READY, results, rows[-1]["identity"] if more else None)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        results = [{"identity": row["identity"], **{name: value for (name, _index), value in
+                                                     zip(prepared.used, row["values"])}} for row in rows]
+        return Page(STATE_READY, results, rows[-1]["identity"] if more else None)
+
+    return await insegment.repeatable_read(conn, read)
 
 
 async def _select(conn: asyncpg.Connection, prepared: Prepared, relation: str, more_params: list[Any],

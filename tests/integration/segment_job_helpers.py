@@ -75,3 +75,9 @@ async def build_tables(db: asyncpg.Connection) -> list[str]:
     return [row["relname"] for row in await db.fetch(
         "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE n.nspname = 'staging' AND c.relname LIKE 'segjob%' AND c.relkind = 'r' ORDER BY 1")]
+
+
+async def waiting_for_table(db: asyncpg.Connection, table: str) -> bool:
+    """Whether a backend waits for a lock on ``table`` (``schema.name``)."""
+    return bool(await db.fetchval("SELECT count(*) FROM pg_locks WHERE relation = to_regclass($1) AND NOT granted",
+                                  table))

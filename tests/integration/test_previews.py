@@ -20,8 +20,9 @@ from gateway.http.paging import encode_cursor
 from tests.conftest import AUTH, GatewayTestServer
 from tests.helpers import eventually, members_table
 from tests.integration.manage_helpers import api
-from tests.integration.push_helpers import csv_body, push_ok
-from tests.integration.segment_job_helpers import endpoint_of, source_with
+from tests.integration.pull_helpers import blocked_backends, table_lock
+from tests.integration.push_helpers import csv_body, push, push_ok
+from tests.integration.segment_job_helpers import endpoint_of, source_with, waiting_for_table
 
 HEADER = ["Email", "Country", "Age"]
 COUNTRIES = ["US", "FR", "DE", "JP", "BR"]
@@ -289,3 +290,40 @@ async def test_reading_needs_write_scope_and_changing_needs_admin(client, db, ma
                 assert reply.status == 200, reply.text
             else:
                 reply.assert_failure(403, "insufficient_scope")
+
+
+@pytest.mark.parametrize("read", ["page", "estimate"])
+async def test_a_replace_of_a_source_committing_during_a_read_does_not_empty_it(client, db, database_url, read):
+    """A page's (an estimate's) snapshot share-locks its sources' rows first: a REPLACE of a source waits for
+    it, instead of swapping in a members table the snapshot would read as empty (the page would end without
+    the source's members, the count would miss them). Held as in test_segment_jobs: the test locks source
+    A's members table, which the read opens first, then sends the REPLACE of B, and releases the lock once
+    the REPLACE committed (as it could before) or waits for a lock itself (the read's)."""
+    a = await source_with(client, db, "a", ["Email", "Country"], [["a1@x.org", "US"]])
+    b = await source_with(client, db, "b", ["Email", "Country"], [["b1@x.org", "US"], ["b2@x.org", "US"]])
+    preview = await create(client, 'Country = "US"', [str(a), str(b)])
+    path = f"/api/preview/{preview['previewId']}?limit=10" if read == "page" else \
+        f"/api/estimate/{preview['previewId']}"
+    members_a = members_table(str(a))
+    tasks: list[asyncio.Task] = []
+    try:
+        async with table_lock(database_url, members_a):
+            tasks.append(asyncio.create_task(api(client, "GET", path)))
+            await eventually(lambda: waiting_for_table(db, members_a), f"the {read} to wait for A's members table")
+            replaced = asyncio.create_task(push(client, str(b), csv_body(["Email", "Country"], [["b3@x.org", "US"]]),
+                                                "REPLACE", total=1, number=1))
+            tasks.append(replaced)
+
+            async def replace_committed_or_waits() -> bool:
+                return replaced.done() or await blocked_backends(db) >= 2
+
+            await eventually(replace_committed_or_waits, f"the REPLACE to commit or to wait for the {read}")
+        answer, reply = await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+    assert reply.result["replaceCommitted"] is True
+    if read == "page":
+        assert [item["identity"] for item in answer.result["results"]] == ["a1@x.org", "b1@x.org", "b2@x.org"]
+    else:
+        assert (answer.result["estimatedSize"], answer.result["exact"]) == (3, True)

@@ -17,11 +17,11 @@ from gateway.jobs.segment_jobs import SEGMENT_JOB
 from gateway.segmentation import segment_jobs
 from tests.helpers import eventually
 from tests.integration.manage_helpers import api, segment_row
-from tests.integration.pull_helpers import (BusyWorker, blocked_backends, export_via_job, sync_rows,
+from tests.integration.pull_helpers import (BusyWorker, blocked_backends, export_via_job, sync_rows, table_lock,
                                            wait_for_blocked_backends)
-from tests.integration.push_helpers import app_client, csv_body, push_ok
+from tests.integration.push_helpers import app_client, csv_body, push, push_ok
 from tests.integration.segment_job_helpers import (build_tables, define, endpoint_of, job, members, post_job, run,
-                                                   source_with, wait_for)
+                                                   source_with, wait_for, waiting_for_table)
 from tests.integration.test_job_queue import die
 
 
@@ -495,3 +495,65 @@ async def test_a_job_changes_its_audiences_all_at_once(aiohttp_client, settings,
     assert set(await members(db, us_audience)) == {"u1", "u3"} and set(await members(db, fr_audience)) == {"u2", "u4"}
     assert answer["metrics"]["segmentedProfileByStatusCounter"] == {
         str(us): {"realized": 1, "existing": 1, "exited": 0}, str(fr): {"realized": 1, "existing": 1, "exited": 0}}
+
+
+async def test_a_replace_of_a_source_committing_during_the_build_does_not_empty_the_audience(client, db,
+                                                                                            database_url):
+    """The build's snapshot is its first statement; a REPLACE of a source that commits after it swaps the
+    source's members table for a new one whose rows that snapshot cannot see (the build would read the source
+    as empty and every member from it would exit). The build share-locks its sources' rows first: the REPLACE
+    waits for the build, which reads the source as it was; the next job reads the REPLACE.
+
+    Held deterministically: the test locks source A's members table, so the build's count of the profiles
+    (after its snapshot, before it reads B) waits; the REPLACE of B is sent then; the lock is released once
+    the REPLACE committed (as it could before the fix) or waits for a lock itself (the build's)."""
+    a = await source_with(client, db, "A", ["email", "Country"], [["a1", "US"]])
+    b = await source_with(client, db, "B", ["email", "Country"], [["b1", "US"], ["b2", "US"]])
+    definition, audience = await define(db, await endpoint_of(db, a), "us", 'Country = "US"', [a, b])
+    members_a = f"audience.members_{a}"
+    replaced: asyncio.Task | None = None
+    try:
+        async with table_lock(database_url, members_a):
+            created = await post_job(client, {"segments": [{"segmentId": str(definition)}]})
+            await eventually(lambda: waiting_for_table(db, members_a), "the build to wait for A's members table")
+            replaced = asyncio.create_task(push(client, str(b), csv_body(["email", "Country"], [["b3", "US"]]),
+                                                "REPLACE", total=1, number=1))
+
+            async def replace_committed_or_waits() -> bool:
+                return replaced.done() or await blocked_backends(db) >= 2
+
+            await eventually(replace_committed_or_waits, "the REPLACE to commit or to wait for the build")
+        reply = await replaced
+    finally:
+        if replaced is not None and not replaced.done():
+            replaced.cancel()
+    assert reply.result["replaceCommitted"] is True
+    answer = await wait_for(client, created["id"], "SUCCEEDED")
+    assert set(await members(db, audience)) == {"a1", "b1", "b2"}  # B as the build's snapshot saw it
+    assert answer["metrics"]["segmentedProfileByStatusCounter"] == {
+        str(definition): {"realized": 3, "existing": 0, "exited": 0}}
+    assert (await segment_row(db, audience))["member_count"] == 3
+    await run(client, definition)
+    assert set(await members(db, audience)) == {"a1", "b3"}
+
+
+async def test_a_push_committing_while_the_build_waits_for_a_source_makes_it_start_again(client, db, database_url):
+    """The build's first statement share-locks its source's row; a push holding it (here: the row lock and
+    the writes a push makes) commits meanwhile, so REPEATABLE READ refuses the lock (could not serialize):
+    the build starts again, in a snapshot that sees the push, and the job succeeds."""
+    source = await source_with(client, db, "people", ["email", "Country"], [["u1", "US"], ["u2", "US"]])
+    definition, audience = await define(db, await endpoint_of(db, source), "us", 'Country = "US"', [source])
+    holder = await asyncpg.connect(database_url)
+    try:
+        async with holder.transaction():
+            await holder.execute("SELECT id FROM segments WHERE id = $1 FOR NO KEY UPDATE", source)
+            await holder.execute(f"DELETE FROM audience.members_{source} WHERE identity = 'u1'")
+            await holder.execute("UPDATE segments SET member_count = member_count - 1 WHERE id = $1", source)
+            created = await post_job(client, {"segments": [{"segmentId": str(definition)}]})
+            await wait_for_blocked_backends(db, 1)  # the build's share lock waits for the push
+    finally:
+        await holder.close()
+    answer = await wait_for(client, created["id"], "SUCCEEDED")
+    assert answer["errors"] == []
+    assert await members(db, audience) == {"u2": ["u2", "US"]}
+    assert answer["metrics"]["totalProfiles"] == 1
