@@ -131,6 +131,10 @@ async def measure_job_data(conn: asyncpg.Connection, job_id: int, version: int, 
     return length
 
 
+class ErasedMeanwhile(Exception):
+    """An erasure went over the segment after the snapshot: roll the completion back, write it again."""
+
+
 async def still_running(lease: queue.Lease, rows: int) -> None:
     """The writer's progress check: JobLost once the job was canceled or taken over (the writer stops)."""
     if await lease.pool.fetchval(QUERIES["export_job_running"], lease.id, lease.owner, lease.attempts) is None:
@@ -153,15 +157,17 @@ async def snapshot(lease: queue.Lease) -> None:
                                                 f".job-{lease.id}-{lease.attempts}.tmp", still_running)
         try:
             async with lease.pool.acquire() as conn, conn.transaction():
-                if await export_files.erased_since(conn, lease.segment_id, written.erased_by) is None:
-                    await conn.execute(QUERIES["export_job_result"], lease.id, written.attributes, written.rows,
-                                       lease.settings.export_ttl, written.name, written.bytes)
-                    await lease.complete(conn)  # canceled or taken over meanwhile: JobLost rolls it back
-                    break
+                await conn.execute(QUERIES["export_job_result"], lease.id, written.attributes, written.rows,
+                                   lease.settings.export_ttl, written.name, written.bytes)
+                if await export_files.erased_since(conn, lease.segment_id, written.erased_by) is not None:
+                    raise ErasedMeanwhile()
+                await lease.complete(conn)  # canceled or taken over meanwhile: JobLost rolls it back
+            break
+        except ErasedMeanwhile:
+            export_files.remove_file(directory, written.name)
         except BaseException:
             export_files.remove_file(directory, written.name)
             raise
-        export_files.remove_file(directory, written.name)
     else:
         raise RuntimeError(f"erasures kept going over segment {lease.segment_id} while job {lease.id} wrote it")
     metrics.EXPORT_ROWS.inc(written.rows)

@@ -4,13 +4,18 @@ byte for byte without the erased rows, and the sweeps remove the files no job wa
 
 from __future__ import annotations
 
+import asyncpg
+
 from gateway.jobs.export_files import sweep_export_files
 from gateway.jobs.exports import drop_expired_exports
 from tests.integration.privacy_helpers import erase, wait_erased
+from tests.helpers import eventually
 from tests.integration.pull_helpers import create_job, download, job_reply, sync_get, wait_for_status
-from tests.integration.test_export_files import MEMBERS, all_files, pool_of, pushed_segment
+from tests.integration.push_helpers import csv_body, push_ok
+from tests.integration.test_export_files import MEMBERS, all_files, pool_of, pushed_segment, waiting_statement
 
 IDENTITY = {"Accept-Encoding": "identity"}
+ANN = "ann@example.com"
 
 
 async def complete_job(client, segment_id: str):
@@ -70,3 +75,34 @@ async def test_the_sweeps_remove_expired_and_unwanted_snapshot_files(client, db,
         assert await sweep_export_files(pool, settings) == len(unwanted)
     assert all_files(settings) == sorted([kept_name, *strangers])
     (await download(client, expired)).assert_failure(410)
+
+
+async def test_a_job_completing_after_an_erasure_went_over_its_segment_writes_its_file_again(
+        client, db, database_url, settings):
+    """The snapshot holds ann; a push removes her and an erasure of her runs before the job completes (held
+    by the test's lock on the job's row): the erasure finds her nowhere, not even in the file (the job is not
+    complete yet), but marks the segment because a /v1 export of it is running; the job sees that when it
+    completes and writes its file again, without her."""
+    segment_id = await pushed_segment(client, [[ANN, "Ann", "FR"], *MEMBERS])
+    segment_lock, job_lock = await asyncpg.connect(database_url), await asyncpg.connect(database_url)
+    try:
+        await segment_lock.execute("BEGIN")
+        await segment_lock.execute("SELECT id FROM segments WHERE id = $1 FOR NO KEY UPDATE", int(segment_id))
+        job = await create_job(client, segment_id)
+        await eventually(lambda: waiting_statement(db, "member_count FROM segments"), "the snapshot to wait")
+        await job_lock.execute("BEGIN")
+        await job_lock.execute("SELECT id FROM jobs WHERE id = $1 FOR UPDATE", job.id)
+        await segment_lock.execute("ROLLBACK")
+        await eventually(lambda: waiting_statement(db, "data_file = $5"), "the job's completion to wait")
+        assert f"{ANN},Ann,FR\n" in (settings.export_path / f"job-{job.id}-1.csv").read_text()
+        await push_ok(client, segment_id, csv_body(["email"], [[ANN]]), "REMOVE")
+        done = await wait_erased(client, (await erase(client, [ANN]))["id"])
+        assert done["found"] == {} and (await job_reply(client, job.id)).result["status"] == "running"
+        await job_lock.execute("ROLLBACK")
+    finally:
+        await segment_lock.close()
+        await job_lock.close()
+    await wait_for_status(client, job, "complete")
+    body = (await download(client, job, headers=IDENTITY)).body
+    assert ANN.encode() not in body and body.count(b"\n") == 1 + len(MEMBERS) + 1  # header, rows, a quoted newline
+    assert all_files(settings) == [f"job-{job.id}-1.csv"]
