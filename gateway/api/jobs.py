@@ -10,8 +10,7 @@ from aiohttp import web
 from gateway import state
 from gateway.api.requests import read_json_object
 from gateway.errors import BadRequest, Conflict, GatewayError, NotFound, ServiceUnavailable
-from gateway.db.csvcopy import streaming_transaction
-from gateway.db.csvcopy import scan_in_order
+from gateway.db.csvcopy import scan_in_order, streaming_transaction
 from gateway.http.csvout import StaticCsv, stream_csv
 from gateway.http.fileout import send_csv_file
 from gateway.jobs.exports import (JOB_TYPE, cancel_job, create_job, data_version, get_job, job_rows_query,
@@ -72,9 +71,9 @@ async def delete_job(request: web.Request) -> web.Response:
 
 @routes.get("/v1/jobs/{job_id}/data/{data_id}")
 async def get_job_data(request: web.Request) -> web.StreamResponse:
-    """The snapshot as CSV, with a strong ETag and byte ranges. An erasure may shorten the snapshot between
-    reading the job and streaming it: the ETag and length belong to the version read, and the stream's
-    snapshot must be of that version (checked in it), else it all starts again with the new version."""
+    """The snapshot file as CSV, with a strong ETag and byte ranges. An erasure may rewrite the file between
+    reading the job and opening it (it removes the old one): then it starts again with the new version; a
+    file once open is sent whole, of the version its ETag names."""
     job_id = parse_job_id(request.match_info["job_id"])
     endpoint_id = request[state.PRINCIPAL].endpoint_id
     for _ in range(VERSION_TRIES):
@@ -107,7 +106,9 @@ async def available(request: web.Request, endpoint_id: int, job_id: int) -> Any:
 
 
 async def stream_table(request: web.Request, endpoint_id: int, job_id: int) -> web.StreamResponse:
-    """The data of a job completed before snapshot files (migration 0018): its table, streamed by COPY."""
+    """The data of a job completed before snapshot files (migration 0018): its table, streamed by COPY. An
+    erasure may shorten the table between reading the job and streaming it: the ETag and length belong to the
+    version read, and the stream's snapshot must be of that version (checked in it), else it starts again."""
     async with request.app[state.DATA_SLOTS].connection(request.app[state.POOL]) as conn:
         for _ in range(VERSION_TRIES):
             row = await available(request, endpoint_id, job_id)

@@ -268,10 +268,10 @@ class FileWriter:
     ``BUFFER_BYTES``, each compressed (csv.gz), hashed and written by a thread while the next one fills
     (one block in flight: back-pressure to the COPY). ``finish`` makes it durable and visible at once."""
 
-    def __init__(self, temp: Path, compress: bool) -> None:
+    def __init__(self, temp: Path, compress: bool, digest: bool = True) -> None:
         self.temp = temp
         self.bytes = 0
-        self._sha = hashlib.sha256()
+        self._sha = hashlib.sha256() if digest else None
         self._zlib = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31) if compress else None
         self._buffer = bytearray()
         self._pending: asyncio.Future | None = None
@@ -291,7 +291,8 @@ class FileWriter:
     def _write_block(self, block: bytes, final: bool) -> None:
         if self._zlib is not None:
             block = self._zlib.compress(block) + (self._zlib.flush() if final else b"")
-        self._sha.update(block)
+        if self._sha is not None:
+            self._sha.update(block)
         view = memoryview(block)
         while view:
             view = view[os.write(self._fd, view):]
@@ -315,8 +316,8 @@ class FileWriter:
             os.close(directory)
 
     @property
-    def sha256(self) -> str:
-        return self._sha.hexdigest()
+    def sha256(self) -> str | None:
+        return self._sha.hexdigest() if self._sha is not None else None
 
     async def discard(self) -> None:
         """Stop and remove the temp file (after the block in flight, if any)."""
@@ -342,7 +343,7 @@ class Written:
     name: str
     rows: int
     bytes: int
-    sha256: str
+    sha256: str | None  # None when not asked for
     attributes: list[str]  # its columns, as the segment spells them
     erased_by: int | None  # the segment's last erasure as of the snapshot (see ``erased_since``)
 
@@ -350,13 +351,15 @@ class Written:
 Progress = Callable[[queue.Lease, int], Awaitable[None]]
 
 
-async def write_file(lease: queue.Lease, task: Any, name: str, temp: str, progress: Progress) -> Written:
+async def write_file(lease: queue.Lease, task: Any, name: str, temp: str, progress: Progress, *,
+                     digest: bool = True) -> Written:
     """Write the segment's audience as ``task`` asks (its ``fields``, ``format`` and ``expression``) to
     ``temp`` in the export directory, then make it durable as ``name`` (see the module's docstring).
-    ``progress`` gets the rows written about once a second and raises to stop the writer."""
+    ``progress`` gets the rows written about once a second and raises to stop the writer; ``digest``: hash
+    it (SHA-256) as it is written."""
     directory = lease.settings.export_path
     await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
-    writer = FileWriter(directory / temp, compress=task["format"] == "csv.gz")
+    writer = FileWriter(directory / temp, compress=task["format"] == "csv.gz", digest=digest)
     try:
         rows, attributes, erased_by = await _write_snapshot(lease, task, writer, progress)
         await writer.finish(directory / name)
