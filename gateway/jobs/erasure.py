@@ -1,7 +1,8 @@
 """Erasure jobs (kind ``PrivacyErase``): created by ``POST /api/privacy/erase``, run by the job queue
 (gateway.jobs.queue) like every kind. The work is gateway.privacy.erase's; this module enqueues it with its
 request, and runs it: the segments (each in a transaction of its own batch), then the export files, then the
-stored rejected rows and the audit in the transaction that completes the job.
+``/v1`` export jobs' snapshot files, then the stored rejected rows and the audit in the transaction that
+completes the job.
 
 Export files are deleted, not rewritten: the search stops at the first erased identity a file holds, where a
 rewrite would read, write (and for csv.gz compress) and fsync the whole file, for every file, within the
