@@ -150,7 +150,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("export_ttl", "GATEWAY_EXPORT_TTL", "7d", parse_duration,
             "How long an export job's data stays downloadable (then 410)."),
     Setting("export_dir", "GATEWAY_EXPORT_DIR", "", parse_optional_path,
-            "Where export jobs to files (`/api/export/jobs`) write their files. Empty: `exports` inside "
+            "Where export jobs to files (`/api/export/jobs`) and `/v1` export jobs write their files. Empty: `exports` inside "
             "`GATEWAY_DATA_DIR`. Every gateway process on this database must see the same directory (one host, "
             "or a shared volume)."),
     Setting("preview_ttl", "GATEWAY_PREVIEW_TTL", "1h", parse_positive_duration,

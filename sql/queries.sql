@@ -550,7 +550,7 @@ SELECT job.id, job.data_id, pg_notify('audience_gateway_jobs', job.id::text) FRO
 -- A job of kind $3 of endpoint $2; none once its segment is deleted.
 SELECT id, data_id, segment_id, status, reason, row_count, created_at, started_at, finished_at, expires_at,
        expires_at IS NOT NULL AND expires_at <= now() AS expired, attributes, data_dropped_at, data_bytes,
-       data_erasures
+       data_erasures, data_file
 FROM jobs
 WHERE id = $1 AND endpoint_id = $2 AND kind = $3
   AND (segment_id IS NULL OR EXISTS (SELECT 1 FROM segments s WHERE s.id = jobs.segment_id AND s.status <> 'deleted'));
@@ -623,9 +623,39 @@ CREATE TABLE {export_table} (attrs text[]);
 SELECT to_regclass($1) IS NOT NULL;
 
 -- name: export_job_result
--- In the snapshot's transaction, with job_complete.
-UPDATE jobs SET attributes = $2, row_count = $3, expires_at = now() + make_interval(secs => $4)
+-- In the transaction of job_complete: the snapshot's file $5 (in the export directory) of $6 bytes.
+UPDATE jobs SET attributes = $2, row_count = $3, expires_at = now() + make_interval(secs => $4), data_file = $5,
+                data_bytes = $6
 WHERE id = $1;
+
+-- name: export_job_running
+-- While this worker ($2, attempt $3) still holds the job: none when it was canceled or taken over.
+SELECT id FROM jobs WHERE id = $1 AND lease_owner = $2 AND attempts = $3 AND status = 'running';
+
+-- name: export_job_file
+SELECT data_file FROM jobs WHERE id = $1;
+
+-- name: export_job_file_states
+-- For the sweep of the export directory: as export_file_states, for /v1 export jobs' snapshot files.
+SELECT id, attempts, data_file AS file_name,
+       status = 'complete' AND data_dropped_at IS NULL AND (expires_at IS NULL OR expires_at > now()) AS keeps_file,
+       status = 'running' AND lease_expires_at > now() AS writing
+FROM jobs
+WHERE id = ANY($1::bigint[]) AND kind = $2;
+
+-- name: export_job_lock_version
+-- An erasure about to rewrite the job's snapshot file $2: the job's data version, if it still names that file
+-- (locked until the rewrite is recorded: a second erasure waits, then finds the new name).
+SELECT data_erasures FROM jobs
+WHERE id = $1 AND data_file = $2 AND status = 'complete' AND data_dropped_at IS NULL
+FOR UPDATE;
+
+-- name: export_job_file_erased
+-- The job's snapshot file $2 rewritten without $3 erased rows ($4 bytes now), if it still names the file
+-- $5 that was rewritten: a new version of its data (another ETag).
+UPDATE jobs SET data_file = $2, row_count = row_count - $3, data_bytes = $4, data_erasures = data_erasures + 1
+WHERE id = $1 AND data_file = $5 AND status = 'complete' AND data_dropped_at IS NULL
+RETURNING id;
 
 -- name: job_store_data_bytes
 -- The download's exact length, learnt lazily: from a full download that streamed to its end, or measured
@@ -1142,6 +1172,24 @@ FROM jobs j JOIN export_files f ON f.job_id = j.id JOIN segments s ON s.id = j.s
 WHERE j.endpoint_id = $1 AND j.kind = $2 AND j.status = 'complete' AND j.data_dropped_at IS NULL
   AND (j.expires_at IS NULL OR j.expires_at > now()) AND f.file_name IS NOT NULL AND s.identity_attribute IS NOT NULL
 ORDER BY j.id;
+
+-- name: privacy_erase_snapshot_files
+-- The snapshot files of endpoint $1's /v1 export jobs (kind $2) an erasure searches: completed, not expired,
+-- not dropped, with an identity column.
+SELECT j.id, j.segment_id, j.data_file AS file_name, s.identity_attribute, s.identity_hashing
+FROM jobs j JOIN segments s ON s.id = j.segment_id
+WHERE j.endpoint_id = $1 AND j.kind = $2 AND j.status = 'complete' AND j.data_dropped_at IS NULL
+  AND (j.expires_at IS NULL OR j.expires_at > now()) AND j.data_file IS NOT NULL
+  AND s.identity_attribute IS NOT NULL
+ORDER BY j.id;
+
+-- name: privacy_record_snapshots
+-- $3 more rows of segment $2's export snapshots removed by erasure $1 (found[segment].snapshots).
+UPDATE privacy_requests
+SET found = jsonb_set(found, ARRAY[$2::text],
+                      coalesce(found -> $2::text, '{"members": 0, "staged": 0, "snapshots": 0}'::jsonb)
+                      || jsonb_build_object('snapshots', coalesce((found -> $2::text ->> 'snapshots')::bigint, 0) + $3))
+WHERE job_id = $1;
 
 -- name: privacy_erase_values
 -- Erasure $1's identities in form $2 (a column of privacy_erase_identities), as a segment stores them.

@@ -10,10 +10,11 @@ from aiohttp import web
 from gateway import state
 from gateway.api.requests import read_json_object
 from gateway.errors import BadRequest, Conflict, GatewayError, NotFound, ServiceUnavailable
-from gateway.db.csvcopy import streaming_transaction
+from gateway.db.csvcopy import scan_in_order, streaming_transaction
 from gateway.http.csvout import StaticCsv, stream_csv
+from gateway.http.fileout import send_csv_file
 from gateway.jobs.exports import (JOB_TYPE, cancel_job, create_job, data_version, get_job, job_rows_query,
-                                  measure_job_data, parse_job_id, scan_in_order, store_job_data_length)
+                                  measure_job_data, parse_job_id, store_job_data_length)
 from gateway.http.ranges import range_asked
 from gateway.http.responses import success
 from gateway.audience.segments import get_segment, parse_segment_id
@@ -64,28 +65,53 @@ async def delete_job(request: web.Request) -> web.Response:
     job_id = parse_job_id(request.match_info["job_id"])
     endpoint_id = request[state.PRINCIPAL].endpoint_id
     async with request.app[state.POOL].acquire() as conn:
-        await cancel_job(conn, endpoint_id, job_id)
+        await cancel_job(conn, request.app[state.SETTINGS], endpoint_id, job_id)
         return success(job_status(await get_job(conn, endpoint_id, job_id)))
 
 
 @routes.get("/v1/jobs/{job_id}/data/{data_id}")
 async def get_job_data(request: web.Request) -> web.StreamResponse:
-    """The snapshot as CSV, with a strong ETag and byte ranges. An erasure may shorten the snapshot between
-    reading the job and streaming it: the ETag and length belong to the version read, and the stream's
-    snapshot must be of that version (checked in it), else it all starts again with the new version."""
+    """The snapshot file as CSV, with a strong ETag and byte ranges. An erasure may rewrite the file between
+    reading the job and opening it (it removes the old one): then it starts again with the new version; a
+    file once open is sent whole, of the version its ETag names."""
     job_id = parse_job_id(request.match_info["job_id"])
     endpoint_id = request[state.PRINCIPAL].endpoint_id
+    for _ in range(VERSION_TRIES):
+        row = await available(request, endpoint_id, job_id)
+        if row["data_file"] is None:
+            return await stream_table(request, endpoint_id, job_id)
+        try:
+            file = open(request.app[state.SETTINGS].export_path / row["data_file"], "rb")  # noqa: SIM115
+        except FileNotFoundError:
+            if (await available(request, endpoint_id, job_id))["data_file"] != row["data_file"]:
+                continue  # an erasure rewrote it meanwhile
+            raise Gone(f"the data of job {job_id} is not in this gateway's export directory "
+                       "(GATEWAY_EXPORT_DIR must be shared by every gateway process)") from None
+        with file:
+            return await send_csv_file(request, file, row["data_bytes"], data_etag(row), filename=f"job-{job_id}.csv")
+    raise ServiceUnavailable(f"the data of job {job_id} kept changing (erasures); try again")
+
+
+async def available(request: web.Request, endpoint_id: int, job_id: int) -> Any:
+    """The job, if the request's data id names its data and that data can be downloaded."""
+    row = await get_job(request.app[state.CONTROL_POOL], endpoint_id, job_id)
+    if request.match_info["data_id"] != str(row["data_id"]):
+        raise NotFound(f"job {job_id} has no data {request.match_info['data_id']!r}", code="job_data_not_found")
+    if row["status"] not in ("complete", "canceled"):
+        raise Conflict(f"job {job_id} is {row['status']}; its data is ready once it is complete",
+                       code="job_not_complete")
+    if row["status"] == "canceled" or row["expired"] or row["data_dropped_at"] is not None:
+        raise Gone(f"the data of job {job_id} is no longer available")
+    return row
+
+
+async def stream_table(request: web.Request, endpoint_id: int, job_id: int) -> web.StreamResponse:
+    """The data of a job completed before snapshot files (migration 0018): its table, streamed by COPY. An
+    erasure may shorten the table between reading the job and streaming it: the ETag and length belong to the
+    version read, and the stream's snapshot must be of that version (checked in it), else it starts again."""
     async with request.app[state.DATA_SLOTS].connection(request.app[state.POOL]) as conn:
         for _ in range(VERSION_TRIES):
-            row = await get_job(conn, endpoint_id, job_id)
-            if request.match_info["data_id"] != str(row["data_id"]):
-                raise NotFound(f"job {job_id} has no data {request.match_info['data_id']!r}",
-                               code="job_data_not_found")
-            if row["status"] not in ("complete", "canceled"):
-                raise Conflict(f"job {job_id} is {row['status']}; its data is ready once it is complete",
-                               code="job_not_complete")
-            if row["status"] == "canceled" or row["expired"] or row["data_dropped_at"] is not None:
-                raise Gone(f"the data of job {job_id} is no longer available")
+            row = await available(request, endpoint_id, job_id)
             attributes, version = row["attributes"], row["data_erasures"]
             query = job_rows_query(job_id, attributes)
             etag = data_etag(row)

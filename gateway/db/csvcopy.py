@@ -11,6 +11,8 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 
+from gateway.db.queries import QUERIES
+
 
 class Counted:
     """Counts the bytes written, passing them on to ``write`` if given."""
@@ -23,6 +25,11 @@ class Counted:
         self.bytes += len(data)
         if self._write is not None:
             await self._write(data)
+
+
+async def scan_in_order(conn: asyncpg.Connection) -> None:
+    """Make this transaction read a table in one fixed order: the same bytes on every copy of the same rows."""
+    await conn.execute(QUERIES["export_job_scan_in_order"])
 
 
 def columns_sql(width: int) -> str:

@@ -48,7 +48,7 @@ class StaticCsv:
     remember_length: Callable[[int], Awaitable[None]]
 
 
-def _asks_compression(request: web.Request) -> bool:
+def asks_compression(request: web.Request) -> bool:
     """What ``enable_compression()`` looks for in Accept-Encoding."""
     accepted = request.headers.get("Accept-Encoding", "").lower()
     return "gzip" in accepted or "deflate" in accepted
@@ -67,7 +67,7 @@ async def stream_csv(request: web.Request, conn: asyncpg.Connection, query: str,
     response.charset = "utf-8"
     length = static.length if static is not None else None
     wanted = requested_range(request.headers, static.etag, length) if static and length is not None else None
-    if static is not None and (wanted is not None or not _asks_compression(request)):
+    if static is not None and (wanted is not None or not asks_compression(request)):
         response.headers.update({"Accept-Ranges": "bytes", "ETag": static.etag})
         if length is not None:
             response.content_length = length

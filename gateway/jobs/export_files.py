@@ -42,14 +42,13 @@ from typing import Any
 import asyncpg
 import orjson
 
-from gateway.db.csvcopy import columns_at, copy_csv_out, header_line, streaming_transaction
+from gateway.db.csvcopy import columns_at, copy_csv_out, header_line, scan_in_order, streaming_transaction
 from gateway.db.names import sql, table_names
 from gateway.db.queries import QUERIES
 from gateway.errors import BadRequest, Conflict, GatewayError, NotFound
 from gateway.ids import parse_int
 from gateway.ingest.csvparse import fold_name
 from gateway.jobs import queue
-from gateway.jobs.exports import scan_in_order
 from gateway.segmentation import insegment, pql
 from gateway.segmentation.compiler import Compiled, compile_predicate
 from gateway.segmentation.pql import ExpressionError
@@ -60,6 +59,7 @@ from gateway.settings import Settings
 log = logging.getLogger(__name__)
 
 KIND_NAME = "ExportFile"
+SNAPSHOT_KIND = "ExportSegmentData"  # /v1 export jobs (gateway.jobs.exports) write their snapshot here too
 FORMATS = {"csv": "text/csv", "csv.gz": "application/gzip", "ndjson": "application/x-ndjson"}
 STATUSES = {"waiting": "NEW", "running": "PROCESSING", "complete": "SUCCEEDED", "error": "FAILED",
             "canceled": "CANCELLED"}
@@ -68,8 +68,10 @@ BUFFER_BYTES = 1 << 20  # what the writer gathers before it hands a block to its
 LOCK_TRIES = 10  # a push committing while the snapshot waits for the segment's row: start again
 GZIP_LEVEL = 6  # gzip's own default
 
-_FINAL = re.compile(r"^export-(\d+)-(\d+)\.(csv|csv\.gz|ndjson)$")
+_FINAL = re.compile(r"^export-(\d+)-(\d+)\.(?:csv|csv\.gz|ndjson)$")
 _TEMP = re.compile(r"^\.export-(\d+)-(\d+)\.tmp$")
+# /v1 export jobs' snapshot files (gateway.jobs.exports.file_name), and an erasure's rewrite in progress
+_SNAPSHOT = re.compile(r"^(?:job-(\d+)-(\d+)(?:-e\d+)?\.csv|\.job-(\d+)-(\d+)\.tmp)$")
 
 
 class Gone(GatewayError):
@@ -263,10 +265,10 @@ class FileWriter:
     ``BUFFER_BYTES``, each compressed (csv.gz), hashed and written by a thread while the next one fills
     (one block in flight: back-pressure to the COPY). ``finish`` makes it durable and visible at once."""
 
-    def __init__(self, temp: Path, compress: bool) -> None:
+    def __init__(self, temp: Path, compress: bool, digest: bool = True) -> None:
         self.temp = temp
         self.bytes = 0
-        self._sha = hashlib.sha256()
+        self._sha = hashlib.sha256() if digest else None
         self._zlib = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31) if compress else None
         self._buffer = bytearray()
         self._pending: asyncio.Future | None = None
@@ -286,7 +288,8 @@ class FileWriter:
     def _write_block(self, block: bytes, final: bool) -> None:
         if self._zlib is not None:
             block = self._zlib.compress(block) + (self._zlib.flush() if final else b"")
-        self._sha.update(block)
+        if self._sha is not None:
+            self._sha.update(block)
         view = memoryview(block)
         while view:
             view = view[os.write(self._fd, view):]
@@ -310,8 +313,8 @@ class FileWriter:
             os.close(directory)
 
     @property
-    def sha256(self) -> str:
-        return self._sha.hexdigest()
+    def sha256(self) -> str | None:
+        return self._sha.hexdigest() if self._sha is not None else None
 
     async def discard(self) -> None:
         """Stop and remove the temp file (after the block in flight, if any)."""
@@ -331,9 +334,42 @@ def remove_file(directory: Path, name: str | None) -> None:
             os.unlink(directory / name)
 
 
-async def _write_snapshot(lease: queue.Lease, task: Any, writer: FileWriter) -> tuple[int, int | None]:
-    """Copy the segment's audience (``task``: the job's export_files row) into ``writer`` from one snapshot;
-    the rows written and the segment's last erasure as of that snapshot."""
+@dataclasses.dataclass(frozen=True)
+class Written:
+    """A file written from one snapshot, durable under its final name in the export directory."""
+    name: str
+    rows: int
+    bytes: int
+    sha256: str | None  # None when not asked for
+    attributes: list[str]  # its columns, as the segment spells them
+    erased_by: int | None  # the segment's last erasure as of the snapshot (see ``erased_since``)
+
+
+Progress = Callable[[queue.Lease, int], Awaitable[None]]
+
+
+async def write_file(lease: queue.Lease, task: Any, name: str, temp: str, progress: Progress, *,
+                     digest: bool = True) -> Written:
+    """Write the segment's audience as ``task`` asks (its ``fields``, ``format`` and ``expression``) to
+    ``temp`` in the export directory, then make it durable as ``name`` (see the module's docstring).
+    ``progress`` gets the rows written about once a second and raises to stop the writer; ``digest``: hash
+    it (SHA-256) as it is written."""
+    directory = lease.settings.export_path
+    await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
+    writer = FileWriter(directory / temp, compress=task["format"] == "csv.gz", digest=digest)
+    try:
+        rows, attributes, erased_by = await _write_snapshot(lease, task, writer, progress)
+        await writer.finish(directory / name)
+    except BaseException:
+        await writer.discard()
+        raise
+    return Written(name, rows, writer.bytes, writer.sha256, attributes, erased_by)
+
+
+async def _write_snapshot(lease: queue.Lease, task: Any, writer: FileWriter,
+                          progress: Progress) -> tuple[int, list[str], int | None]:
+    """Copy the segment's audience (``task``) into ``writer`` from one snapshot; the rows written, the
+    file's columns, and the segment's last erasure as of that snapshot."""
     counter = CsvRows() if task["format"] != "ndjson" else LineRows()
     last = time.monotonic() - PROGRESS_SECONDS  # the first rows are reported at once, then once a second
 
@@ -342,7 +378,7 @@ async def _write_snapshot(lease: queue.Lease, task: Any, writer: FileWriter) -> 
         await writer.write(chunk)
         counter.feed(chunk)
         if time.monotonic() - last >= PROGRESS_SECONDS:
-            await report_progress(lease, counter.rows)
+            await progress(lease, counter.rows)
             last = time.monotonic()
 
     for attempt in range(1, LOCK_TRIES + 1):
@@ -351,7 +387,8 @@ async def _write_snapshot(lease: queue.Lease, task: Any, writer: FileWriter) -> 
                 async with streaming_transaction(conn, isolation="repeatable_read"):
                     info = await conn.fetchrow(QUERIES["segment_export_info"], lease.segment_id, lease.endpoint_id)
                     erased_by = await conn.fetchval(QUERIES["export_file_erased_by"], lease.segment_id)
-                    return await _copy(conn, lease, info, task, writer, sink), erased_by
+                    rows, attributes = await _copy(conn, lease, info, task, writer, sink)
+                    return rows, attributes, erased_by
             except asyncpg.SerializationError:  # raised by the lock, before anything was written
                 if attempt == LOCK_TRIES:
                     raise
@@ -359,7 +396,7 @@ async def _write_snapshot(lease: queue.Lease, task: Any, writer: FileWriter) -> 
 
 
 async def _copy(conn: asyncpg.Connection, lease: queue.Lease, info: Any, task: Any, writer: FileWriter,
-                sink: Callable[[bytes], Awaitable[None]]) -> int:
+                sink: Callable[[bytes], Awaitable[None]]) -> tuple[int, list[str]]:
     if info is None:
         raise ExportFailed(f"export failed: segment {lease.segment_id} no longer exists")
     attributes = info["attributes"] or []
@@ -381,13 +418,13 @@ async def _copy(conn: asyncpg.Connection, lease: queue.Lease, info: Any, task: A
     if not ndjson:
         await writer.write(header_line(projection.names))
     if not await conn.fetchval(QUERIES["job_members_exist"], table_names(lease.segment_id)["members"]):
-        return 0  # a segment nothing was ever pushed to
+        return 0, projection.names  # a segment nothing was ever pushed to
     await scan_in_order(conn)
     name = ("export_segment_ndjson" if ndjson else "export_segment_rows") + ("_where" if predicate else "")
     fragments = {"columns": columns_at(projection.positions), **({"predicate": predicate} if predicate else {})}
     status = await copy_csv_out(conn, sql(name, segment_id=lease.segment_id, **fragments), sink, args,
                                 verbatim=ndjson)
-    return int(status.split()[-1])
+    return int(status.split()[-1]), projection.names
 
 
 async def report_progress(lease: queue.Lease, rows: int) -> None:
@@ -402,25 +439,19 @@ async def run(lease: queue.Lease) -> None:
     started = time.perf_counter()
     task = await lease.pool.fetchrow(QUERIES["export_file_task"], lease.id)
     directory = lease.settings.export_path
-    await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
-    final = directory / f"export-{lease.id}-{lease.attempts}.{task['format']}"
-    writer = FileWriter(directory / f".export-{lease.id}-{lease.attempts}.tmp", compress=task["format"] == "csv.gz")
-    try:
-        rows, erased_by = await _write_snapshot(lease, task, writer)
-        await writer.finish(final)
-    except BaseException:
-        await writer.discard()
-        raise
+    written = await write_file(lease, task, f"export-{lease.id}-{lease.attempts}.{task['format']}",
+                               f".export-{lease.id}-{lease.attempts}.tmp", report_progress)
+    rows = written.rows
     try:
         async with lease.pool.acquire() as conn, conn.transaction():
-            await conn.execute(QUERIES["export_file_result"], lease.id, rows, final.name, writer.bytes,
-                               writer.sha256, lease.settings.export_ttl)
-            erasure = await erased_since(conn, lease.segment_id, erased_by)
+            await conn.execute(QUERIES["export_file_result"], lease.id, rows, written.name, written.bytes,
+                               written.sha256, lease.settings.export_ttl)
+            erasure = await erased_since(conn, lease.segment_id, written.erased_by)
             if erasure is not None:
-                await erase_file(conn, directory, lease.id, final.name, erasure, lease.segment_id)
+                await erase_file(conn, directory, lease.id, written.name, erasure, lease.segment_id)
             await lease.complete(conn)
     except BaseException:
-        remove_file(directory, final.name)  # canceled or taken over meanwhile: the file is nobody's
+        remove_file(directory, written.name)  # canceled or taken over meanwhile: the file is nobody's
         raise
     if erasure is not None:
         log.info("export job %d complete, its file deleted: erasure %d went over segment %d after its snapshot",
@@ -428,7 +459,7 @@ async def run(lease: queue.Lease) -> None:
         return
     metrics.EXPORT_ROWS.inc(rows)
     log.info("export job %d complete: %d rows of segment %d, %s, %d bytes in %.1f s", lease.id, rows,
-             lease.segment_id, final.name, writer.bytes, time.perf_counter() - started)
+             lease.segment_id, written.name, written.bytes, time.perf_counter() - started)
 
 
 async def erased_since(conn: asyncpg.Connection, segment_id: int, seen: int | None) -> int | None:
@@ -496,6 +527,47 @@ def file_holds(path: Path, file_format: str, identity_attribute: str, values: se
         return False
 
 
+def _records(raw: Any) -> Any:
+    """The CSV records of a binary file, each as its exact bytes (a quoted field may hold newlines)."""
+    record = b""
+    for line in raw:
+        record += line
+        if record.count(b'"') % 2 == 0:
+            yield record
+            record = b""
+    if record:
+        yield record
+
+
+def _field(record: bytes, column: int) -> str | None:
+    if b'"' not in record:
+        fields = record.rstrip(b"\r\n").split(b",", column + 1)
+        return fields[column].decode() if column < len(fields) else None
+    row = next(csv.reader(io.StringIO(record.decode(), newline="")), [])
+    return row[column] if column < len(row) else None
+
+
+def rewrite_without(path: Path, temp: Path, identity_attribute: str, values: set[str]) -> int:
+    """Copy the csv file ``path`` to ``temp`` (durably) without the rows whose identity column holds one
+    of ``values``, every other byte as it was; the rows left out. Blocking: run it in a thread."""
+    wanted = fold_name(identity_attribute)
+    removed = 0
+    with open(path, "rb") as raw, open(temp, "xb") as out:
+        records = _records(raw)
+        header = next(records, b"")
+        out.write(header)
+        names = next(csv.reader(io.StringIO(header.decode(), newline="")), [])
+        column = next((i for i, name in enumerate(names) if fold_name(name) == wanted), None)
+        for record in records:
+            if column is not None and _field(record, column) in values:
+                removed += 1
+            else:
+                out.write(record)
+        out.flush()
+        os.fsync(out.fileno())
+    return removed
+
+
 def _may_hold(path: Path, file_format: str, values: set[str]) -> bool:
     """Whether one of ``values`` is a token of the file (its bytes split at ``_SEPARATORS`` and newlines):
     a CSV field or a JSON string that is exactly a value is one. True (the exact parse decides) when a value
@@ -538,16 +610,18 @@ async def sweep_export_files(pool: asyncpg.Pool, settings: Settings) -> int:
         names = await asyncio.to_thread(os.listdir, directory)
     except FileNotFoundError:
         return removed
-    found = [(name, match) for name in names if (match := _FINAL.match(name) or _TEMP.match(name))]
-    if not found:
-        return removed
-    ids = sorted({int(match.group(1)) for _, match in found})
-    states = {row["id"]: row for row in await pool.fetch(QUERIES["export_file_states"], ids, KIND_NAME)}
-    for name, match in found:
-        state = states.get(int(match.group(1)))
-        if not _wanted(name, int(match.group(2)), state):
-            remove_file(directory, name)
-            removed += 1
+    for pattern, kind, query in ((_FINAL, KIND_NAME, "export_file_states"), (_TEMP, KIND_NAME, "export_file_states"),
+                                 (_SNAPSHOT, SNAPSHOT_KIND, "export_job_file_states")):
+        found = [(name, match) for name in names if (match := pattern.match(name))]
+        if not found:
+            continue
+        ids = sorted({int(next(group for group in match.groups() if group)) for _, match in found})
+        states = {row["id"]: row for row in await pool.fetch(QUERIES[query], ids, kind)}
+        for name, match in found:
+            job_id, attempt = [int(group) for group in match.groups() if group is not None][:2]
+            if not _wanted(name, attempt, states.get(job_id)):
+                remove_file(directory, name)
+                removed += 1
     return removed
 
 

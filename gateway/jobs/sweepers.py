@@ -53,7 +53,7 @@ SWEEPS = (
     Sweep("replace session sweep", lambda s: sweep_interval(s.replace_session_ttl),
           lambda r: expire_idle_sessions(r.pool, r.settings.replace_session_ttl)),
     Sweep("abandoned job sweep", lambda s: sweep_interval(s.job_lease), lambda r: give_up_abandoned(r.pool)),
-    Sweep("export data sweep", lambda s: sweep_interval(s.export_ttl), lambda r: drop_expired_exports(r.pool)),
+    Sweep("export data sweep", lambda s: sweep_interval(s.export_ttl), lambda r: drop_expired_exports(r.pool, r.settings)),
     Sweep("export file sweep", lambda s: sweep_interval(s.export_ttl),
           lambda r: sweep_export_files(r.pool, r.settings)),
     Sweep("deleted segment purge", lambda s: sweep_interval(s.delete_grace),

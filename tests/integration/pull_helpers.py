@@ -196,7 +196,7 @@ async def export_via_job(client, segment_id: str | int) -> tuple[Job, list[str],
 
 async def job_row(db: asyncpg.Connection, job: Job) -> dict[str, Any]:
     """What PostgreSQL holds for the job (not what the API says)."""
-    row = await db.fetchrow("SELECT status, attempts, lease_owner, started_at, data_dropped_at, "
+    row = await db.fetchrow("SELECT status, attempts, lease_owner, started_at, data_dropped_at, data_file, "
                             "to_regclass($2) IS NOT NULL AS has_table FROM jobs WHERE id = $1",
                             job.id, export_table(job.id))
     return dict(row)

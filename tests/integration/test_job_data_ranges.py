@@ -1,6 +1,6 @@
-"""Byte ranges on job data (RFC 9110): the download's length is learnt lazily, from the first full download
-that streams to its end or measured for the first range request; every answer has a strong ETag and
-Accept-Ranges, identity answers have Content-Length once the length is known, and one range is served as 206."""
+"""Byte ranges on job data (RFC 9110): the job writes its snapshot as a file, so the download's length is
+known when it completes; every answer has a strong ETag and Accept-Ranges, identity answers have
+Content-Length, and one range is served as 206."""
 
 import gzip
 
@@ -33,26 +33,24 @@ async def length_stored(db, job) -> int:
     return await eventually(lambda: stored_length(db, job), "the download's length to be stored")
 
 
-async def test_the_first_full_download_stores_its_length_and_later_ones_carry_it(client, db, job):
-    assert await stored_length(db, job) is None  # the worker does not count the snapshot
+async def test_every_download_carries_the_length_stored_when_the_job_completed(client, db, job, settings):
+    stored = await stored_length(db, job)
+    name = await db.fetchval("SELECT data_file FROM jobs WHERE id = $1", job.id)
+    assert stored == (settings.export_path / name).stat().st_size > 600_000  # the file's size, at completion
     head = await fetch(client, "HEAD", job.data_path, {"Accept-Encoding": "identity"})
     etag = head.headers["ETag"]
     assert etag.startswith('"') and etag.endswith('"') and head.headers["Accept-Ranges"] == "bytes"
-    assert "Content-Length" not in head.headers and head.body == b""
+    assert head.headers["Content-Length"] == str(stored) and head.body == b""
 
     first = await download(client, job, headers={"Accept-Encoding": "identity"})
     assert first.status == 200
-    assert "Content-Length" not in first.headers and first.headers["Transfer-Encoding"] == "chunked"
+    assert int(first.headers["Content-Length"]) == len(first.body) == stored
+    assert "Transfer-Encoding" not in first.headers
     assert (first.headers["ETag"], first.headers["Accept-Ranges"]) == (etag, "bytes")
     assert first.body.startswith(b"email,name\n") and first.body.count(b"\n") == 20_001
-    assert await length_stored(db, job) == len(first.body) > 600_000
 
     second = await download(client, job, headers={"Accept-Encoding": "identity"})
-    assert second.status == 200
-    assert int(second.headers["Content-Length"]) == len(second.body)
     assert (second.body, second.headers["ETag"]) == (first.body, etag)  # the same bytes every time
-    head = await fetch(client, "HEAD", job.data_path, {"Accept-Encoding": "identity"})
-    assert (head.headers["Content-Length"], head.headers["ETag"]) == (str(len(first.body)), etag)
 
 
 async def test_a_gzip_download_stores_the_uncompressed_length(client, db, job):
@@ -62,10 +60,9 @@ async def test_a_gzip_download_stores_the_uncompressed_length(client, db, job):
 
 
 @pytest.mark.parametrize("header", ["bytes=300000-300100", "bytes=-10", "bytes=1000000-"])
-async def test_a_range_before_any_full_download_measures_the_length_first(client, db, job, header):
-    assert await stored_length(db, job) is None
+async def test_a_range_before_any_full_download(client, db, job, header):
     ranged = await download(client, job, headers={"Range": header})
-    size = await stored_length(db, job)  # stored before the answer started
+    size = await stored_length(db, job)
     body = await whole(client, job)
     assert size == len(body)
     if header == "bytes=1000000-":  # past the end
@@ -82,9 +79,9 @@ async def test_a_range_before_any_full_download_measures_the_length_first(client
 async def test_an_if_range_mismatch_before_any_full_download_sends_it_whole(client, db, job):
     answer = await download(client, job, headers={"Range": "bytes=10-", "If-Range": '"job-0-0"',
                                                   "Accept-Encoding": "identity"})
-    assert answer.status == 200 and "Content-Length" not in answer.headers
+    assert answer.status == 200 and "Content-Range" not in answer.headers
     assert answer.body == await whole(client, job)
-    assert await length_stored(db, job) == len(answer.body)
+    assert int(answer.headers["Content-Length"]) == await length_stored(db, job) == len(answer.body)
 
 
 @pytest.mark.pg15

@@ -11,6 +11,7 @@ import pytest
 from gateway import state
 from gateway.audience.changefeed import iso
 from gateway.audience.metadata import purge_deleted
+from gateway.jobs.export_files import sweep_export_files
 
 from tests.conftest import AUTH
 from tests.helpers import copy_in_progress
@@ -170,13 +171,14 @@ async def test_soft_delete_then_restore_keeps_the_audience(client, db):
     assert (await api(client, "GET", f"/v1/segments/{segment_id}")).status == 200
 
 
-async def test_delete_with_purge_drops_members_staging_and_exports(client, db):
+async def test_delete_with_purge_drops_members_staging_and_exports(client, db, settings):
     segment_id = str(await make(client, "Purged"))
     await push_ok(client, segment_id, "email\na@x.com\nb@x.com\n")
     job = await create_job(client, segment_id)
     await wait_for_status(client, job, "complete")
     await push_ok(client, segment_id, "email\nc@x.com\n", "REPLACE", total=2, number=1)  # an open session
-    assert await staging_tables(db) and await table_exists(db, export_table(job.id))
+    snapshot_file = settings.export_path / await db.fetchval("SELECT data_file FROM jobs WHERE id = $1", job.id)
+    assert await staging_tables(db) and snapshot_file.is_file()
 
     result = (await api(client, "DELETE", f"/api/segments/{segment_id}?purge=true")).result
     assert result["status"] == "deleted" and result["purgedAt"] and result["memberCount"] == 0
@@ -184,6 +186,10 @@ async def test_delete_with_purge_drops_members_staging_and_exports(client, db):
     assert await staging_tables(db) == []
     assert not await table_exists(db, export_table(job.id))
     assert await db.fetchval("SELECT status FROM jobs WHERE id = $1", job.id) == "canceled"
+    assert await db.fetchval("SELECT data_dropped_at FROM jobs WHERE id = $1", job.id) is not None
+    # its file: removed by the export directory's sweep, as a deleted segment's export files are
+    assert await sweep_export_files(client.app[state.POOL], settings) == 1
+    assert not snapshot_file.exists()
     assert await db.fetchval("SELECT status FROM replace_sessions WHERE segment_id = $1", int(segment_id)) == "expired"
 
     (await api(client, "PATCH", f"/api/segments/{segment_id}", json={"status": "active"})

@@ -210,14 +210,15 @@ async def test_a_range_resumed_with_if_range_after_an_erasure_gets_the_new_data_
     assert await stored_length(db, snapshot) == len(resumed.body)
 
 
-async def test_a_download_of_the_old_data_ending_after_the_erasure_does_not_store_its_length(
-        client, db, database_url):
-    """The erasure waits (the test holds the job's row) while a full download streams the old snapshot under
-    the old ETag and then waits to store its length; the erasure goes first: the old length is not stored,
-    and the next download is the new data with its own length."""
+async def test_a_download_that_started_before_the_rewrite_sends_the_old_data_whole(
+        client, db, database_url, settings):
+    """The erasure waits (the test holds the job's row) while a download sends the old snapshot file under
+    the old ETag; then the erasure rewrites the file under a new name and removes the old one: the next
+    download is the new data, with its own ETag and length."""
     segment_id = await segment_with(client, [[ANN, "Ann"], *people(2_000)])
     snapshot = await create_job(client, segment_id)
     await wait_for_status(client, snapshot, "complete")
+    old_name = await db.fetchval("SELECT data_file FROM jobs WHERE id = $1", snapshot.id)
     holder = await asyncpg.connect(database_url)
     try:
         await holder.execute("BEGIN")
@@ -226,16 +227,17 @@ async def test_a_download_of_the_old_data_ending_after_the_erasure_does_not_stor
         await eventually(lambda: waiting_statement(db, "privacy_erase_segment"), "the erasure to wait")
         old = await download(client, snapshot, headers={"Accept-Encoding": "identity"})
         assert old.status == 200 and ANN.encode() in old.body  # the old data, whole, under the old ETag
-        await eventually(lambda: waiting_statement(db, "SET data_bytes"), "the download to wait to store its length")
+        assert int(old.headers["Content-Length"]) == len(old.body)
         await holder.execute("ROLLBACK")
     finally:
         await holder.close()
-    await wait_erased(client, erasure_id)
-    await eventually(lambda: store_ended(db), "the old download's store to end")
-    assert await stored_length(db, snapshot) is None
+    result = await wait_erased(client, erasure_id)
+    assert result["erasedFrom"][segment_id]["snapshots"] == 1
+    assert not (settings.export_path / old_name).exists()
     new = await download(client, snapshot, headers={"Accept-Encoding": "identity"})
     assert new.headers["ETag"] != old.headers["ETag"] and ANN.encode() not in new.body
-    assert await eventually(lambda: stored_length(db, snapshot), "the length to be stored") == len(new.body)
+    assert new.body == old.body.replace(f"{ANN},Ann\n".encode(), b"")
+    assert await stored_length(db, snapshot) == len(new.body) == int(new.headers["Content-Length"])
 
 
 async def stored_length(db, snapshot) -> int | None:

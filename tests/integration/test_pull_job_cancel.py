@@ -39,13 +39,15 @@ async def test_canceling_a_running_job_leaves_no_export_behind(aiohttp_client, s
     assert await job_status(client, job) == "canceled"
     row = await job_row(db, job)
     assert (row["status"], row["has_table"]) == ("canceled", False), export_table(job.id)
+    assert not list(settings.export_path.glob(f"*job-{job.id}-*"))  # neither its file nor its temp file
 
 
-async def test_canceling_a_complete_job_drops_its_data(client, db):
+async def test_canceling_a_complete_job_drops_its_data(client, db, settings):
     job, _, rows = await export_via_job(client, await segment_with(client, people(3)))
-    assert len(rows) == 3 and (await job_row(db, job))["has_table"]
+    path = settings.export_path / (await job_row(db, job))["data_file"]
+    assert len(rows) == 3 and path.is_file()
     assert await cancel(client, job) == "canceled"
     row = await job_row(db, job)
-    assert (row["status"], row["has_table"]) == ("canceled", False)
+    assert (row["status"], row["has_table"], path.exists()) == ("canceled", False, False)
     assert row["data_dropped_at"] is not None
     (await download(client, job)).assert_failure(410)
