@@ -15,7 +15,7 @@ from gateway import state
 from gateway.ops import metrics
 from gateway.api.requests import storable_text
 from gateway.audience.changefeed import declare_writes
-from gateway.errors import BadRequest, NotFound, PayloadTooLarge, UnsupportedMediaType
+from gateway.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from gateway.db.csvcopy import streaming_transaction
 from gateway.http.csvout import stream_csv
 from gateway.ingest.upload import ColumnRules, Upload

@@ -16,7 +16,7 @@ from aiohttp import web
 from gateway import state
 from gateway.api.manage import check_parameters
 from gateway.api.segments import changing_segments
-from gateway.api.requests import read_json_object, storable_text
+from gateway.api.requests import check_fields, read_json_object, required_name, storable_text
 from gateway.errors import BadRequest, GatewayError
 from gateway.http.paging import MAX_LIMIT, OFFSET_PARAMETERS, next_offset_cursor, parse_offset_page
 from gateway.http.responses import success
@@ -34,19 +34,6 @@ PATH = "/api/segment/definitions"
 CREATE_FIELDS = ("name", "description", "expression", "sources", "evaluationInfo", "mergePolicy")
 # PATCH changes the fields sent and no other (the hosted service's PATCH overwrites the whole object)
 CHANGE_FIELDS = ("name", "description", "expression", "sources", "evaluationInfo")
-
-
-def _known_fields(payload: dict[str, Any], allowed: tuple[str, ...]) -> None:
-    unknown = sorted(set(payload) - set(allowed))
-    if unknown:
-        raise BadRequest(f"unknown field(s): {', '.join(unknown)}; this route takes {', '.join(allowed)}",
-                         code="unknown_field")
-
-
-def _name(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise BadRequest("name is required: a non-empty string", code="invalid_name")
-    return storable_text(value, "name")
 
 
 def _description(value: Any) -> str:
@@ -92,18 +79,18 @@ def _sources(payload: dict[str, Any]) -> list[int] | None:
 
 
 def parse_new(payload: dict[str, Any]) -> NewDefinition:
-    _known_fields(payload, CREATE_FIELDS)
+    check_fields(payload, CREATE_FIELDS)
     if payload.get("mergePolicy", MERGE_POLICY) != MERGE_POLICY:
         raise BadRequest(f'mergePolicy must be "{MERGE_POLICY}"', code="invalid_merge_policy")
-    return NewDefinition(name=_name(payload.get("name")), description=_description(payload.get("description")),
+    return NewDefinition(name=required_name(payload.get("name")), description=_description(payload.get("description")),
                          expression=_expression(payload.get("expression")), sources=_sources(payload),
                          batch_enabled=_batch_enabled(payload.get("evaluationInfo")))
 
 
 def parse_changes(payload: dict[str, Any]) -> dict[str, Any]:
     """The fields a PATCH sends, as the domain names them; the others stay as they are."""
-    _known_fields(payload, CHANGE_FIELDS)
-    readers = {"name": ("name", _name), "description": ("description", _description),
+    check_fields(payload, CHANGE_FIELDS)
+    readers = {"name": ("name", required_name), "description": ("description", _description),
                "expression": ("expression", _expression), "sources": ("sources", parse_sources),
                "evaluationInfo": ("batch_enabled", _batch_enabled)}
     return {readers[field][0]: readers[field][1](value) for field, value in payload.items()}
@@ -186,7 +173,7 @@ async def validate(request: web.Request) -> web.Response:
     GATEWAY_ESTIMATE_EXACT_MS, else sampled with its interval: that budget bounds the time it adds)."""
     check_parameters(request.query, ())
     payload = await read_json_object(request)
-    _known_fields(payload, ("expression", "sources"))
+    check_fields(payload, ("expression", "sources"))
     expression = _expression(payload.get("expression"))
     endpoint_id = request[state.PRINCIPAL].endpoint_id
     settings = request.app[state.SETTINGS]
@@ -209,7 +196,7 @@ async def bulk_get(request: web.Request) -> web.Response:
     """``{"ids": [{"id": "…"}, …]}`` (at most 1000) → 207 ``{"results": {id: definition or {"error"}}}``."""
     check_parameters(request.query, ())
     payload = await read_json_object(request)
-    _known_fields(payload, ("ids",))
+    check_fields(payload, ("ids",))
     items = payload.get("ids")
     if (not isinstance(items, list) or not 0 < len(items) <= MAX_LIMIT
             or not all(isinstance(item, dict) and set(item) == {"id"} and isinstance(item["id"], (str, int))

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from gateway import state
 from gateway.api.manage import check_parameters, choice
-from gateway.api.requests import read_json_object
+from gateway.api.requests import check_fields, read_json_object
 from gateway.audience.segments import parse_segment_id
 from gateway.errors import BadRequest
 from gateway.http.paging import PAGE_PARAMETERS, encode_cursor, parse_page
@@ -91,10 +91,7 @@ def parse_expression(value: Any) -> str | None:
 @routes.post("/api/export/jobs")
 async def create_export(request: web.Request) -> web.Response:
     payload = await read_json_object(request)
-    unknown = sorted(set(payload) - {"fields", "filter", "format"})
-    if unknown:
-        raise BadRequest(f"unknown field(s): {', '.join(unknown)}; this route takes fields, filter, format",
-                         code="unknown_field")
+    check_fields(payload, ("fields", "filter", "format"))
     file_format = payload.get("format", "csv")
     if not isinstance(file_format, str) or file_format not in FORMATS:
         raise BadRequest(f"format must be one of {', '.join(FORMATS)}", code="invalid_format")

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from gateway import state
 from gateway.api.manage import check_parameters
-from gateway.api.requests import read_small_body
+from gateway.api.requests import check_fields, read_small_body
 from gateway.errors import BadRequest
 from gateway.http.paging import PAGE_PARAMETERS, encode_cursor, parse_page
 from gateway.http.responses import success
@@ -35,9 +35,7 @@ def parse_preview(payload: Any) -> tuple[str, list[int] | None]:
     """The expression and sources of a create request (``sources`` defaults to ``"*"``)."""
     if not isinstance(payload, dict):
         raise BadRequest("the body must be a JSON object", code="invalid_json")
-    unknown = sorted(set(payload) - set(PREVIEW_FIELDS))
-    if unknown:
-        raise BadRequest(f"unknown field(s): {', '.join(unknown)}", code="unknown_field")
+    check_fields(payload, PREVIEW_FIELDS)
     expression = payload.get("predicateExpression")
     if not isinstance(expression, str) or not expression.strip():
         raise BadRequest("predicateExpression must be a non-empty PQL text", code="invalid_expression",

@@ -11,7 +11,7 @@ from aiohttp import web
 from gateway import state
 from gateway.api.data import check_body_headers
 from gateway.api.manage import check_parameters
-from gateway.api.requests import read_json_object
+from gateway.api.requests import check_fields, read_json_object
 from gateway.errors import BadRequest
 from gateway.http.paging import PAGE_PARAMETERS, encode_cursor, parse_page
 from gateway.http.responses import success
@@ -44,9 +44,7 @@ async def post_erase(request: web.Request) -> web.Response:
     if content_type in JSON_TYPES:
         check_parameters(request.query, ())
         payload = await read_json_object(request)
-        unknown = sorted(set(payload) - {"identities", "suppress"})
-        if unknown:
-            raise BadRequest(f"unknown field(s): {', '.join(unknown)} (identities, suppress)", code="unknown_field")
+        check_fields(payload, ("identities", "suppress"))
         suppress = _suppress_flag(payload.get("suppress", False))
         source = ListedIdentities(identity_list(payload))
     else:
@@ -128,9 +126,7 @@ async def delete_suppressions(request: web.Request) -> web.Response:
     """Take identities off the list: ``{"identities": [...]}`` (plaintext, or the hashes the list shows)."""
     check_parameters(request.query, ())
     payload = await read_json_object(request)
-    unknown = sorted(set(payload) - {"identities"})
-    if unknown:
-        raise BadRequest(f"unknown field(s): {', '.join(unknown)} (identities)", code="unknown_field")
+    check_fields(payload, ("identities",))
     removed = await suppressions.remove(request.app[state.POOL], request[state.PRINCIPAL].endpoint_id,
                                         identity_list(payload))
     return success({"removed": removed})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -50,3 +51,18 @@ def storable_text(value: str, field: str) -> str:
     if "\x00" in value:
         raise BadRequest(f"{field} must not contain a NUL character", code="invalid_field")
     return value
+
+
+def check_fields(payload: dict[str, Any], allowed: Sequence[str]) -> None:
+    """400 ``unknown_field`` for a field the route does not take (a typo would otherwise be silently ignored)."""
+    unknown = sorted(set(payload) - set(allowed))
+    if unknown:
+        raise BadRequest(f"unknown field(s): {', '.join(unknown)}; this route takes {', '.join(allowed)}",
+                         code="unknown_field")
+
+
+def required_name(value: Any) -> str:
+    """A resource's ``name``: a non-empty string that PostgreSQL can store."""
+    if not isinstance(value, str) or not value.strip():
+        raise BadRequest("name is required: a non-empty string", code="invalid_name")
+    return storable_text(value, "name")

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from gateway import state
 from gateway.api.manage import check_parameters
-from gateway.api.requests import read_json_object, storable_text
+from gateway.api.requests import check_fields, read_json_object, required_name
 from gateway.errors import BadRequest
 from gateway.http.paging import OFFSET_PARAMETERS, next_offset_cursor, parse_offset_page
 from gateway.http.responses import success
@@ -29,19 +29,6 @@ CREATE_FIELDS = ("name", "type", "properties", "schedule", "state")
 CHANGE_FIELDS = ("name", "properties", "schedule", "state")  # PATCH: these, only those sent
 VALIDATE_FIELDS = ("schedule", "count")
 DEFAULT_RUNS, MAX_RUNS = 5, 50  # next run times ``validate`` answers by default, and at most
-
-
-def _known_fields(payload: dict[str, Any], allowed: tuple[str, ...]) -> None:
-    unknown = sorted(set(payload) - set(allowed))
-    if unknown:
-        raise BadRequest(f"unknown field(s): {', '.join(unknown)}; this route takes {', '.join(allowed)}",
-                         code="unknown_field")
-
-
-def _name(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise BadRequest("name is required: a non-empty string", code="invalid_name")
-    return storable_text(value, "name")
 
 
 def _state(value: Any) -> str:
@@ -61,7 +48,7 @@ async def _read_changes(request: web.Request, conn: Any, payload: dict[str, Any]
     endpoint_id = request[state.PRINCIPAL].endpoint_id
     changes: dict[str, Any] = {}
     if "name" in payload:
-        changes["name"] = _name(payload["name"])
+        changes["name"] = required_name(payload["name"])
     if "state" in payload:
         changes["state"] = _state(payload["state"])
     if "schedule" in payload:
@@ -76,7 +63,7 @@ async def post_schedule(request: web.Request) -> web.Response:
     """Create a schedule (``state`` inactive unless given)."""
     check_parameters(request.query, ())
     payload = await read_json_object(request)
-    _known_fields(payload, CREATE_FIELDS)
+    check_fields(payload, CREATE_FIELDS)
     if payload.get("type", SCHEDULE_TYPE) != SCHEDULE_TYPE:
         raise BadRequest(f'type must be "{SCHEDULE_TYPE}"', code="invalid_type")
     for field in ("name", "properties", "schedule"):
@@ -115,7 +102,7 @@ async def validate(request: web.Request) -> web.Response:
     database's now: when the sweep would run it). So a form can show the next runs as the user types."""
     check_parameters(request.query, ())
     payload = await read_json_object(request)
-    _known_fields(payload, VALIDATE_FIELDS)
+    check_fields(payload, VALIDATE_FIELDS)
     text = payload.get("schedule")
     if not isinstance(text, str):
         raise BadRequest("schedule is required: a cron string", code="invalid_schedule")
@@ -146,7 +133,7 @@ async def patch_schedule(request: web.Request) -> web.Response:
     check_parameters(request.query, ())
     schedule_id = parse_schedule_id(request.match_info["schedule_id"])
     payload = await read_json_object(request)
-    _known_fields(payload, CHANGE_FIELDS)
+    check_fields(payload, CHANGE_FIELDS)
     endpoint_id = request[state.PRINCIPAL].endpoint_id
     async with request.app[state.POOL].acquire() as conn:
         await get_schedule(conn, endpoint_id, schedule_id)  # 404 before 400 for another endpoint's

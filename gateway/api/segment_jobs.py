@@ -15,7 +15,7 @@ from aiohttp import web
 
 from gateway import state
 from gateway.api.manage import check_parameters, choice
-from gateway.api.requests import read_small_body
+from gateway.api.requests import check_fields, read_small_body
 from gateway.errors import BadRequest
 from gateway.http.paging import PAGE_PARAMETERS, encode_cursor, parse_page
 from gateway.http.responses import success
@@ -30,9 +30,8 @@ def parse_segments(payload: Any) -> list[int] | None:
     """``{"segments": [{"segmentId": …}, …]}`` or the bare array: definition ids in the order given (each
     once), or None for ``[{"segmentId": "*"}]`` (every batch-enabled definition when the job runs)."""
     items = payload.get("segments") if isinstance(payload, dict) else payload
-    if isinstance(payload, dict) and set(payload) - {"segments"}:
-        raise BadRequest(f"unknown field(s): {', '.join(sorted(set(payload) - {'segments'}))}",
-                         code="unknown_field")
+    if isinstance(payload, dict):
+        check_fields(payload, ("segments",))
     if not isinstance(items, list) or not items:
         raise BadRequest('segments must be a non-empty list of {"segmentId": "<definition id>"} or '
                          '[{"segmentId": "*"}]', code="invalid_segments")

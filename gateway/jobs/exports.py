@@ -20,8 +20,8 @@ from typing import Any
 
 import asyncpg
 
-from gateway.db.csvcopy import columns_sql, csv_length
-from gateway.db.names import sql, table_names
+from gateway.db.csvcopy import columns_sql, csv_length, scan_in_order
+from gateway.db.names import sql
 from gateway.db.queries import QUERIES
 from gateway.errors import NotFound
 from gateway.ids import parse_int
