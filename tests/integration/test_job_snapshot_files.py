@@ -41,6 +41,7 @@ async def test_the_file_is_the_bytes_a_table_snapshot_served(client, db, setting
     assert from_table.status == 200 and "Content-Length" not in from_table.headers  # streamed by COPY
     assert (from_file.body, from_file.headers["ETag"]) == (from_table.body, from_table.headers["ETag"])
     assert from_file.body == (await sync_get(client, segment_id, IDENTITY)).body
+    await db.execute("UPDATE jobs SET data_bytes = NULL WHERE id = $1", job.id)  # as a range request found it
     ranged = await download(client, job, headers={**IDENTITY, "Range": "bytes=5-"})  # measures the table's length
     assert ranged.status == 206 and ranged.body == from_file.body[5:]
     assert await db.fetchval("SELECT data_bytes FROM jobs WHERE id = $1", job.id) == len(from_file.body)
