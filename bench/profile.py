@@ -1,14 +1,17 @@
-"""Where the time of a REPLACE goes: py-spy on the gateway, PostgreSQL's statement log, CPU of each side.
+"""Where the time of a push goes: py-spy on the gateway, PostgreSQL's statement log, CPU of each side.
 
-    python3 -m bench.profile [--rows 1000000] [--batches 100] [--concurrency 4]
+    python3 -m bench.profile [--rows 1000000] [--batches 100] [--concurrency 4] [--hashing] [--add]
 
-Starts a gateway on a fresh embedded PostgreSQL, runs one REPLACE as a warm-up, then a measured one with
+Starts a gateway on a fresh embedded PostgreSQL, runs one push as a warm-up, then a measured one with
 every statement's duration logged (``log_min_duration_statement = 0``) and, when ``py-spy`` is on the
 PATH, the gateway sampled at 200 Hz (``--nonblocking``; a second measured REPLACE, so that the sampling
 does not slow the statement timings). Prints the statements by total time, the gateway's hottest
 frames, and the CPU seconds used by the gateway and by PostgreSQL (its processes, plus the parallel
 workers they reaped) against the wall time. Note that statements waiting for the segment lock count
 their wait.
+
+The push is a REPLACE of N rows into a new segment (``--hashing``: one with ``identityHashing: sha256``);
+with ``--add``, an ADD of N new rows into a segment loaded (untimed) with N others, as the add scenarios.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import aiohttp
 
 from bench import client, data
 from bench.common import SQL, Gateway, create_segment, run_psql
+from bench.scenarios import ADD_START
 
 TICKS = os.sysconf("SC_CLK_TCK")
 LOGGED = re.compile(r"LOG:  duration: ([\d.]+) ms  (?:statement|execute [^:]*): (.*?)(?=\n\S|\Z)", re.S)
@@ -83,47 +87,61 @@ def hottest_frames(raw: Path, top: int = 10) -> list[str]:
             + [f"incl {100 * n / total:5.1f} % {frame}" for frame, n in inclusive.most_common(top)])
 
 
-async def replace(session: aiohttp.ClientSession, gateway: Gateway, batches: list[tuple[int, bytes]],
-                  concurrency: int) -> float:
-    segment_id = await create_segment(session, gateway.url, "profile")
+async def prepare(session: aiohttp.ClientSession, gateway: Gateway, args: argparse.Namespace) -> str:
+    """The segment a measured push goes to (see the module docstring), loaded untimed for ``--add``."""
+    extra = {"identityHashing": "sha256"} if args.hashing else {}
+    segment_id = await create_segment(session, gateway.url, "profile", **extra)
+    if args.add:
+        await client.push_stream(session, gateway.url, segment_id, args.rows, seed=1)
+    return segment_id
+
+
+async def push(session: aiohttp.ClientSession, gateway: Gateway, args: argparse.Namespace, segment_id: str,
+               batches: list[tuple[int, bytes]]) -> float:
+    """One measured push into ``segment_id``: its wall seconds."""
     started = time.perf_counter()
-    await client.push_batches(session, gateway.url, segment_id, "PUT", batches, len(batches), concurrency)
+    await client.push_batches(session, gateway.url, segment_id, "POST" if args.add else "PUT", batches,
+                              len(batches), args.concurrency)
     return time.perf_counter() - started
 
 
 async def profile(args: argparse.Namespace, work: Path) -> None:
-    batches = data.batches(list(data.rows(args.rows, seed=1)), math.ceil(args.rows / args.batches))
+    rows = data.rows(args.rows, seed=2, start=ADD_START) if args.add else data.rows(args.rows, seed=1)
+    batches = data.batches(list(rows), math.ceil(args.rows / args.batches))
     gateway = Gateway(work / "data")
     pgdata, dsn = work / "data" / "pg", gateway.dsn()
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as session:
-            print(f"warm-up REPLACE: {await replace(session, gateway, batches, args.concurrency):.2f} s")
+            warm_up = await push(session, gateway, args, await prepare(session, gateway, args), batches)
+            print(f"warm-up push: {warm_up:.2f} s")
+            segment_id = await prepare(session, gateway, args)
             run_psql(dsn, SQL["log_statements_on"], SQL["reload_configuration"])
             time.sleep(0.5)
             log_start = (pgdata / "server.log").stat().st_size
             before = cpu_seconds(gateway.pid), postgres_cpu_seconds(pgdata)
-            wall = await replace(session, gateway, batches, args.concurrency)
+            wall = await push(session, gateway, args, segment_id, batches)
             gateway_cpu, postgres_cpu = cpu_seconds(gateway.pid) - before[0], postgres_cpu_seconds(pgdata) - before[1]
             run_psql(dsn, SQL["log_statements_off"], SQL["reload_configuration"])
             with (pgdata / "server.log").open() as log:
                 log.seek(log_start)
                 statements = statement_totals(log.read())
-            print(f"measured REPLACE of {args.rows:,} rows: {wall:.2f} s wall, gateway CPU {gateway_cpu:.2f} s, "
-                  f"PostgreSQL CPU {postgres_cpu:.2f} s")
+            print(f"measured {'ADD' if args.add else 'REPLACE'} of {args.rows:,} rows: {wall:.2f} s wall, "
+                  f"gateway CPU {gateway_cpu:.2f} s, PostgreSQL CPU {postgres_cpu:.2f} s")
             print("statements by total time (summed over connections):", *statements, sep="\n  ")
             spy = shutil.which("py-spy")
             if not spy:
                 print("py-spy is not installed: no gateway profile (python3 -m pip install py-spy)")
                 return
-            raw = work / "replace.raw"
+            raw = work / "push.raw"
+            segment_id = await prepare(session, gateway, args)
             sampler = subprocess.Popen([spy, "record", "--pid", str(gateway.pid), "--rate", "200", "--nonblocking",
                                         "--format", "raw", "-o", str(raw)],
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1)
-            wall = await replace(session, gateway, batches, args.concurrency)
+            wall = await push(session, gateway, args, segment_id, batches)
             sampler.send_signal(signal.SIGINT)
             sampler.wait(60)
-            print(f"REPLACE under py-spy: {wall:.2f} s; share of the gateway's busy samples:",
+            print(f"the push under py-spy: {wall:.2f} s; share of the gateway's busy samples:",
                   *hottest_frames(raw), sep="\n  ")
     finally:
         gateway.stop()
@@ -135,6 +153,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--batches", type=int, default=100)
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--hashing", action="store_true", help="into a segment with identityHashing sha256")
+    parser.add_argument("--add", action="store_true", help="ADD N new rows into an N-member segment")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-profile-"))
     try:

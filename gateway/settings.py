@@ -140,6 +140,11 @@ SETTINGS: tuple[Setting, ...] = (
             "Largest data upload (after gzip is undone); larger → 413, nothing applied."),
     Setting("max_field_bytes", "GATEWAY_MAX_FIELD_BYTES", "64KiB", parse_size,
             "Largest CSV field; a row with a larger one is counted invalid."),
+    Setting("add_read_ahead_bytes", "GATEWAY_ADD_READ_AHEAD_BYTES", "4MiB", parse_size,
+            "An ADD body (after gzip is undone) up to this size is read into memory before its segment is locked, "
+            "then COPYed straight into the members (a batch of new identities then costs about what psql's COPY "
+            "does); a larger one streams through a temporary table. Memory: up to this much per data slot. "
+            "0: every ADD streams."),
     Setting("max_attributes", "GATEWAY_MAX_ATTRIBUTES", "1000", parse_max_attributes,
             "Most columns in an upload's header and most attributes a segment gets (at most 1599); a header "
             "over it, or one that would take its segment past it → 400, nothing applied."),
@@ -214,6 +219,7 @@ class Settings:
     auth_failure_window: float
     max_body_bytes: int
     max_field_bytes: int
+    add_read_ahead_bytes: int
     max_attributes: int
     sync_export_max_rows: int
     replace_session_ttl: float

@@ -296,6 +296,28 @@ CREATE TEMPORARY TABLE incoming (
     {incoming_columns}
 ) ON COMMIT DROP;
 
+-- name: incoming_members_create
+-- The rows of an ADD that gateway.ingest.apply.add_direct sent straight to the members table before it
+-- stopped, and the rest of its body, in the members table's shape; ord numbers them in the body's order
+-- (COPY keeps it), so that members_add's last-row-wins rule holds ({identity} = identity, {attrs} = attrs).
+CREATE TEMPORARY TABLE incoming (
+    identity  text COLLATE "C" NOT NULL,
+    attrs     text[] NOT NULL,
+    ord       bigint GENERATED ALWAYS AS IDENTITY
+) ON COMMIT DROP;
+
+-- name: endpoint_has_suppressions
+SELECT EXISTS (SELECT 1 FROM suppressions WHERE endpoint_id = $1);
+
+-- name: add_direct_lock_timeout
+-- While an ADD's rows go straight into the members table (gateway.ingest.apply.add_direct), in identity
+-- order only by chance: a wait for another batch's row ends this soon, and the batch is merged in identity
+-- order instead. Below deadlock_timeout (1 s), so that such a wait never becomes a deadlock error.
+SET LOCAL lock_timeout = '20ms';
+
+-- name: lock_timeout_default
+SET LOCAL lock_timeout TO DEFAULT;
+
 -- name: incoming_identities
 -- Only when another upload fixed the identity attribute while this body streamed (see lock_and_register):
 -- the new identity column, read to be normalised in Python (gateway.ingest.upload.normalise_identity).
@@ -328,6 +350,14 @@ CREATE TABLE IF NOT EXISTS {members} (
     identity  text COLLATE "C" PRIMARY KEY,
     attrs     text[] NOT NULL
 );
+
+-- name: members_insert_new
+-- ADD's fast path (gateway.ingest.apply.add_members), in a savepoint: when every identity of the batch is
+-- new, a plain INSERT (no speculative insertion: about 40 % cheaper than members_add) adds them all; the
+-- first one that is a member already raises unique_violation, and members_add runs instead. The same rows,
+-- the same identity order (so the same lock order) and the same last-row-wins rule as members_add.
+INSERT INTO {members} (identity, attrs)
+SELECT DISTINCT ON ({identity}) {identity}, {attrs} FROM incoming ORDER BY {identity}, ord DESC;
 
 -- name: members_add
 -- The last row of the batch wins for an identity sent twice; xmax = 0 marks rows that were inserted.

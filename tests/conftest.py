@@ -9,6 +9,7 @@ when those are installed (skipped, with the reason, when they are not).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import os
 import tempfile
@@ -147,6 +148,13 @@ class GatewayTestServer(TestServer):
 @pytest.fixture
 async def client(aiohttp_client, settings: Settings):
     return await aiohttp_client(GatewayTestServer(create_app(settings)))
+
+
+@pytest.fixture
+async def streaming_client(aiohttp_client, settings: Settings):
+    """A client of an app whose ADD bodies all stream through ``incoming`` (``GATEWAY_ADD_READ_AHEAD_BYTES``
+    0), as a body larger than the read-ahead does: for the races of a body still streaming."""
+    return await aiohttp_client(GatewayTestServer(create_app(dataclasses.replace(settings, add_read_ahead_bytes=0))))
 
 
 @pytest.fixture

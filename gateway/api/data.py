@@ -19,8 +19,8 @@ from gateway.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from gateway.db.csvcopy import streaming_transaction
 from gateway.http.csvout import stream_csv
 from gateway.ingest.upload import ColumnRules, Upload
-from gateway.ingest.apply import (add_members, batch_result, drop_suppressed, lock_to_apply, plan_upload,
-                                  remove_members, stream_incoming)
+from gateway.ingest.apply import (add_direct, add_members, batch_result, drop_suppressed,
+                                  lock_to_apply, plan_upload, remove_members, stream_incoming)
 from gateway.ingest.rejects import RejectSink
 from gateway.ingest.replace import push_replace
 from gateway.http.responses import success
@@ -118,6 +118,13 @@ async def push(request: web.Request) -> web.Response:
             if operation is Operation.REPLACE:
                 result = await push_replace(conn, endpoint_id, segment_id, batch, upload, header, rules, plan,
                                             settings.replace_session_ttl, entry)
+            elif (operation is Operation.ADD and settings.add_read_ahead_bytes
+                  and await upload.read_ahead(settings.add_read_ahead_bytes)):
+                async with conn.transaction():  # the body is in memory: lock first, then parse and apply
+                    await declare_writes(conn, endpoint_id)
+                    plan = await lock_to_apply(conn, endpoint_id, segment_id, header, rules, None, upload)
+                    result = batch_result(segment_id, upload,
+                                          numAdded=await add_direct(conn, endpoint_id, segment_id, plan, upload, entry))
             else:
                 async with conn.transaction():
                     await declare_writes(conn, endpoint_id)

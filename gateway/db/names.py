@@ -19,13 +19,18 @@ def staging_table(session_id: int) -> tuple[str, str]:
     return "staging", f"replace_{int(session_id)}"
 
 
+def members_table(segment_id: int) -> tuple[str, str]:
+    """A segment's members table as (schema, name), unquoted (for asyncpg's COPY)."""
+    return "audience", f"members_{int(segment_id)}"
+
+
 def table_names(segment_id: int | None = None, session_id: int | None = None,
                 job_id: int | None = None) -> dict[str, str]:
     """Identifiers for the SQL templates: ``{members}`` and its replacement for a segment, ``{staging}``
     for a REPLACE session, ``{export_table}`` for an export job's snapshot."""
     names: dict[str, str] = {}
     if segment_id is not None:
-        members = f"members_{int(segment_id)}"
+        members = members_table(segment_id)[1]
         names.update({
             "members": quoted("audience", members),
             "members_name": quoted(members),

@@ -9,19 +9,25 @@ apply side by side under a shared lock; each takes its members' row locks in ide
 batches touching the same identities wait for each other (never deadlock) and, for one identity, the
 result is that of some serial order of the calls. A batch registering columns (or creating the members
 table), a REPLACE commit and a metadata change take it exclusively.
+
+An ADD body small enough to be read into memory first (``add_direct``) takes the lock before it is parsed
+and COPYs its rows straight into the members table, in the body's order; it never waits long for another
+batch's row (it falls back to the merge, in identity order), so the rule above still holds.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 
 from gateway.errors import Conflict, NotFound
+from gateway.ops import metrics
 from gateway.ingest.upload import ColumnPlan, ColumnRules, Upload, normalise_identity, plan_columns
 from gateway.ingest.rejects import RejectSink
 from gateway.audience.segments import hold_segment, require_pushable
-from gateway.db.names import sql, table_names
+from gateway.db.names import members_table, sql, table_names
 from gateway.db.queries import QUERIES
 from gateway.ingest.history import UploadEntry
 
@@ -38,10 +44,11 @@ async def plan_upload(conn: asyncpg.Connection, endpoint_id: int, segment_id: in
 
 
 async def lock_to_apply(conn: asyncpg.Connection, endpoint_id: int, segment_id: int, header: list[str],
-                        rules: ColumnRules, streamed: ColumnPlan, upload: Upload) -> ColumnPlan:
+                        rules: ColumnRules, streamed: ColumnPlan | None, upload: Upload) -> ColumnPlan:
     """The lock and plan of an ADD or REMOVE batch: shared when, read unlocked, the segment's identity is
     fixed, its members table exists and the header adds no attribute (identity and table stay, attributes
-    only grow: so it stays true under the lock); else exclusive, as ``lock_and_register``."""
+    only grow: so it stays true under the lock); else exclusive, as ``lock_and_register``. ``streamed``: the
+    plan the body was streamed into ``incoming`` on (None: nothing streamed yet, the body follows this plan)."""
     row = await conn.fetchrow(QUERIES["segment_apply_mode"], segment_id, endpoint_id,
                               table_names(segment_id)["members"])
     if row is None:
@@ -69,7 +76,7 @@ def _registers(plan: ColumnPlan, row: asyncpg.Record, rules: ColumnRules) -> boo
 
 
 async def lock_and_register(conn: asyncpg.Connection, endpoint_id: int, segment_id: int, header: list[str],
-                            rules: ColumnRules, streamed: ColumnPlan, upload: Upload) -> ColumnPlan:
+                            rules: ColumnRules, streamed: ColumnPlan | None, upload: Upload) -> ColumnPlan:
     """Take the segment's lock exclusively and settle the plan: new header names join the attributes in the same
     transaction as the data (a failed upload changes nothing); a REMOVE (``rules.extends`` false) changes
     no column. Attribute positions are applied in SQL. The attribute limit is checked again here, against
@@ -88,10 +95,13 @@ async def lock_and_register(conn: asyncpg.Connection, endpoint_id: int, segment_
     return plan
 
 
-async def _settle_identity(conn: asyncpg.Connection, plan: ColumnPlan, streamed: ColumnPlan, upload: Upload) -> None:
+async def _settle_identity(conn: asyncpg.Connection, plan: ColumnPlan, streamed: ColumnPlan | None,
+                           upload: Upload) -> None:
     """When the identity column differs from the one the body was normalised on (see lock_and_register).
     A segment whose identity hashing was set while the body streamed (it had no members then) takes none
     of it: the rows were normalised by the other rule (409, nothing applied)."""
+    if streamed is None:
+        return
     if plan.hashing != streamed.hashing:
         raise Conflict("the segment's identityHashing changed while the body streamed; nothing was applied, "
                        "send it again", code="identity_hashing_changed")
@@ -159,18 +169,111 @@ async def drop_suppressed(conn: asyncpg.Connection, endpoint_id: int, plan: Colu
 
 
 async def add_members(conn: asyncpg.Connection, segment_id: int, plan: ColumnPlan, entry: UploadEntry) -> int:
-    """Merge ``incoming`` into the segment: new identities are added, known ones get the new attributes."""
+    """Merge ``incoming`` into the segment: new identities are added, known ones get the new attributes.
+
+    First as if every identity were new (``members_insert_new``, in a savepoint): a batch of new members, the
+    usual ADD, then costs a plain INSERT. At its first known identity, in identity order, that statement stops
+    with unique_violation and the merge (``members_add``) runs instead: a batch that overlaps the segment
+    wastes at most the inserts before that identity, and one that re-sends members wastes almost nothing.
+    A concurrent batch inserting the same identity makes the INSERT wait for it, as the merge would.
+    """
     await conn.execute(sql("members_create", segment_id=segment_id))
-    merged = await conn.fetchrow(sql("members_add", segment_id=segment_id, **plan.sql_names()))
-    await conn.execute(QUERIES["segment_record_upload"], segment_id, merged["added"], merged["changed"] > 0,
-                       entry.row({"numAdded": merged["added"]}))
-    return merged["added"]
+    names = plan.sql_names()
+    try:
+        async with conn.transaction():
+            inserted = _count(await conn.execute(sql("members_insert_new", segment_id=segment_id, **names)))
+        added = changed = inserted
+    except (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError):
+        added, changed = await _merge(conn, segment_id, names)
+    return await _record_add(conn, segment_id, added, changed, entry)
+
+
+async def add_direct(conn: asyncpg.Connection, endpoint_id: int, segment_id: int, plan: ColumnPlan,
+                     upload: Upload, entry: UploadEntry) -> int:
+    """Apply an ADD whose body is all in memory (``Upload.read_ahead``, up to ``GATEWAY_ADD_READ_AHEAD_BYTES``) under the lock ``lock_to_apply``
+    took with nothing streamed: its rows go by COPY straight into the members table, as psql's
+    COPY does, so that parsing (the gateway's CPU) and inserting (PostgreSQL's) overlap. For a client that
+    sends its batches one after another, that is most of an ADD's time (issue 15).
+
+    This holds only while every identity is new: in a savepoint, the COPY stops at the first identity that
+    is a member already or comes twice (unique_violation), or that another batch is inserting (a wait
+    longer than ``add_direct_lock_timeout``, rows come in the body's order: two such batches could
+    otherwise deadlock). Then the savepoint is rolled back, the rest of the body parsed, and everything
+    merged as ``add_members`` does, from the COPY text kept on the way (at most about the body's size).
+    An endpoint with suppressions takes the ``incoming`` path (the check is after the lock, as there).
+    The rejected rows are stored after the COPY, outside the savepoint.
+    """
+    await conn.execute(sql("members_create", segment_id=segment_id))
+    if await conn.fetchval(QUERIES["endpoint_has_suppressions"], endpoint_id):
+        await stream_incoming(conn, upload, plan, entry.rejects)
+        await drop_suppressed(conn, endpoint_id, plan, upload)
+        await entry.rejects.flush(conn)
+        return await add_members(conn, segment_id, plan, entry)
+    schema, table = members_table(segment_id)
+    sent: list[bytes] = []
+    try:
+        async with conn.transaction():
+            await conn.execute(QUERIES["add_direct_lock_timeout"])
+            added = changed = _count(await conn.copy_to_table(
+                table, schema_name=schema, columns=MEMBER_COLUMNS, format="text",
+                source=_kept(upload.records(plan, member_text=True), sent)))
+            await conn.execute(QUERIES["lock_timeout_default"])
+    except (asyncpg.UniqueViolationError, asyncpg.LockNotAvailableError):
+        metrics.ADD_DIRECT_MERGED.inc()
+        sent += [piece async for piece in upload.records(plan, member_text=True)]
+        await conn.execute(QUERIES["incoming_members_create"])
+        await conn.copy_to_table("incoming", columns=MEMBER_COLUMNS, format="text", source=_each(sent))
+        added, changed = await _merge(conn, segment_id, {"identity": "identity", "attrs": "attrs"})
+    await entry.rejects.flush(conn)
+    return await _record_add(conn, segment_id, added, changed, entry)
+
+
+MEMBER_COLUMNS = ("identity", "attrs")
+MERGE_ATTEMPTS = 5  # members_add statements cut short by a deadlock before the batch fails
+
+
+async def _merge(conn: asyncpg.Connection, segment_id: int, names: dict[str, str]) -> tuple[int, int]:
+    """``members_add`` (added, changed), in identity order. A batch applying by ``add_direct`` takes rows in
+    its body's order and gives up after a short wait, but the deadlock check of a merge waiting for it may
+    come first: then this merge alone is rolled back (a savepoint) and runs again."""
+    for attempt in range(1, MERGE_ATTEMPTS + 1):
+        try:
+            async with conn.transaction():
+                merged = await conn.fetchrow(sql("members_add", segment_id=segment_id, **names))
+            return merged["added"], merged["changed"]
+        except asyncpg.DeadlockDetectedError:
+            if attempt == MERGE_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def _record_add(conn: asyncpg.Connection, segment_id: int, added: int, changed: int,
+                      entry: UploadEntry) -> int:
+    await conn.execute(QUERIES["segment_record_upload"], segment_id, added, changed > 0,
+                       entry.row({"numAdded": added}))
+    return added
+
+
+def _count(status: str) -> int:
+    """The row count of a command's status ("INSERT 0 n", "COPY n")."""
+    return int(status.split()[-1])
+
+
+async def _kept(pieces: AsyncIterator[bytes], kept: list[bytes]) -> AsyncIterator[bytes]:
+    """``pieces`` of COPY text, each also appended to ``kept``."""
+    async for piece in pieces:
+        kept.append(piece)
+        yield piece
+
+
+async def _each(pieces: list[bytes]) -> AsyncIterator[bytes]:
+    for piece in pieces:
+        yield piece
 
 
 async def remove_members(conn: asyncpg.Connection, segment_id: int, plan: ColumnPlan, entry: UploadEntry) -> int:
     await conn.execute(sql("members_create", segment_id=segment_id))
-    status = await conn.execute(sql("members_remove", segment_id=segment_id, **plan.sql_names()))
-    removed = int(status.split()[-1])
+    removed = _count(await conn.execute(sql("members_remove", segment_id=segment_id, **plan.sql_names())))
     await conn.execute(QUERIES["segment_record_upload"], segment_id, -removed, removed > 0,
                        entry.row({"numRemoved": removed}))
     return removed

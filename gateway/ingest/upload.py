@@ -69,17 +69,22 @@ def _plain(chunk: bytes) -> bool:
     return b'"' not in chunk and b"\\" not in chunk and b"\t" not in chunk
 
 
-def staging_line(batch: int, line: int, identity: str, attrs: Sequence[str | None]) -> str:
-    """``(batch, ord, identity, attrs)`` as one line of COPY's text format (asyncpg's binary encoding of a
-    text[] costs the gateway 4–5× the CPU): every element quoted; escaping only when a field needs it."""
+def member_line(identity: str, attrs: Sequence[str | None]) -> str:
+    """``(identity, attrs)`` as one line of COPY's text format (asyncpg's binary encoding of a text[] costs
+    the gateway 4–5× the CPU): every element quoted; escaping only when a field needs it."""
     if None not in attrs:
         joined = '","'.join(attrs)
         if (joined.count('"') == 2 * len(attrs) - 2 and _COPY_ESCAPED.search(joined) is None
                 and _COPY_ESCAPED.search(identity) is None):
-            return f'{batch}\t{line}\t{identity}\t{{"{joined}"}}\n'
+            return f'{identity}\t{{"{joined}"}}\n'
     elements = ",".join("NULL" if value is None else '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
                         for value in attrs)
-    return f"{batch}\t{line}\t{_copy_escape(identity)}\t{_copy_escape('{' + elements + '}')}\n"
+    return f"{_copy_escape(identity)}\t{_copy_escape('{' + elements + '}')}\n"
+
+
+def staging_line(batch: int, line: int, identity: str, attrs: Sequence[str | None]) -> str:
+    """``(batch, ord, identity, attrs)`` as one line of COPY's text format (see member_line)."""
+    return f"{batch}\t{line}\t{member_line(identity, attrs)}"
 
 
 _HEX_DIGEST = re.compile(r"[0-9a-fA-F]{64}")
@@ -209,6 +214,14 @@ async def idle_chunks(content: StreamReader, timeout: float | None) -> AsyncIter
         yield chunk
 
 
+async def _replay(held: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """``held``, then what ``rest`` yields."""
+    for chunk in held:
+        yield chunk
+    async for chunk in rest:
+        yield chunk
+
+
 class Upload:
     """One CSV request body being streamed: its header, then its records, with counts as it goes.
 
@@ -272,12 +285,30 @@ class Upload:
             raise BadRequest("the body has no header row", code="invalid_header")
         return self._parser.header
 
+    async def read_ahead(self, limit: int) -> bool:
+        """Read the rest of the body into memory while it holds at most ``limit`` bytes (gunzipped); whether
+        it all came. Then nothing that follows waits for the client: the caller may take locks first and
+        parse under them (gateway.ingest.apply.add_direct). Else what was read is parsed first, as it came."""
+        held: list[bytes] = []
+        size = len(self._unparsed)
+        ended = False
+        while size <= limit:
+            chunk = await anext(self._chunks, None)
+            if chunk is None:
+                ended = True
+                break
+            held.append(chunk)
+            size += len(chunk)
+        self._chunks = _replay(held, self._chunks)
+        return ended
+
     async def records(self, plan: ColumnPlan, pause: Callable[[], bool] | None = None,
-                      staged_batch: int | None = None) -> AsyncIterator[tuple[Any, ...]]:
+                      staged_batch: int | None = None, member_text: bool = False) -> AsyncIterator[Any]:
         """``(line, field0, field1, …)`` for each valid row (identity normalised), for COPY into ``incoming``;
         with ``staged_batch`` k, one piece of COPY text (``staging_line(k, line, identity, attrs)`` of each
         of its rows, attrs in the segment's attribute order, the plan's) at a time, for COPY straight into a
-        REPLACE session's staging table, and ``identities`` gathered.
+        REPLACE session's staging table, and ``identities`` gathered; with ``member_text``, pieces of
+        ``member_line(identity, attrs)``, for COPY straight into a members table (gateway.ingest.apply.add_direct).
 
         Stops early, between two pieces of the body (at most ``_PARSE_STEP`` bytes each), when ``pause()``
         says so (the caller stores the rejected rows, then calls again to go on); ``done`` tells when the
@@ -285,9 +316,11 @@ class Upload:
         """
         while not self.done:
             rows, self._ahead = self._ahead, []
-            if staged_batch is None:
+            if staged_batch is None and not member_text:
                 for record in self._records_of(rows, plan, self._has_nul, None):
                     yield record
+            elif member_text and rows:
+                yield "".join(self._records_of(rows, plan, self._has_nul, None, member_text=True)).encode()
             elif rows:
                 yield "".join(self._records_of(rows, plan, self._has_nul, staged_batch)).encode()
                 if self.identities is not None and len(self.identities) > MAX_COUNTED_IDENTITIES:
@@ -312,7 +345,7 @@ class Upload:
             self._unparsed = memoryview(chunk)
 
     def _records_of(self, rows: list[tuple[int, list[str]]], plan: ColumnPlan, has_nul: bool,
-                    staged_batch: int | None):
+                    staged_batch: int | None, member_text: bool = False):
         identity_index = plan.identity_index
         lowercase = plan.lowercase_identity
         hashing = plan.hashing
@@ -331,6 +364,13 @@ class Upload:
                 self.reject(line, f"empty identity ({plan.identity_attribute})", fields)
                 continue
             fields[identity_index] = identity
+            if member_text:
+                if plain:  # member_line's fast path, inlined
+                    yield f'{identity}\t{{"{quoted_comma.join(fields)}"}}\n'
+                else:
+                    yield member_line(identity, fields if in_header_order else [
+                        fields[i] if i >= 0 else None for i in source])
+                continue
             if staged_batch is None:
                 yield line, *fields
                 continue

@@ -47,6 +47,9 @@ BATCH_DURATION = Histogram("batch_duration_seconds", "Time to stream and apply o
                            namespace=NAMESPACE, buckets=DURATION_BUCKETS)
 UPLOADS_IN_FLIGHT = Gauge("uploads_in_flight", "Pushes being streamed or applied", namespace=NAMESPACE,
                           multiprocess_mode="livesum")
+ADD_DIRECT_MERGED = Counter("add_direct_merged", "ADD batches whose straight COPY into the members table stopped "
+                            "(a known, repeated or concurrently inserted identity) and that were merged instead",
+                            namespace=NAMESPACE)
 REPLACE_COMMITS = Counter("replace_commits", "REPLACE sessions committed (a new audience went live)",
                           namespace=NAMESPACE)
 REPLACE_EXPIRIES = Counter("replace_expiries", "REPLACE sessions expired idle (staged rows purged)",

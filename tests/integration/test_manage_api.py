@@ -227,12 +227,12 @@ async def test_no_purge_within_the_grace_period(aiohttp_client, settings, db):
     assert await table_exists(db, members_table(segment_id))
 
 
-async def test_a_push_racing_a_delete_applies_nothing(client, db):
+async def test_a_push_racing_a_delete_applies_nothing(streaming_client, db):
     """Deleted while the body streams: the push finds the segment gone under its lock (404)."""
-    segment_id = str(await make(client, "racing"))
-    pushing = asyncio.create_task(push(client, segment_id, chunked(b"email\n", b"a@x.com\n", pause=0.5)))
+    segment_id = str(await make(streaming_client, "racing"))
+    pushing = asyncio.create_task(push(streaming_client, segment_id, chunked(b"email\n", b"a@x.com\n", pause=0.5)))
     await eventually(lambda: copy_in_progress(db), "the push's body to stream")
-    await api(client, "DELETE", f"/api/segments/{segment_id}?purge=true")
+    await api(streaming_client, "DELETE", f"/api/segments/{segment_id}?purge=true")
     (await pushing).assert_failure(404, "segment_not_found")
     assert not await table_exists(db, members_table(segment_id))
 

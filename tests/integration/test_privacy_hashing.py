@@ -92,15 +92,15 @@ async def test_an_unknown_hashing_is_refused(client, db):
     assert await db.fetchval("SELECT count(*) FROM segments WHERE identity_hashing IS NOT NULL") == 0
 
 
-async def test_a_push_streaming_while_the_setting_changes_applies_nothing(client, db):
-    segment = await create_segment(client)
-    async with streaming_push(client, db, segment, b"email\nann@example.com\n", b"bob@x.com\n") as slow:
-        changed = await api(client, "PATCH", f"/api/segments/{segment}", json={"identityHashing": "sha256"})
+async def test_a_push_streaming_while_the_setting_changes_applies_nothing(streaming_client, db):
+    segment = await create_segment(streaming_client)
+    async with streaming_push(streaming_client, db, segment, b"email\nann@example.com\n", b"bob@x.com\n") as slow:
+        changed = await api(streaming_client, "PATCH", f"/api/segments/{segment}", json={"identityHashing": "sha256"})
         assert changed.result["identityHashing"] == "sha256"
     (await slow).assert_failure(409, "identity_hashing_changed")
     assert await db.fetchval("SELECT member_count FROM segments WHERE id = $1", int(segment)) == 0
-    await push_ok(client, segment, csv_body(["email"], [["ann@example.com"]]))
-    assert column(await pulled(client, segment)) == {sha("ann@example.com")}
+    await push_ok(streaming_client, segment, csv_body(["email"], [["ann@example.com"]]))
+    assert column(await pulled(streaming_client, segment)) == {sha("ann@example.com")}
 
 
 async def test_replace_batches_of_a_hashing_segment_stage_without_the_segments_lock(client, db, database_url):

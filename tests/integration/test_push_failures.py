@@ -34,7 +34,8 @@ async def assert_clean_afterwards(client, db, segment_id: str, before: dict) -> 
 
 @pytest.mark.parametrize("action", ["ADD", "REPLACE"])
 @pytest.mark.parametrize("moment", ["in-header", "mid-copy"])
-async def test_a_client_hanging_up_mid_body_applies_nothing(client, db, action, moment):
+async def test_a_client_hanging_up_mid_body_applies_nothing(streaming_client, db, action, moment):
+    client = streaming_client  # an ADD streams its body into incoming: the COPY below is visible
     segment_id, before = await seeded_segment(client, db)
     head = (f"{METHOD_OF[action]} /v1/segments/{segment_id}/data?totalBatchCount=1&currentBatchNumber=1 HTTP/1.1\r\n"
             f"Host: {client.server.host}:{client.server.port}\r\nAuthorization: Bearer {ADMIN_KEY}\r\n"
@@ -52,12 +53,12 @@ async def test_a_client_hanging_up_mid_body_applies_nothing(client, db, action, 
     finally:
         writer.close()
         await writer.wait_closed()
-    await assert_clean_afterwards(client, db, segment_id, before)
+    await assert_clean_afterwards(streaming_client, db, segment_id, before)
 
 
 @pytest.mark.parametrize("action", ["ADD", "REPLACE", "REMOVE"])
-async def test_a_database_connection_killed_mid_upload_applies_nothing(client, db, action):
-    segment_id, before = await seeded_segment(client, db)
+async def test_a_database_connection_killed_mid_upload_applies_nothing(streaming_client, db, action):
+    segment_id, before = await seeded_segment(streaming_client, db)
     killed: list[int] = []
 
     async def body():
@@ -67,8 +68,8 @@ async def test_a_database_connection_killed_mid_upload_applies_nothing(client, d
                                         "WHERE pid = any($1::int[]) AND pg_terminate_backend(pid)", pids) or [])
         yield ROWS[len(ROWS) // 2:]
 
-    reply = await push(client, segment_id, body(), action)
+    reply = await push(streaming_client, segment_id, body(), action)
     assert len(killed) == 1
     if reply.status != DROPPED:
         reply.assert_failure(503, "database_unavailable")
-    await assert_clean_afterwards(client, db, segment_id, before)
+    await assert_clean_afterwards(streaming_client, db, segment_id, before)

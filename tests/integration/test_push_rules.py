@@ -148,12 +148,12 @@ async def test_later_uploads_find_the_identity_by_ids_then_name_then_first_colum
     assert await db.fetchval("SELECT identity_attribute FROM segments WHERE id = $1", int(segment_id)) == "email"
 
 
-async def test_a_first_upload_overtaken_by_another_is_applied_as_a_later_upload(client, db):
+async def test_a_first_upload_overtaken_by_another_is_applied_as_a_later_upload(streaming_client, db):
     """Calls apply one at a time in the order they reach the segment's lock: an upload still streaming
     when another one fixes the identity attribute is then a later upload (identity found by name)."""
-    segment_id = await create_segment(client)
+    segment_id = await create_segment(streaming_client)
     # the first upload applied while this one streams: identity "id"
-    reply = await overtaken_push(client, db, segment_id, b"name,id\nOne,K1\n", b"Two,K2\n", "id,name\nK0,Zero\n")
+    reply = await overtaken_push(streaming_client, db, segment_id, b"name,id\nOne,K1\n", b"Two,K2\n", "id,name\nK0,Zero\n")
     assert reply.status == 200, reply.text
     assert reply.result["numAdded"] == "2"
     assert await db.fetchval("SELECT identity_attribute FROM segments WHERE id = $1", int(segment_id)) == "id"
@@ -161,14 +161,14 @@ async def test_a_first_upload_overtaken_by_another_is_applied_as_a_later_upload(
                                               "K2": {"id": "K2", "name": "Two"}}
 
 
-async def test_a_non_ascii_email_is_one_member_whether_normalised_while_streaming_or_under_the_lock(client, db):
+async def test_a_non_ascii_email_is_one_member_whether_normalised_while_streaming_or_under_the_lock(streaming_client, db):
     """The identity rule is applied in Python on both paths: while the body streams, and under the lock when
     another first upload fixed another identity column meanwhile (SQL's ``lower`` under ``COLLATE "C"``
     turned "ÉLODIE@Example.com" into "Élodie@example.com": a second member)."""
-    segment_id = await create_segment(client)
+    segment_id = await create_segment(streaming_client)
     # this push streams as a first upload (identity: backup_email, the first email column); the other one
     # fixes "email" meanwhile, so the column holding ÉLODIE is normalised only under the lock
-    reply = await overtaken_push(client, db, segment_id, "backup_email,email\nb@x.com,\u00a0ÉLODIE@Example.com \n".encode(),
+    reply = await overtaken_push(streaming_client, db, segment_id, "backup_email,email\nb@x.com,\u00a0ÉLODIE@Example.com \n".encode(),
                                  "c@x.com,ZOË@Example.com\n".encode(),
                                  "email,backup_email\nÉLODIE@Example.com,a@x.com\n", ids="email")
     assert (reply.result["numAdded"], reply.result["numInvalid"]) == ("1", "0")
@@ -508,8 +508,9 @@ async def test_attributes_past_the_limit_are_400_counting_those_the_segment_has(
 
 @pytest.mark.parametrize("action", ["ADD", "REPLACE"])
 async def test_the_limit_holds_for_uploads_streaming_side_by_side(aiohttp_client, settings, db, action):
-    """Checked again under the segment's lock: another upload added attributes while this body streamed."""
-    client = await app_client(aiohttp_client, settings, max_attributes=4)
+    """Checked again under the segment's lock: another upload added attributes while this body streamed
+    (an ADD body larger than the read-ahead streams: here every one does)."""
+    client = await app_client(aiohttp_client, settings, max_attributes=4, add_read_ahead_bytes=0)
     segment_id, _ = await seeded_segment(client, db)  # email, name
     release = asyncio.Event()
 
@@ -564,3 +565,18 @@ async def test_invalid_gzip_is_400_and_applies_nothing(client, db, how):
     body = {"not-gzip": INTRUSIVE_BODY, "truncated": compressed[:-12],
             "corrupt": compressed[:40] + bytes(b ^ 0x55 for b in compressed[40:])}[how]
     await assert_rejected(client, db, segment_id, before, 400, body, headers={"Content-Encoding": "gzip"})
+
+
+async def test_an_add_whose_one_known_identity_comes_last_applies_every_row(client, db):
+    """ADD first inserts as if every identity were new; here the one member it already holds sorts last, so
+    that attempt inserts every other row before it stops, and the merge redoes the batch: the counts and the
+    members are those of the merge alone."""
+    segment_id = await create_segment(client)
+    await push_ok(client, segment_id, "email,name\nzz@x.com,Old\n")
+    body = "email,name\n" + "".join(f"n{i:03d}@x.com,New{i}\n" for i in range(200)) + "ZZ@x.com,Newer\n"
+    result = await push_ok(client, segment_id, body)
+    assert (result["numReceived"], result["numInvalid"], result["numAdded"]) == ("201", "0", "200")
+    members = await audience(db, segment_id)
+    assert members["zz@x.com"] == {"email": "zz@x.com", "name": "Newer"}
+    assert len(members) == 201 and members["n199@x.com"]["name"] == "New199"
+    assert await db.fetchval("SELECT member_count FROM segments WHERE id = $1", int(segment_id)) == 201

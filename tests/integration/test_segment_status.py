@@ -91,12 +91,12 @@ async def test_inactive_push_is_refused_before_the_body_is_read(client, db):
     assert await snapshot(db, segment_id) == before
 
 
-async def test_made_inactive_while_the_body_streams(client, db):
+async def test_made_inactive_while_the_body_streams(streaming_client, db):
     """The status is checked again under the segment's lock: a push whose body was streaming when the
     segment became inactive is refused and applies nothing."""
-    segment_id, before = await seeded_segment(client, db)
-    async with streaming_push(client, db, segment_id, b"email,name\n", b"late@x.com,Late\n") as pushing:
-        await set_status(client, segment_id, "inactive")
+    segment_id, before = await seeded_segment(streaming_client, db)
+    async with streaming_push(streaming_client, db, segment_id, b"email,name\n", b"late@x.com,Late\n") as pushing:
+        await set_status(streaming_client, segment_id, "inactive")
     (await pushing).assert_failure(409, "segment_inactive")
     assert await snapshot(db, segment_id) == before
 

@@ -225,16 +225,16 @@ async def test_a_refused_push_leaves_no_history_and_no_rejects(aiohttp_client, s
     assert await db.fetchval("SELECT count(*) FROM upload_rejects") == 0
 
 
-async def test_rows_rejected_under_the_lock_are_stored_too(client, db):
+async def test_rows_rejected_under_the_lock_are_stored_too(streaming_client, db):
     """An upload overtaken by the first upload (which fixes another identity column) finds some of its rows
     without an identity only once it holds the segment's lock: they are rejected and stored then."""
-    segment_id = await create_segment(client)
+    segment_id = await create_segment(streaming_client)
     # streams with "name" as its identity; the first upload applied meanwhile: identity "id"
-    reply = await overtaken_push(client, db, segment_id, b"name,id\nOne,K1\n", b"Two,\n", "id,name\nK0,Zero\n")
+    reply = await overtaken_push(streaming_client, db, segment_id, b"name,id\nOne,K1\n", b"Two,\n", "id,name\nK0,Zero\n")
     assert (reply.result["numInvalid"], reply.result["numAdded"]) == ("1", "1")
-    entry = (await history(client, segment_id))["uploads"][0]
+    entry = (await history(streaming_client, segment_id))["uploads"][0]
     assert (entry["numInvalid"], entry["rejectsStored"]) == (1, 1)
-    assert await reject_rows(client, segment_id, entry["id"]) == [["3", "empty identity (id)", "Two,"]]
+    assert await reject_rows(streaming_client, segment_id, entry["id"]) == [["3", "empty identity (id)", "Two,"]]
 
 
 async def test_not_found_and_bad_parameters(client, make_key):
