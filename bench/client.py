@@ -18,9 +18,11 @@ CSV = {**AUTH, "Content-Type": "text/csv"}
 
 async def push_batches(session: aiohttp.ClientSession, url: str, segment_id: str, method: str,
                        batches: list[tuple[int, bytes]], total: int, concurrency: int,
-                       *, deadline: float | None = None) -> list[dict]:
+                       *, deadline: float | None = None, auth: dict[str, str] = AUTH) -> list[dict]:
     """Send the numbered batches of a ``total``-batch push with ``concurrency`` in flight, in order;
-    no new batch starts after ``deadline`` (a ``time.perf_counter()`` value). Returns the results."""
+    no new batch starts after ``deadline`` (a ``time.perf_counter()`` value). Returns the results.
+    ``auth``: the headers of another endpoint's key (default: the bench's own)."""
+    headers = {**auth, "Content-Type": "text/csv"}
     queue = list(batches)
     results: list[dict] = []
 
@@ -29,7 +31,7 @@ async def push_batches(session: aiohttp.ClientSession, url: str, segment_id: str
             number, body = queue.pop(0)
             params = {"totalBatchCount": str(total), "currentBatchNumber": str(number)}
             async with session.request(method, f"{url}/v1/segments/{segment_id}/data", params=params,
-                                       data=body, headers=CSV) as response:
+                                       data=body, headers=headers) as response:
                 payload = await response.json()
                 if response.status != 200:
                     raise RuntimeError(f"{method} batch {number}: {response.status} {payload}")
@@ -118,14 +120,15 @@ async def segment_job_flow(session: aiohttp.ClientSession, url: str, definition_
             raise RuntimeError(f"segment job ended {job['status']}: {job['errors']}")
         await asyncio.sleep(0.02)
 
-async def erase_flow(session: aiohttp.ClientSession, url: str, identities: list[str]) -> tuple[float, dict]:
+async def erase_flow(session: aiohttp.ClientSession, url: str, identities: list[str],
+                     auth: dict[str, str] = AUTH) -> tuple[float, dict]:
     """``POST /api/privacy/erase`` of a JSON list, then its status polled every 10 ms until it ends:
-    (seconds from the request to the end seen, the erasure as answered last)."""
+    (seconds from the request to the end seen, the erasure as answered last). ``auth``: as push_batches."""
     started = time.perf_counter()
-    async with session.post(f"{url}/api/privacy/erase", json={"identities": identities}, headers=AUTH) as response:
+    async with session.post(f"{url}/api/privacy/erase", json={"identities": identities}, headers=auth) as response:
         job = (await response.json())["result"]
     while True:
-        async with session.get(f"{url}/api/privacy/erase/{job['id']}", headers=AUTH) as response:
+        async with session.get(f"{url}/api/privacy/erase/{job['id']}", headers=auth) as response:
             result = (await response.json())["result"]
         if result["status"] in ("SUCCEEDED", "FAILED"):
             break

@@ -60,10 +60,21 @@ class Gateway:
         self.process.wait(60)
 
 
-async def create_segment(session: aiohttp.ClientSession, url: str, name: str, **fields: str) -> str:
-    """A new segment's id; ``fields``: more of its creation body (``identityHashing``)."""
-    async with session.post(f"{url}/v1/segments", json={"name": name, **fields}, headers=AUTH) as response:
+async def create_segment(session: aiohttp.ClientSession, url: str, name: str, *, auth: dict[str, str] = AUTH,
+                         **fields: str) -> str:
+    """A new segment's id; ``fields``: more of its creation body (``identityHashing``); ``auth``: the headers
+    of another endpoint's key (default: the bench's own)."""
+    async with session.post(f"{url}/v1/segments", json={"name": name, **fields}, headers=auth) as response:
         return (await response.json())["result"]["segmentId"]
+
+
+def new_endpoint(dsn: str, name: str) -> dict[str, str]:
+    """A new endpoint (tenant) on the gateway's database, by the CLI, and the headers of an admin key of its."""
+    cli = [sys.executable, "-m", "gateway"]
+    subprocess.run([*cli, "endpoints", "create", name, "--database-url", dsn], check=True, capture_output=True)
+    created = subprocess.run([*cli, "keys", "create", "--endpoint", name, "--scope", "admin", "--database-url", dsn],
+                             check=True, capture_output=True, text=True).stdout
+    return {"Authorization": f"Bearer {created.split()[-1]}"}
 
 
 def psql_argv(dsn: str) -> tuple[list[str], dict[str, str]]:

@@ -22,7 +22,7 @@ from pathlib import Path
 import aiohttp
 
 from bench import anchors, client, data
-from bench.common import AUTH, KEY, SQL, Gateway, RssSampler, create_segment, run_psql, timed_psql
+from bench.common import AUTH, KEY, SQL, Gateway, RssSampler, create_segment, new_endpoint, run_psql, timed_psql
 
 ATTRIBUTES = len(data.HEADER.split(","))
 ADD_START = 10_000_000  # ADD's new identities are numbered from here, the big request's from 50M
@@ -501,24 +501,27 @@ def _identity(line: str) -> str:
 async def erase_wide(run: Run) -> dict:
     """One identity erased from S segments (S = N/1000, 10 to 1000: 1000 at N = 1M), each holding it among
     a few members, by ``POST /api/privacy/erase`` and its job polled until it ends; beside psql deleting
-    another identity from each members table in one transaction."""
+    another identity from each members table in one transaction. Each repeat on an endpoint of its own that
+    holds just these segments (an erasure reads every segment and export file of its endpoint: the other
+    scenarios' would be measured too, and the earlier repeats')."""
     count = min(1000, max(10, run.rows // 1000))
     lines = run.lines(3, seed=11, start=60_000_000)
     erased, anchored = _identity(lines[0]), _identity(lines[1])
     body = (data.HEADER + "".join(lines)).encode()
     gate = asyncio.Semaphore(run.args.concurrency)
 
-    async def seeded(number: int) -> str:
+    async def seeded(number: int, auth: dict[str, str]) -> str:
         async with gate:
-            segment_id = await run.segment(f"erase-wide-{number}")
-            await client.push_batches(run.session, run.gateway.url, segment_id, "POST", [(1, body)], 1, 1)
+            segment_id = await create_segment(run.session, run.gateway.url, f"erase-wide-{number}", auth=auth)
+            await client.push_batches(run.session, run.gateway.url, segment_id, "POST", [(1, body)], 1, 1, auth=auth)
             return segment_id
 
     async def once(repeat: int) -> tuple[float, float]:
-        segments = await asyncio.gather(*(seeded(repeat * count + i) for i in range(count)))
+        auth = new_endpoint(run.dsn, f"erase-wide-{repeat}-{time.time_ns()}")
+        segments = await asyncio.gather(*(seeded(i, auth) for i in range(count)))
         psql = anchors.erase_one_seconds(run.dsn, segments, anchored)
-        seconds, result = await client.erase_flow(run.session, run.gateway.url, [erased])
-        if result["totalErased"] < count:  # earlier repeats' segments hold it no more
+        seconds, result = await client.erase_flow(run.session, run.gateway.url, [erased], auth=auth)
+        if result["totalErased"] != count:
             raise RuntimeError(f"the erasure found {result['totalErased']} of {count} members")
         return seconds, psql
 

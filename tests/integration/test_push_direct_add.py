@@ -12,7 +12,7 @@ import asyncpg
 
 from gateway import state
 from tests.conftest import ADMIN_KEY
-from tests.helpers import eventually, lock_waiters
+from tests.helpers import eventually, lock_waiters, members_table
 from tests.integration.push_helpers import audience, create_segment, push_ok, seeded_segment, snapshot
 from tests.integration.test_metrics import delta, scrape
 
@@ -85,3 +85,17 @@ async def test_a_client_hanging_up_while_its_body_is_read_ahead_applies_nothing(
     await eventually(released, "the push's connection to be released")
     assert await snapshot(db, segment_id) == before
     assert (await push_ok(client, segment_id, "email\nafter@x.com\n"))["numAdded"] == "1"
+
+
+async def test_a_copy_stopped_at_its_first_row_merges_every_row_of_a_long_body(client, db):
+    """The known identity is the body's first row: the COPY stops while most of the body (about 2 MB, parsed
+    16 KiB at a time) is still to be parsed; the merge gets every row all the same."""
+    segment_id = await create_segment(client)
+    await push_ok(client, segment_id, "email,name\nfirst@x.com,Old\n")
+    rows = "".join(f"member{i:06d}@example.com,Name {i}\n" for i in range(60_000))
+    result = await push_ok(client, segment_id, "email,name\nfirst@x.com,New\n" + rows)
+    assert (result["numReceived"], result["numAdded"]) == ("60001", "60000")
+    assert await db.fetchval(f"SELECT count(*) FROM {members_table(segment_id)}") == 60_001
+    assert await db.fetchval(f"SELECT attrs FROM {members_table(segment_id)} WHERE identity = 'first@x.com'") == [
+        "first@x.com", "New"]
+    assert await db.fetchval("SELECT member_count FROM segments WHERE id = $1", int(segment_id)) == 60_001
