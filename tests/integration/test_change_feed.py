@@ -78,10 +78,12 @@ async def test_a_change_committed_after_a_poll_is_in_the_next_poll(client, db):
     assert await ids_of(client, since(client_clock.isoformat())) == [], "the client's clock misses it"
 
 
-async def test_a_stalled_upload_holds_back_its_own_endpoints_feed_only(client, db, make_key):
-    """An upload of endpoint A stalls mid-body, holding its transaction open. Endpoint B's feed moves on past
-    B's new change meanwhile; A's feed stays before the upload's start, so A's next poll lists the change the
-    upload commits late. (A watermark held by every writing transaction froze B's feed too.)"""
+async def test_a_stalled_upload_holds_back_its_own_endpoints_feed_only(streaming_client, db, make_key):
+    """An upload of endpoint A stalls mid-body, holding its transaction open (an ADD body larger than the
+    read-ahead; a smaller one holds none while it is read). Endpoint B's feed moves on past B's new change
+    meanwhile; A's feed stays before the upload's start, so A's next poll lists the change the upload commits
+    late. (A watermark held by every writing transaction froze B's feed too.)"""
+    client = streaming_client
     other = await make_key("admin", endpoint="other-tenant")
     a_segment, b_segment = int(await create_segment(client, "A")), int(await create_segment(client, "B", other))
     release = asyncio.Event()

@@ -75,6 +75,9 @@ async def test_a_client_hanging_up_while_its_body_is_read_ahead_applies_nothing(
             return pool.get_size() - pool.get_idle_size() > 0
 
         await eventually(reading_ahead, "the push to hold a connection while it reads its body")
+        # nothing is locked or open meanwhile: the transaction starts once the body is in
+        assert await db.fetchval("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                 "AND (backend_xid IS NOT NULL OR state LIKE 'idle in transaction%')") == 0
     finally:
         writer.close()
         await writer.wait_closed()
