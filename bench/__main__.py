@@ -37,6 +37,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=4, help="batches in flight (default 4)")
     parser.add_argument("--naive-cap", type=float, default=300,
                         help="seconds after which the naive peer gets no new batch (default 300)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes of the gateway under test (serve --workers; default 1)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args(argv)
     args.scenarios = [name.strip() for name in args.scenarios.split(",") if name.strip()]
@@ -48,7 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 async def run(args: argparse.Namespace, work: Path) -> dict:
-    gateway = Gateway(work / "data")
+    gateway = Gateway(work / "data", workers=args.workers)
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as session:
             bench = scenarios.Run(args, work, gateway, session)

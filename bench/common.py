@@ -37,11 +37,11 @@ def start_listening(argv: list[str], env: dict[str, str]) -> tuple[subprocess.Po
 class Gateway:
     """A real ``serve`` process: on its own embedded database, or on ``database_url`` (another's)."""
 
-    def __init__(self, data_dir: Path, database_url: str | None = None) -> None:
+    def __init__(self, data_dir: Path, database_url: str | None = None, workers: int = 1) -> None:
         env = {name: value for name, value in os.environ.items() if name != "GATEWAY_DATABASE_URL"}
         env.update({"GATEWAY_DATA_DIR": str(data_dir), "GATEWAY_API_KEY": KEY,
                     "GATEWAY_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING")})
-        argv = [sys.executable, "-m", "gateway", "serve", "--port", "0"]
+        argv = [sys.executable, "-m", "gateway", "serve", "--port", "0", "--workers", str(workers)]
         if database_url:
             argv += ["--database-url", database_url]
         self.process, self.url = start_listening(argv, env)
