@@ -190,18 +190,19 @@ async def add_members(conn: asyncpg.Connection, segment_id: int, plan: ColumnPla
 
 async def add_direct(conn: asyncpg.Connection, endpoint_id: int, segment_id: int, plan: ColumnPlan,
                      upload: Upload, entry: UploadEntry) -> int:
-    """Apply an ADD whose body is all in memory (``Upload.read_ahead``, up to ``GATEWAY_ADD_READ_AHEAD_BYTES``) under the lock ``lock_to_apply``
-    took with nothing streamed: its rows go by COPY straight into the members table, as psql's
-    COPY does, so that parsing (the gateway's CPU) and inserting (PostgreSQL's) overlap. For a client that
-    sends its batches one after another, that is most of an ADD's time (issue 15).
+    """Apply an ADD whose body is all in memory (``Upload.read_ahead``, up to ``GATEWAY_ADD_READ_AHEAD_BYTES``)
+    under the lock ``lock_to_apply`` took with nothing streamed: its rows go by COPY straight into the members
+    table, as psql's COPY does, so that parsing (the gateway's CPU) and inserting (PostgreSQL's) overlap. For
+    a client that sends its batches one after another, that is most of an ADD's time (issue 15).
 
     This holds only while every identity is new: in a savepoint, the COPY stops at the first identity that
     is a member already or comes twice (unique_violation), or that another batch is inserting (a wait
     longer than ``add_direct_lock_timeout``, rows come in the body's order: two such batches could
-    otherwise deadlock). Then the savepoint is rolled back, the rest of the body parsed, and everything
-    merged as ``add_members`` does, from the COPY text kept on the way (at most about the body's size).
+    otherwise deadlock). Then the savepoint is rolled back, and what it held (the COPY text kept on the way)
+    and the rest of the body are merged as ``add_members`` does. The COPY pauses whenever enough rejected rows
+    have gathered: the part so far is kept (its savepoint released), the rejects stored outside any
+    savepoint, and the next part goes on in a savepoint of its own; so memory stays bounded by the body.
     An endpoint with suppressions takes the ``incoming`` path (the check is after the lock, as there).
-    The rejected rows are stored after the COPY, outside the savepoint.
     """
     await conn.execute(sql("members_create", segment_id=segment_id))
     if await conn.fetchval(QUERIES["endpoint_has_suppressions"], endpoint_id):
@@ -210,21 +211,31 @@ async def add_direct(conn: asyncpg.Connection, endpoint_id: int, segment_id: int
         await entry.rejects.flush(conn)
         return await add_members(conn, segment_id, plan, entry)
     schema, table = members_table(segment_id)
-    sent: list[bytes] = []
-    try:
-        async with conn.transaction():
-            await conn.execute(QUERIES["add_direct_lock_timeout"])
-            added = changed = _count(await conn.copy_to_table(
-                table, schema_name=schema, columns=MEMBER_COLUMNS, format="text",
-                source=_kept(upload.records(plan, member_text=True), sent)))
-            await conn.execute(QUERIES["lock_timeout_default"])
-    except (asyncpg.UniqueViolationError, asyncpg.LockNotAvailableError):
-        metrics.ADD_DIRECT_MERGED.inc()
-        sent += [piece async for piece in upload.records(plan, member_text=True)]
+    added = changed = 0
+    sent: list[bytes] = []  # the COPY text of the part in its savepoint
+    direct = True
+    while direct and not upload.done:
+        try:
+            async with conn.transaction():
+                await conn.execute(QUERIES["add_direct_lock_timeout"])
+                copied = _count(await conn.copy_to_table(
+                    table, schema_name=schema, columns=MEMBER_COLUMNS, format="text",
+                    source=_kept(upload.records(plan, pause=entry.rejects.full, member_text=True), sent)))
+                await conn.execute(QUERIES["lock_timeout_default"])
+            added, changed, sent = added + copied, changed + copied, []
+        except (asyncpg.UniqueViolationError, asyncpg.LockNotAvailableError):
+            metrics.ADD_DIRECT_MERGED.inc()
+            direct = False
+        await entry.rejects.flush(conn)
+    if not direct:
         await conn.execute(QUERIES["incoming_members_create"])
         await conn.copy_to_table("incoming", columns=MEMBER_COLUMNS, format="text", source=_each(sent))
-        added, changed = await _merge(conn, segment_id, {"identity": "identity", "attrs": "attrs"})
-    await entry.rejects.flush(conn)
+        while not upload.done:
+            await conn.copy_to_table("incoming", columns=MEMBER_COLUMNS, format="text",
+                                     source=upload.records(plan, pause=entry.rejects.full, member_text=True))
+            await entry.rejects.flush(conn)
+        merged = await _merge(conn, segment_id, {"identity": "identity", "attrs": "attrs"})
+        added, changed = added + merged[0], changed + merged[1]
     return await _record_add(conn, segment_id, added, changed, entry)
 
 

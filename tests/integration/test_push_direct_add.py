@@ -102,3 +102,21 @@ async def test_a_copy_stopped_at_its_first_row_merges_every_row_of_a_long_body(c
     assert await db.fetchval(f"SELECT attrs FROM {members_table(segment_id)} WHERE identity = 'first@x.com'") == [
         "first@x.com", "New"]
     assert await db.fetchval("SELECT member_count FROM segments WHERE id = $1", int(segment_id)) == 60_001
+
+
+async def test_a_body_with_many_rejects_goes_in_parts_and_a_later_part_falls_back(client, db):
+    """More than ``FLUSH_ROWS`` rejected rows: the COPY pauses to store them and goes on in a savepoint of its
+    own. The second part repeats an identity of the first, so it alone is merged (the answer is the same as if
+    the whole body were: this pins that nothing is lost or counted twice across the parts): the later row
+    wins, the counts are those of the whole body and every rejected row is stored."""
+    segment_id = await create_segment(client)
+    valid = [f"p{i:05d}@x.com,first" for i in range(12_000)]
+    lines = [row for pair in zip(valid, ["broken"] * len(valid)) for row in pair]  # 12,000 valid, 12,000 invalid
+    lines.append("P00001@x.com,second")  # in the second part: its first appearance is in the first
+    result = await push_ok(client, segment_id, "email,name\n" + "\n".join(lines) + "\n")
+    assert (result["numReceived"], result["numInvalid"], result["numAdded"]) == ("24001", "12000", "12000")
+    assert await db.fetchval(f"SELECT attrs FROM {members_table(segment_id)} WHERE identity = 'p00001@x.com'") == [
+        "p00001@x.com", "second"]
+    assert await db.fetchval(f"SELECT count(*) FROM {members_table(segment_id)}") == 12_000
+    assert await db.fetchval("SELECT member_count FROM segments WHERE id = $1", int(segment_id)) == 12_000
+    assert await db.fetchval("SELECT count(*) FROM upload_rejects") == 12_000
