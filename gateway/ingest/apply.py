@@ -17,6 +17,7 @@ batch's row (it falls back to the merge, in identity order), so the rule above s
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -30,6 +31,7 @@ from gateway.audience.segments import hold_segment, require_pushable
 from gateway.db.names import members_table, sql, table_names
 from gateway.db.queries import QUERIES
 from gateway.ingest.history import UploadEntry
+from gateway.db.status import rows_affected
 
 NORMALISE_STEP = 50_000  # identities read and written back per round trip by normalise_incoming
 
@@ -181,7 +183,7 @@ async def add_members(conn: asyncpg.Connection, segment_id: int, plan: ColumnPla
     names = plan.sql_names()
     try:
         async with conn.transaction():
-            inserted = _count(await conn.execute(sql("members_insert_new", segment_id=segment_id, **names)))
+            inserted = rows_affected(await conn.execute(sql("members_insert_new", segment_id=segment_id, **names)))
         added = changed = inserted
     except (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError):
         added, changed = await _merge(conn, segment_id, names)
@@ -218,7 +220,7 @@ async def add_direct(conn: asyncpg.Connection, endpoint_id: int, segment_id: int
         try:
             async with conn.transaction():
                 await conn.execute(QUERIES["add_direct_lock_timeout"])
-                copied = _count(await conn.copy_to_table(
+                copied = rows_affected(await conn.copy_to_table(
                     table, schema_name=schema, columns=MEMBER_COLUMNS, format="text",
                     source=_kept(upload.records(plan, pause=entry.rejects.full, member_text=True), sent)))
                 await conn.execute(QUERIES["lock_timeout_default"])
@@ -229,7 +231,7 @@ async def add_direct(conn: asyncpg.Connection, endpoint_id: int, segment_id: int
         await entry.rejects.flush(conn)
     if not direct:
         await conn.execute(QUERIES["incoming_members_create"])
-        await conn.copy_to_table("incoming", columns=MEMBER_COLUMNS, format="text", source=_each(sent))
+        await conn.copy_to_table("incoming", columns=MEMBER_COLUMNS, format="text", source=io.BytesIO(b"".join(sent)))
         while not upload.done:
             await conn.copy_to_table("incoming", columns=MEMBER_COLUMNS, format="text",
                                      source=upload.records(plan, pause=entry.rejects.full, member_text=True))
@@ -265,11 +267,6 @@ async def _record_add(conn: asyncpg.Connection, segment_id: int, added: int, cha
     return added
 
 
-def _count(status: str) -> int:
-    """The row count of a command's status ("INSERT 0 n", "COPY n")."""
-    return int(status.split()[-1])
-
-
 async def _kept(pieces: AsyncIterator[bytes], kept: list[bytes]) -> AsyncIterator[bytes]:
     """``pieces`` of COPY text, each also appended to ``kept``."""
     async for piece in pieces:
@@ -277,14 +274,11 @@ async def _kept(pieces: AsyncIterator[bytes], kept: list[bytes]) -> AsyncIterato
         yield piece
 
 
-async def _each(pieces: list[bytes]) -> AsyncIterator[bytes]:
-    for piece in pieces:
-        yield piece
 
 
 async def remove_members(conn: asyncpg.Connection, segment_id: int, plan: ColumnPlan, entry: UploadEntry) -> int:
     await conn.execute(sql("members_create", segment_id=segment_id))
-    removed = _count(await conn.execute(sql("members_remove", segment_id=segment_id, **plan.sql_names())))
+    removed = rows_affected(await conn.execute(sql("members_remove", segment_id=segment_id, **plan.sql_names())))
     await conn.execute(QUERIES["segment_record_upload"], segment_id, -removed, removed > 0,
                        entry.row({"numRemoved": removed}))
     return removed

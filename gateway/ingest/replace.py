@@ -30,6 +30,7 @@ from gateway.ingest.apply import (batch_result, drop_suppressed, lock_and_regist
 from gateway.audience.segments import require_pushable
 from gateway.db.queries import QUERIES
 from gateway.ingest.history import BatchInfo, UploadEntry
+from gateway.db.status import rows_affected
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +206,7 @@ async def _commit(conn: asyncpg.Connection, segment_id: int, session_id: int) ->
     except asyncpg.UniqueViolationError:
         status = await conn.execute(sql("replace_build_members", segment_id=segment_id, session_id=session_id))
         await conn.execute(sql("replace_index_members", segment_id=segment_id, session_id=session_id))
-        size = int(status.split()[-1])
+        size = rows_affected(status)
     await conn.execute(sql("replace_drop_members", segment_id=segment_id, session_id=session_id))
     await conn.execute(sql("replace_swap_members", segment_id=segment_id, session_id=session_id))
     await conn.execute(sql("replace_rename_pkey", segment_id=segment_id, session_id=session_id))

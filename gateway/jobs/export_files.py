@@ -55,6 +55,7 @@ from gateway.segmentation.pql import ExpressionError
 from gateway.ops import metrics
 from gateway.privacy.erase import record_files
 from gateway.settings import Settings
+from gateway.db.status import rows_affected
 
 log = logging.getLogger(__name__)
 
@@ -424,7 +425,7 @@ async def _copy(conn: asyncpg.Connection, lease: queue.Lease, info: Any, task: A
     fragments = {"columns": columns_at(projection.positions), **({"predicate": predicate} if predicate else {})}
     status = await copy_csv_out(conn, sql(name, segment_id=lease.segment_id, **fragments), sink, args,
                                 verbatim=ndjson)
-    return int(status.split()[-1]), projection.names
+    return rows_affected(status), projection.names
 
 
 async def report_progress(lease: queue.Lease, rows: int) -> None:

@@ -24,6 +24,7 @@ from gateway.audience.changefeed import declare_writes
 from gateway.audience.segments import hold_segment
 from gateway.db.queries import QUERIES
 from gateway.privacy.identities import FORM_COLUMNS, Received, erase_form
+from gateway.db.status import rows_affected
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ async def erase_rejects(conn: asyncpg.Connection, job_id: int, endpoint_id: int)
     """Delete the endpoint's stored rejected rows whose raw text holds one of the identities; how many.
     Upload history keeps its counts (it holds no identity)."""
     status = await conn.execute(QUERIES["privacy_erase_rejects"], endpoint_id, job_id)
-    return int(status.split()[-1])
+    return rows_affected(status)
 
 
 async def finish(conn: asyncpg.Connection, job_id: int, rejects_erased: int) -> None:

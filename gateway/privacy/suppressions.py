@@ -11,6 +11,7 @@ import asyncpg
 from gateway.audience.changefeed import iso
 from gateway.db.queries import QUERIES
 from gateway.privacy.identities import identity_hashes
+from gateway.db.status import rows_affected
 
 
 async def page(conn: asyncpg.Connection | asyncpg.Pool, endpoint_id: int, after: str,
@@ -27,4 +28,4 @@ async def remove(conn: asyncpg.Connection | asyncpg.Pool, endpoint_id: int, iden
     """Take identities (plaintext, or their SHA-256 as the list shows it) off the list; how many entries went."""
     hashes = sorted({value for identity in identities for value in identity_hashes(identity)})
     status = await conn.execute(QUERIES["suppression_delete"], endpoint_id, hashes)
-    return int(status.split()[-1])
+    return rows_affected(status)

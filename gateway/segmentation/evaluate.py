@@ -59,6 +59,7 @@ from gateway.errors import GatewayError
 from gateway.segmentation import compiler, insegment, pql
 from gateway.segmentation.profiles import profiles_sql
 from gateway.segmentation.sources import Profiles, resolve
+from gateway.db.status import rows_affected
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +193,7 @@ async def _build_in(conn: asyncpg.Connection, endpoint_id: int, job_id: int, att
     await conn.execute(QUERIES["segment_job_drop_build"].format(**names))
     status = await conn.execute(sql("segment_job_build", profiles=relation, predicate=predicate, **names), *params)
     await conn.execute(QUERIES["segment_job_index_build"].format(**names))
-    return Built(definition_id, definition["audience_segment_id"], names, count, int(status.split()[-1]),
+    return Built(definition_id, definition["audience_segment_id"], names, count, rows_affected(status),
                  profiles.identity_attribute, list(profiles.attributes), profiles.identity_hashing,
                  (time.perf_counter() - started) * 1000,
                  erased_by, definition)
